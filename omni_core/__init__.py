@@ -1,0 +1,17 @@
+"""Shared foundation of the DreamID-Omni suite.
+
+Everything the pipelines, the evaluator, the trainer and the benchmark have in common lives
+here and nowhere else: media I/O, manifest schemas, typed configs, the pretrained-weights
+registry and the Ray helpers. This package imports none of the others.
+"""
+
+__version__ = "0.1.0"
+
+import os as _os
+
+# No code path of this suite may reach a model hub at run time: every checkpoint comes from
+# the local weights folder (omni_core.weights). Upstream libraries (transformers, laion_clap,
+# pyannote) otherwise try the network on construction and hang or fail slowly offline.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    _os.environ.setdefault(_var, "1")
+_os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,22 @@
+"""Media I/O: the only place in the suite that decodes or encodes audio and video.
+
+- :mod:`.probe`  -- container and stream properties (ffprobe), VFR detection
+- :mod:`.video`  -- frame-accurate frame reads through decord, under a timeout
+- :mod:`.audio`  -- audio load + resample + downmix through ffmpeg, under a timeout
+- :mod:`.write`  -- mp4 (H.264 + AAC) and wav writing through ffmpeg
+"""
+
+from .audio import load_audio
+from .probe import MediaInfo, probe
+from .video import read_frames, sample_indices
+from .write import write_mp4, write_wav
+
+__all__ = [
+    "MediaInfo",
+    "load_audio",
+    "probe",
+    "read_frames",
+    "sample_indices",
+    "write_mp4",
+    "write_wav",
+]

@@ -1,0 +1,155 @@
+"""Starting or joining Ray, and sizing actor pools so a DAG cannot starve itself.
+
+By default a job runs on an embedded local cluster sized to this machine, with its dashboard
+bound to 127.0.0.1. ``address`` joins an existing cluster instead (``auto``, ``host:6379`` or
+``ray://host:10001``), which is what ``ray job submit`` gives a driver.
+
+Pool sizing: Ray Data runs the read and the CPU map tasks beside the actor pools. A pool that
+reserves every CPU leaves none for the read stage, and the dataset never finishes (measured on
+a 2-CPU machine). :func:`plan_actor_pool` sizes a pool from the resources the cluster actually
+has, keeping ``reserve_cpus`` free for the rest of the DAG, and shrinks the per-actor CPU
+request when even one actor would not fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from .errors import OmniError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayConfig:
+    """How a job gets its Ray cluster."""
+
+    address: str | None = None  # None: start an embedded local cluster
+    num_cpus: int | None = None  # local only; default: all cores of this machine
+    num_gpus: int | None = None  # local only; default: what Ray detects
+    object_store_memory_gb: float | None = None  # local only; default: Ray's choice
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"  # never 0.0.0.0 unless asked
+    dashboard_port: int = 8265
+    namespace: str = "omni"
+    log_to_driver: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError("num_cpus must be at least 1")
+
+
+def init_ray(cfg: RayConfig | None = None) -> dict[str, float]:
+    """Start or join Ray (idempotent); returns the cluster's total resources."""
+    import ray
+
+    cfg = cfg or RayConfig()
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    # Keep Ray's own progress output tidy and its usage stats off the network.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": cfg.log_to_driver,
+                    "configure_logging": True, "logging_level": logging.WARNING}
+    if cfg.address:
+        kwargs["address"] = cfg.address
+    else:
+        kwargs.update(
+            num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            dashboard_port=cfg.dashboard_port,
+        )
+        if cfg.num_gpus is not None:
+            kwargs["num_gpus"] = cfg.num_gpus
+        if cfg.object_store_memory_gb:
+            kwargs["object_store_memory"] = int(cfg.object_store_memory_gb * 1024**3)
+    if cfg.address and cfg.address != "auto":
+        _check_reachable(cfg.address)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # Ray raises RpcError, ConnectionError, RuntimeError...
+        where = cfg.address or "a local cluster"
+        raise OmniError(f"cannot start or join Ray at {where}: {exc}") from exc
+    return dict(ray.cluster_resources())
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on an address nobody listens on (Ray itself waits minutes for GCS)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise OmniError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise OmniError(f"cannot start or join Ray at {address}: nothing answers there "
+                        f"({exc.strerror or exc})") from exc
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class ActorPoolPlan:
+    """How many actors a stage gets and what each one reserves."""
+
+    size: int
+    num_cpus: float
+    num_gpus: float
+
+    def strategy(self):
+        """The Ray Data compute strategy for ``map_batches(compute=...)``."""
+        from ray.data import ActorPoolStrategy
+
+        return ActorPoolStrategy(min_size=1, max_size=self.size)
+
+    def ray_remote_args(self) -> dict[str, float]:
+        args = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            args["num_gpus"] = self.num_gpus
+        return args
+
+
+def plan_actor_pool(
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    *,
+    max_size: int | None = None,
+    reserve_cpus: float = 1.0,
+    resources: dict[str, float] | None = None,
+) -> ActorPoolPlan:
+    """Size an actor pool from the cluster's resources, leaving ``reserve_cpus`` free.
+
+    ``resources`` defaults to ``ray.available_resources()`` (Ray must be initialised); pass a
+    dict to plan for a known cluster. GPU stages are sized by GPUs; CPU stages by the CPUs
+    left after the reserve. When not even one actor fits, its CPU request shrinks to what is
+    left (at least 0.25), so one actor always runs and the DAG still completes.
+    """
+    if num_cpus <= 0 and num_gpus <= 0:
+        raise ValueError("an actor must reserve some CPU or GPU")
+    if resources is None:
+        import ray
+
+        resources = dict(ray.available_resources())
+    cpus = float(resources.get("CPU", 0.0))
+    gpus = float(resources.get("GPU", 0.0))
+    free = max(cpus - reserve_cpus, 0.0)
+    per_cpu = num_cpus
+    if per_cpu > free:
+        per_cpu = max(round(free, 2), 0.25) if free > 0 else max(min(cpus / 2, num_cpus), 0.25)
+    by_cpu = int(free // per_cpu) if per_cpu > 0 else 10**6
+    size = max(by_cpu, 1)
+    if num_gpus > 0:
+        if gpus < num_gpus:
+            raise OmniError(f"stage needs {num_gpus:g} GPU per actor; the cluster has {gpus:g}")
+        size = min(size, int(gpus // num_gpus))
+    if max_size is not None:
+        size = min(size, max_size)
+    return ActorPoolPlan(size=max(size, 1), num_cpus=per_cpu, num_gpus=num_gpus)

@@ -1,0 +1,102 @@
+"""Fixtures shared by the whole test tree."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory):
+    """The sample corpus (seed 0), built once per test session; a CorpusSummary.
+
+    Its files are under ``sample_corpus.out``; ground truth in ``.files_table``,
+    ``.people_table`` and ``.turns_table``. Treat it as read-only.
+    """
+    from omni_core.samples import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("sample_corpus"), seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# a real HTTP server on 127.0.0.1 with Range support and an "interrupt after N bytes" mode
+
+
+@dataclass
+class ServerState:
+    files: dict[str, bytes] = field(default_factory=dict)
+    drop_after: int | None = None  # next GET sends this many bytes then closes the connection
+    ignore_range: bool = False
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
+    requests: list[dict[str, str | None]] = field(default_factory=list)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        state: ServerState = self.server.state  # type: ignore[attr-defined]
+        rng = self.headers.get("Range")
+        state.requests.append(
+            {"path": self.path, "range": rng, "auth": self.headers.get("Authorization")}
+        )
+        if self.path in state.redirects:
+            self.send_response(302)
+            self.send_header("Location", state.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = state.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if rng and not state.ignore_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        chunk = body[start:]
+        self.send_header("Content-Length", str(len(chunk)))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        if state.drop_after is not None:
+            n, state.drop_after = state.drop_after, None
+            self.wfile.write(chunk[:n])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(chunk)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, ServerState]]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    state = ServerState()
+    httpd.state = state  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+

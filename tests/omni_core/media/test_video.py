@@ -1,0 +1,88 @@
+"""Frame-accurate decoding through decord, the timeout guard, and frame sampling."""
+
+import numpy as np
+import pytest
+
+from omni_core.errors import DecodeTimeout, MediaError
+from omni_core.media import guard, read_frames, sample_indices, write_mp4
+from omni_core.media.video import frame_times
+
+
+def numbered_video(path, n=30, fps=25):
+    """Frame i is a flat grey of value 8*i: decoded values tell which frame we got."""
+    frames = np.stack([np.full((64, 96, 3), 8 * i, np.uint8) for i in range(n)])
+    return write_mp4(path, frames, fps, crf=0)
+
+
+def frame_number(frame):
+    return int(round(frame.mean() / 8))
+
+
+def test_index_reads_are_frame_accurate(tmp_path):
+    path = numbered_video(tmp_path / "n.mp4")
+    got = read_frames(path, [0, 7, 29, 3])
+    assert got.shape == (4, 64, 96, 3) and got.dtype == np.uint8
+    assert [frame_number(f) for f in got] == [0, 7, 29, 3]
+    assert len(read_frames(path)) == 30
+
+
+def test_timestamp_reads_pick_the_frame_on_screen(tmp_path):
+    path = numbered_video(tmp_path / "n.mp4")
+    got = read_frames(path, timestamps=[0.0, 0.039, 0.04, 0.5, 1.19])
+    assert [frame_number(f) for f in got] == [0, 0, 1, 12, 29]
+
+
+def test_vfr_timestamps_follow_the_real_frame_times(sample_corpus):
+    path = sample_corpus.out / "broken/vfr.mp4"
+    times = frame_times(path)
+    gaps = np.diff(times[:, 0])
+    assert gaps.max() > 0.2 and gaps.min() < 0.035  # the 270 ms gap and 30 ms intervals
+    # the frame shown at a time is the last one that started before it
+    t = float(times[60, 0]) + 0.001
+    idx = read_frames(path, timestamps=[t])
+    assert np.array_equal(idx[0], read_frames(path, [60])[0])
+
+
+def test_scaled_read_and_errors(tmp_path, sample_corpus):
+    path = numbered_video(tmp_path / "n.mp4")
+    assert read_frames(path, [0], size=(48, 32)).shape == (1, 32, 48, 3)
+    with pytest.raises(MediaError, match="out of range"):
+        read_frames(path, [30])
+    with pytest.raises(MediaError, match="empty"):
+        read_frames(sample_corpus.out / "broken/empty.mp4", [0])
+    with pytest.raises(MediaError):
+        read_frames(sample_corpus.out / "broken/not_a_video.mp4", [0])
+    with pytest.raises(MediaError):
+        read_frames(sample_corpus.out / "broken/truncated_no_moov.mp4", [0])
+
+
+def hang(seconds):
+    import time
+
+    time.sleep(seconds)
+    return "finished"
+
+
+def crash():
+    import os
+
+    os._exit(3)
+
+
+def test_guard_kills_a_hung_decode_and_reports_a_crash():
+    assert guard.run_guarded(hang, 0.0, timeout=30, what="x") == "finished"
+    with pytest.raises(DecodeTimeout, match="timed out after 1 s"):
+        guard.run_guarded(hang, 60, timeout=1, what="slow.mp4")
+    with pytest.raises(MediaError, match="decoder died"):
+        guard.run_guarded(crash, timeout=30, what="bad.mp4")
+
+
+@pytest.mark.parametrize("mode,expect", [
+    ("linspace", [0, 25, 50, 74, 99]),
+    ("segment_middle", [10, 30, 50, 70, 90]),
+])
+def test_sample_indices(mode, expect):
+    assert sample_indices(100, 5, mode).tolist() == expect
+    assert sample_indices(3, 1, "all").tolist() == [0, 1, 2]
+    with pytest.raises(MediaError):
+        sample_indices(0, 4)
