@@ -3,7 +3,7 @@ VENV ?= .venv
 OUT ?= out
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test bench lint lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,9 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.run --out $(OUT)/bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -84,7 +84,7 @@ class DoctorReport:
 def collect(root: str | Path | None = None, registry: Registry | None = None) -> DoctorReport:
     report = DoctorReport(
         suite_version=__version__,
-        git_commit=_git_commit(),
+        git_commit=git_commit(),
         python=sys.version.split()[0],
         platform=f"{platform.system()} {platform.machine()}",
     )
@@ -144,7 +144,7 @@ def _gpu() -> dict:
     return info
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     here = Path(__file__).resolve().parent.parent
     if not (here / ".git").exists() or shutil.which("git") is None:
         return None

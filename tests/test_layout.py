@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["omni_core", "pipelines", "evaluation", "omni_model", "benchmark", "omni_cli"]
+PACKAGES = ["omni_core", "pipelines", "evaluation", "omni_model", "benchmark", "omni_cli",
+            "bench"]
 ALLOWED = {
     "omni_core": set(),
     "pipelines": {"omni_core"},
@@ -18,6 +19,7 @@ ALLOWED = {
     "omni_model": {"omni_core"},
     "benchmark": {"omni_core", "pipelines", "evaluation", "omni_model"},
     "omni_cli": {"omni_core", "pipelines", "evaluation", "omni_model", "benchmark"},
+    "bench": {"omni_core", "pipelines", "evaluation", "omni_model", "benchmark"},  # speed only
 }
 
 

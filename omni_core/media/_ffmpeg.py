@@ -1,4 +1,5 @@
-"""Running ffmpeg/ffprobe: argument lists only (never a shell string), always a timeout."""
+"""Running external media programs (ffmpeg, ffprobe, espeak-ng): argument lists only (never a
+shell string), always a timeout."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from ..errors import DecodeTimeout, MediaError
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def binary(name: str) -> str:
-    """Path of ffmpeg/ffprobe, or a clear error saying how to install it."""
+def binary(name: str, package: str = "ffmpeg") -> str:
+    """Path of an external program, or a clear error saying which package provides it."""
     path = shutil.which(name)
     if path is None:
-        raise MediaError(f"{name} not found on PATH; install it (Debian: apt-get install ffmpeg)")
+        raise MediaError(f"{name} not found on PATH; install it (Debian: apt-get install "
+                         f"{package}; `make setup` does)")
     return path
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import tempfile
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from ..errors import DecodeTimeout, MediaError, OmniError
 
@@ -27,13 +30,37 @@ def _context():
     return _CTX
 
 
+# Arrays larger than this travel through a file in shared memory (/dev/shm) instead of being
+# pickled through the pipe, which costs several times the decode itself for a whole clip.
+_INLINE_BYTES = 1 << 20
+_SPOOL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def _pack(value: Any) -> tuple[str, Any]:
+    if isinstance(value, np.ndarray) and value.nbytes > _INLINE_BYTES:
+        fd, path = tempfile.mkstemp(prefix="omni-decode-", suffix=".npy", dir=_SPOOL_DIR)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, value, allow_pickle=False)
+        return "ok-file", path
+    return "ok", value
+
+
+def _unpack_file(path: str) -> np.ndarray:
+    # Map copy-on-write instead of reading: no copy up front, and the array stays valid (and
+    # writable, privately) after the file's name is removed.
+    try:
+        return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
+    finally:
+        os.unlink(path)
+
+
 def _child(conn, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     # decord and ffmpeg log from C++ straight to fd 2; failures come back as exceptions, so
     # the child's log lines are noise on the console of a user running `omni probe`.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        conn.send(("ok", fn(*args, **kwargs)))
+        conn.send(_pack(fn(*args, **kwargs)))
     except OmniError as exc:
         conn.send(("omni", str(exc)))
     except BaseException as exc:  # noqa: BLE001 - report any failure of the decoder as data
@@ -78,6 +105,8 @@ def run_guarded(fn: Callable[..., Any], *args: Any, timeout: float | None, what:
         proc.join(5)
     if status == "ok":
         return payload
+    if status == "ok-file":
+        return _unpack_file(payload)
     if status == "omni":
         raise MediaError(payload)
     raise MediaError(f"{what}: {payload}")

@@ -29,7 +29,7 @@ from .faces import FACES, FaceSource, face_crop
 from .render import envelope, layout, render
 from .speech import FEMALE_VOICES, MALE_VOICES, SAMPLE_RATE, SENTENCES, Voice, synthesize
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 STAMP = "corpus.json"
 
 WIDTH, HEIGHT, FPS = 640, 360, 25

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -12,7 +11,8 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import MediaError
-from ..media._ffmpeg import last_line
+from ..media._ffmpeg import binary, call, last_line
+from ..media.audio import resample
 
 SAMPLE_RATE = 16_000
 PEAK = 0.45  # per utterance; two overlapping utterances still stay below full scale
@@ -71,16 +71,6 @@ MALE_VOICES: tuple[Voice, ...] = (
 )
 
 
-def espeak_binary() -> str:
-    import shutil
-
-    path = shutil.which("espeak-ng")
-    if path is None:
-        raise MediaError("espeak-ng not found on PATH; install it (Debian: apt-get install "
-                         "espeak-ng) to build the sample corpus")
-    return path
-
-
 @cache
 def synthesize(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE,
                timeout: float = 30.0) -> np.ndarray:
@@ -88,12 +78,9 @@ def synthesize(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE,
     silence trimmed, peak-normalised to :data:`PEAK`. Deterministic; cached per process."""
     with tempfile.TemporaryDirectory(prefix="omni-tts-") as tdir:
         wav = Path(tdir) / "tts.wav"
-        args = [espeak_binary(), "-v", voice.name, "-p", str(voice.pitch), "-s",
-                str(voice.speed), "-w", str(wav), "--", text]
-        try:
-            proc = subprocess.run(args, capture_output=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise MediaError(f"espeak-ng: timed out after {timeout:g} s") from exc
+        args = [binary("espeak-ng", package="espeak-ng"), "-v", voice.name, "-p",
+                str(voice.pitch), "-s", str(voice.speed), "-w", str(wav), "--", text]
+        proc = call(args, timeout=timeout, what=f"espeak-ng {voice.name}")
         if proc.returncode != 0 or not wav.is_file():
             raise MediaError(f"espeak-ng {voice.name}: {last_line(proc.stderr)}")
         audio, sr = sf.read(wav, dtype="float32", always_2d=True)
@@ -105,23 +92,6 @@ def synthesize(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE,
     out = (audio * (PEAK / peak)).astype(np.float32)
     out.setflags(write=False)
     return out
-
-
-def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling by zero-padding/truncating the spectrum (numpy only).
-
-    Exact for the whole utterance at once; its periodic wrap-around is harmless because
-    espeak-ng's output starts and ends with silence (trimmed afterwards)."""
-    if sr_in == sr_out or not audio.size:
-        return audio.astype(np.float32)
-    n_out = int(round(len(audio) * sr_out / sr_in))
-    spec = np.fft.rfft(audio.astype(np.float64))
-    keep = n_out // 2 + 1
-    if keep <= len(spec):
-        spec = spec[:keep]
-    else:
-        spec = np.concatenate([spec, np.zeros(keep - len(spec), dtype=spec.dtype)])
-    return (np.fft.irfft(spec, n_out) * (n_out / len(audio))).astype(np.float32)
 
 
 def trim(audio: np.ndarray, rel_threshold: float = 0.02) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Speed benchmarks (`make bench`): measured figures live here, never in timed tests."""

@@ -1,0 +1,51 @@
+"""`make bench`: run every benchmark, write OUT/report.json and OUT/report.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from omni_core import __version__
+from omni_core.doctor import git_commit
+
+from . import media
+
+BENCHMARKS = {"media": media}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="out/bench", help="report folder (default out/bench)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measure (best is kept)")
+    ap.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "suite_version": __version__, "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine()},
+        "results": {},
+    }
+    md = [f"# omni benchmark report\n\n{report['date']}, git {report['git_commit']}, "
+          f"{report['machine']['cpus']} CPUs, {report['machine']['platform']}\n"]
+    for name, module in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"bench: {name} ...", flush=True)
+        result = module.run(repeat=args.repeat)
+        report["results"][name] = result
+        md.append(module.markdown(result))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text("\n".join(md))
+    print("\n".join(md))
+    print(f"bench: wrote {out / 'report.json'} and {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
