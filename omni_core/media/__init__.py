@@ -4,9 +4,11 @@
 - :mod:`.video`  -- frame-accurate frame reads through decord, under a timeout
 - :mod:`.audio`  -- audio load + resample + downmix through ffmpeg, under a timeout
 - :mod:`.write`  -- mp4 (H.264 + AAC) and wav writing through ffmpeg
+- :mod:`.image`  -- still images (RGB uint8) read and written through Pillow
 """
 
 from .audio import load_audio
+from .image import read_image, write_image
 from .probe import MediaInfo, probe
 from .video import read_frames, sample_indices
 from .write import write_mp4, write_wav
@@ -16,7 +18,9 @@ __all__ = [
     "load_audio",
     "probe",
     "read_frames",
+    "read_image",
     "sample_indices",
+    "write_image",
     "write_mp4",
     "write_wav",
 ]

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import OmniError
+from ..media.image import read_image
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,7 @@ def load_photo(loader: str) -> np.ndarray:
 
         img = np.asarray(getattr(data, name)())
     elif kind == "insightface":
-        bgr = cv2.imread(str(_package_file("insightface", name)), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise OmniError(f"sample corpus: cannot decode insightface {name}")
-        img = bgr[:, :, ::-1]
+        img = read_image(_package_file("insightface", name))
     else:
         raise ValueError(f"unknown photo loader {loader!r}")
     if img.ndim == 2:

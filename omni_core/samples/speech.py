@@ -8,11 +8,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from ..errors import MediaError
 from ..media._ffmpeg import binary, call, last_line
-from ..media.audio import resample
+from ..media.audio import load_audio
 
 SAMPLE_RATE = 16_000
 PEAK = 0.45  # per utterance; two overlapping utterances still stay below full scale
@@ -83,9 +82,7 @@ def synthesize(text: str, voice: Voice, sample_rate: int = SAMPLE_RATE,
         proc = call(args, timeout=timeout, what=f"espeak-ng {voice.name}")
         if proc.returncode != 0 or not wav.is_file():
             raise MediaError(f"espeak-ng {voice.name}: {last_line(proc.stderr)}")
-        audio, sr = sf.read(wav, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    audio = trim(resample(audio, sr, sample_rate))
+        audio = trim(load_audio(wav, sample_rate))
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak <= 0:
         raise MediaError(f"espeak-ng {voice.name}: produced silence for {text!r}")
