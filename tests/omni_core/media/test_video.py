@@ -1,16 +1,22 @@
 """Frame-accurate decoding through decord, the timeout guard, and frame sampling."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from omni_core.errors import DecodeTimeout, MediaError
+from omni_core.media import _worker as guard_worker
 from omni_core.media import guard, read_frames, sample_indices, write_mp4
 from omni_core.media.video import frame_times
 
 
-def numbered_video(path, n=30, fps=25):
+def numbered_video(path, n=30, fps=25, size=(96, 64)):
     """Frame i is a flat grey of value 8*i: decoded values tell which frame we got."""
-    frames = np.stack([np.full((64, 96, 3), 8 * i, np.uint8) for i in range(n)])
+    frames = np.stack([np.full((size[1], size[0], 3), 8 * i, np.uint8) for i in range(n)])
     return write_mp4(path, frames, fps, crf=0)
 
 
@@ -56,25 +62,44 @@ def test_scaled_read_and_errors(tmp_path, sample_corpus):
         read_frames(sample_corpus.out / "broken/truncated_no_moov.mp4", [0])
 
 
-def hang(seconds):
+def test_guard_kills_a_hung_decode_and_reports_a_crash():
     import time
 
-    time.sleep(seconds)
-    return "finished"
-
-
-def crash():
-    import os
-
-    os._exit(3)
-
-
-def test_guard_kills_a_hung_decode_and_reports_a_crash():
-    assert guard.run_guarded(hang, 0.0, timeout=30, what="x") == "finished"
+    assert guard.run_guarded(sum, [1, 2], timeout=30, what="x") == 3
+    first = guard._WORKER.proc.pid
+    assert guard.run_guarded(max, [1, 2], timeout=30, what="x") == 2
+    assert guard._WORKER.proc.pid == first  # one long-lived worker serves the calls
     with pytest.raises(DecodeTimeout, match="timed out after 1 s"):
-        guard.run_guarded(hang, 60, timeout=1, what="slow.mp4")
+        guard.run_guarded(time.sleep, 60, timeout=1, what="slow.mp4")
     with pytest.raises(MediaError, match="decoder died"):
-        guard.run_guarded(crash, timeout=30, what="bad.mp4")
+        guard.run_guarded(os._exit, 3, timeout=30, what="bad.mp4")
+    with pytest.raises(MediaError, match="ZeroDivisionError"):
+        guard.run_guarded(divmod, 1, 0, timeout=30, what="x")
+    assert guard.run_guarded(sum, [2, 2], timeout=30, what="x") == 4  # a new worker
+
+
+def test_guard_does_not_rerun_the_callers_script(tmp_path):
+    """multiprocessing's spawn/forkserver re-import __main__ in each child; a user script
+    without a __main__ guard would run again for every decode. Ours must not."""
+    script = tmp_path / "user_script.py"
+    marker = tmp_path / "runs.txt"
+    video = numbered_video(tmp_path / "n.mp4")
+    script.write_text(
+        "from omni_core.media import read_frames\n"
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        f"print(read_frames({str(video)!r}, [3]).shape)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(1, 64, 96, 3)" in r.stdout
+    assert marker.read_text() == "x"
+
+
+def test_large_results_come_back_whole(tmp_path):
+    frames = read_frames(numbered_video(tmp_path / "n.mp4", size=(320, 240)))
+    assert frames.nbytes > guard_worker.INLINE_BYTES and frames.flags.writeable
+    assert [frame_number(f) for f in frames[::5]] == [0, 5, 10, 15, 20, 25]
+    assert not list(Path(guard_worker.SPOOL_DIR).glob("omni-decode-*"))
 
 
 @pytest.mark.parametrize("mode,expect", [
