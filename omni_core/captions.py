@@ -169,8 +169,8 @@ def parse_caption(text: str) -> StructuredCaption:
     return cap
 
 
-def read_caption(path: str | Path) -> StructuredCaption:
-    """A caption file: a JSON string (released layout) or the plain block text."""
+def read_caption_text(path: str | Path) -> str:
+    """The raw caption text of a file: a JSON string (released layout) or plain block text."""
     p = Path(path)
     try:
         raw = p.read_text(encoding="utf-8")
@@ -182,10 +182,16 @@ def read_caption(path: str | Path) -> StructuredCaption:
         value = raw
     if not isinstance(value, str):
         raise CaptionError(f"{p}: expected a JSON string holding the caption blocks")
+    return value
+
+
+def read_caption(path: str | Path) -> StructuredCaption:
+    """Parse a caption file (see :func:`read_caption_text`)."""
     try:
-        return parse_caption(value)
+        return parse_caption(read_caption_text(path))
     except CaptionError as exc:
-        raise CaptionError(f"{p}: {exc}") from None
+        msg = str(exc)
+        raise CaptionError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 def parse_timespan(span: str) -> tuple[float, float]:

@@ -407,6 +407,22 @@ ERRORS = register(Schema(
     ),
 ))
 
+BENCH_INSTANCES = register(Schema(
+    "bench_instances", 1,
+    doc="A benchmark instance: what a model is given, and what the metrics compare against.",
+    key=("instance_id",),
+    columns=(
+        Column("instance_id", STR, doc="the prediction is <instance_id>.mp4"),
+        Column("task", STR, choices=("r2av", "rv2av", "ra2v")),
+        Column("split", STR, choices=("S", "M"), doc="single- or multi-person"),
+        Column("caption", STR, doc="structured caption, released block format"),
+        Column("image_refs", pa.list_(STR), doc="identity image of <subK> at index K-1"),
+        Column("audio_refs", pa.list_(STR), doc="timbre wav of <subK> at index K-1"),
+        Column("source_video", STR, nullable=True, doc="rv2av: the masked source video"),
+        Column("driving_audio", STR, nullable=True, doc="ra2v: the driving speech"),
+    ),
+))
+
 # --- ground truth of the bundled sample corpus (omni samples make) -------------------------
 
 CORPUS_FILES = register(Schema(

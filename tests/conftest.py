@@ -100,3 +100,12 @@ def server() -> Iterator[tuple[str, ServerState]]:
         thread.join(5)
 
 
+
+
+@pytest.fixture(scope="session")
+def bench_fixtures(sample_corpus, tmp_path_factory):
+    """The one- and two-person benchmark fixtures in the released layout, with predictions
+    (the corpus clips themselves); a benchmark.fixtures.Fixtures."""
+    from benchmark.fixtures import build_fixtures
+
+    return build_fixtures(sample_corpus.out, tmp_path_factory.mktemp("bench_fixtures"))
