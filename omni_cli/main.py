@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from omni_core import __version__
 from omni_core.errors import OmniError
 
-from . import doctor, probe, samples, weights
+from . import doctor, evaluate, probe, samples, weights
 
-COMMANDS = (doctor, weights, samples, probe)
+COMMANDS = (doctor, weights, samples, probe, evaluate)
 
 DESCRIPTION = """\
 DreamID-Omni suite: curate talking-video training data on Ray, train the dual-stream model,

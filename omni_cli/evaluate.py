@@ -1,0 +1,90 @@
+"""``omni eval``: score a folder of generated videos on a benchmark, paper-style tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="score generated videos on IDBench-Omni (paper-style tables)",
+        description="Score PRED_DIR/<instance>.mp4 (with an audio track, or <instance>.wav "
+        "beside it) on a benchmark in the released layout (<set>/imgs, audios, captions) or a "
+        "bench_instances Parquet manifest. Writes results.parquet, summary.json and the table "
+        "as Markdown, CSV and LaTeX to OUT. Missing or unreadable predictions are counted, "
+        "never scored as 0. Reruns reuse cached results.")
+    p.add_argument("--bench", help="benchmark folder (released layout) or instances .parquet")
+    p.add_argument("--pred", help="folder of predictions")
+    p.add_argument("--out", help="results folder")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metric names (default: all registered)")
+    p.add_argument("--weights", default="debug",
+                   help="'debug' (tiny random models: scores are not meaningful) or a weights "
+                   "folder (default: debug)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--recompute", action="append", default=[], metavar="METRIC",
+                   help="ignore cached results of METRIC (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="a metric option, e.g. id_sim.n_frames=32 (repeatable)")
+    p.add_argument("--name", help="model name in the table (default: the PRED folder name)")
+    p.add_argument("--list-metrics", action="store_true", help="list the metrics and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation.registry import REGISTRY, load_builtin
+
+    load_builtin()
+    if args.list_metrics:
+        from .table import print_table
+
+        print_table(["metric", "outputs", "needs", "tasks", "version"],
+                    [(n, ", ".join(f"{o.label} ({o.direction})" for o in c.spec.outputs),
+                      ", ".join(c.spec.needs), ", ".join(c.spec.tasks), c.spec.version)
+                     for n, c in sorted(REGISTRY.items())])
+        return 0
+    missing = [f"--{a}" for a in ("bench", "pred", "out") if not getattr(args, a)]
+    if missing:
+        print(f"omni eval: error: {', '.join(missing)} required", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from benchmark.released import import_released, is_released_layout
+    from evaluation.runner import evaluate, options_from
+    from omni_core.config import apply_override
+    from omni_core.errors import OmniError
+    from omni_core.manifests import read_manifest
+
+    bench = Path(args.bench)
+    if bench.suffix == ".parquet" or bench.is_file():
+        instances = read_manifest(bench, "bench_instances")
+    elif is_released_layout(bench):
+        instances, errors = import_released(bench)
+        for e in errors.itertuples():
+            print(f"omni eval: skipped {e.item}: {e.reason}", file=sys.stderr)
+    else:
+        raise OmniError(f"{bench}: neither the released layout nor a .parquet manifest")
+    names = args.metrics.split(",") if args.metrics else sorted(REGISTRY)
+    raw: dict = {}
+    for item in args.set:
+        apply_override(raw, item)
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise OmniError(f"--set for metric(s) not being run: {', '.join(unknown)}")
+    options = {k: options_from(k, v) for k, v in raw.items()}
+    run_ = evaluate(instances, args.pred, args.out, names, weights=args.weights,
+                    device=args.device, options=options, recompute=args.recompute,
+                    model_name=args.name, progress=not args.quiet,
+                    config={"bench": str(bench), "pred": args.pred, "metrics": names,
+                            "set": args.set})
+    print(run_.table_md)
+    s = run_.summary
+    if s["missing_predictions"]:
+        print(f"{len(s['missing_predictions'])} of {s['instances']} predictions missing or "
+              "unreadable (see summary.json)")
+    if s["debug_weights"]:
+        print("debug weights: scores are not meaningful")
+    print(f"results in {run_.out}: results.parquet, summary.json, table.md/.csv/.tex")
+    return 0

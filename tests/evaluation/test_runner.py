@@ -1,0 +1,109 @@
+"""The evaluation harness with a metric added the documented way (one class, one register)."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.released import import_released
+from evaluation import registry
+from evaluation.registry import Metric, MetricSpec, Output, register
+from evaluation.runner import evaluate
+from omni_core.manifests import read_manifest
+
+CALLS = {"n": 0}
+
+
+@register
+class Loudness(Metric):
+    """Mean absolute amplitude of the prediction's audio, and a split (S/M) frame statistic."""
+
+    spec = MetricSpec(name="loudness_test", version="1", needs=("audio16k", "frames"),
+                      outputs=(Output("loudness_test", "Loud", "higher"),
+                               Output("brightness_test", "Bright", "lower", scale=100.0,
+                                      split=True)))
+
+    def compute(self, inp):
+        CALLS["n"] += 1
+        return {"loudness_test": float(np.abs(inp.audio(16000)).mean()),
+                "brightness_test": float(inp.frames((0, 1)).mean() / 255)}
+
+
+@pytest.fixture
+def bench(bench_fixtures, tmp_path):
+    """The fixtures with one prediction deleted and one corrupted."""
+    inst, _ = import_released(bench_fixtures.bench)
+    pred = tmp_path / "pred"
+    shutil.copytree(bench_fixtures.pred, pred)
+    ids = sorted(inst.instance_id)
+    (pred / f"{ids[0]}.mp4").unlink()
+    (pred / f"{ids[1]}.mp4").write_bytes(b"\x00" * 100)
+    return inst, pred, ids
+
+
+def test_run_tables_missing_resume_recompute(bench, tmp_path):
+    inst, pred, ids = bench
+    out = tmp_path / "out"
+    CALLS["n"] = 0
+    run = evaluate(inst, pred, out, ["loudness_test"], progress=False)
+    assert CALLS["n"] == len(ids) - 2
+    res = read_manifest(out / "results.parquet", "eval_results")
+    assert len(res) == 2 * len(ids)
+    miss = res[res.instance_id.isin(ids[:2])]
+    assert set(miss.status) == {"missing"} and miss.value.isna().all()
+    assert "no prediction" in miss[miss.instance_id == ids[0]].reason.iloc[0]
+    assert "unreadable prediction" in miss[miss.instance_id == ids[1]].reason.iloc[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["missing_predictions"]) == set(ids[:2])
+    assert summary["counts"]["loudness_test"] == {"missing": 2, "ok": len(ids) - 2}
+    assert summary["debug_weights"] and summary["metrics"]["loudness_test"]["version"] == "1"
+    # the table averages only the scored instances
+    ok = res[(res.status == "ok") & (res.metric == "loudness_test")]
+    assert summary["table"]["r2av"]["loudness_test"] == f"{ok.value.mean():.3f}"
+    s_m = summary["table"]["r2av"]["brightness_test"]
+    assert "/" in s_m  # S/M split
+    md = (out / "table.md").read_text()
+    assert "Loud ↑" in md and "Bright S/M ↓" in md and "R2AV (Table 2)" in md
+    assert "Bright S/M" in (out / "table.csv").read_text()
+    assert r"\toprule" in (out / "table.tex").read_text()
+
+    CALLS["n"] = 0  # a rerun reuses the cache: identical numbers, nothing recomputed
+    again = evaluate(inst, pred, out, ["loudness_test"], progress=False)
+    assert CALLS["n"] == 0
+    pd.testing.assert_frame_equal(again.results, run.results)
+    evaluate(inst, pred, out, ["loudness_test"], progress=False, recompute=["loudness_test"])
+    assert CALLS["n"] == len(ids) - 2
+
+
+def test_killed_run_resumes(bench, tmp_path):
+    inst, pred, ids = bench
+    out = tmp_path / "out"
+    evaluate(inst.iloc[:3], pred, out, ["loudness_test"], progress=False)  # "killed" after 3
+    CALLS["n"] = 0
+    evaluate(inst, pred, out, ["loudness_test"], progress=False)
+    assert CALLS["n"] == len([i for i in ids[2:] if i not in set(inst.instance_id[:3])])
+
+
+def test_metric_errors_are_rows_not_crashes(bench, tmp_path):
+    inst, pred, ids = bench
+
+    @register
+    class Broken(Metric):
+        spec = MetricSpec(name="broken_test", version="1", needs=(),
+                          outputs=(Output("broken_test", "Broken", "higher"),))
+
+        def compute(self, inp):
+            from omni_core.errors import OmniError
+
+            raise OmniError(f"no face found in {inp.instance_id}")
+
+    try:
+        run = evaluate(inst, pred, tmp_path / "o", ["broken_test"], progress=False)
+    finally:
+        registry.unregister("broken_test")
+    res = run.results
+    assert set(res.status) == {"error", "missing"}
+    assert res[res.status == "error"].reason.str.startswith("no face found").all()
+    assert run.summary["table"]["r2av"]["broken_test"] == "-"
