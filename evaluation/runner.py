@@ -220,4 +220,4 @@ def options_from(metric: str, overrides: dict) -> object:
     cls = get(metric).Options
     if not dataclasses.is_dataclass(cls):
         raise OmniError(f"metric {metric!r} has no options")
-    return from_dict(cls, overrides, where=f"metric {metric}")
+    return from_dict(cls, overrides, where=metric)
