@@ -72,6 +72,13 @@ class Metric(ABC):
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models (once per run)."""
 
+    def load(self, component: type, **kw: Any) -> Any:
+        """A model wrapper for this run: its debug twin (seed 0) or the real checkpoint from
+        the weights folder (``omni_core.weights``; a missing file is one clear error)."""
+        if self.weights == "debug":
+            return component.debug(seed=0, device=self.device, **kw)
+        return component.from_pretrained(root=self.weights, device=self.device, **kw)
+
     @abstractmethod
     def compute(self, inp: InstanceInputs) -> dict[str, float]:
         """Scores of one instance, keyed by output name. Raise OmniError to record an error."""

@@ -1,0 +1,608 @@
+"""WER: Whisper large-v3 transcribes the generated speech, jiwer scores it against the caption.
+
+Reference protocol: ``run_wer.py`` of https://github.com/BytedanceSpeech/seed-tts-eval (English
+branch), with the ASR model the DreamID-Omni paper names (Whisper large-v3). Per utterance:
+
+1. audio -> mono -> 16 kHz (upstream: ``scipy.signal.resample`` to ``int(n * 16000 / sr)``);
+2. Whisper large-v3, language forced to English, task ``transcribe``, greedy (temperature 0),
+   no timestamps, fp32; only the first 30 s window is transcribed, as upstream's
+   ``WhisperProcessor`` pads/truncates every input to 30 s. We run openai-whisper's own model
+   and decoding code on the original ``large-v3.pt`` (upstream used the same weights through
+   transformers; the log-mel front end and the network are the same computation);
+3. text normalisation (:func:`normalize_text`) of reference and transcript alike;
+4. ``jiwer.process_words`` (jiwer 4 dropped upstream's ``compute_measures``) -> WER of the
+   utterance; the benchmark number is the mean of per-utterance WERs, as a fraction
+   (the paper's 0.052), see :func:`mean_wer`.
+
+The reference text is the ground-truth speech: the ``<S>...<E>`` spans of the caption's joint
+(CO_ANALYSIS) field, joined in caption order (:func:`speech_spans`, :func:`reference_text`).
+
+Multi-person instances (:func:`score_wer_speakers`, :func:`score_wer_caption`): the generated
+audio is cut at each speaker's caption timestamps, every cut is transcribed on its own, a
+speaker's transcript is its cuts joined in time order, and it is scored against that speaker's
+spans joined in caption order; the instance WER is the mean over speakers. Fallback when the
+caption has no timestamps for some speaker who talks: the whole audio is transcribed once and
+scored against all spans joined in caption order (exactly the single-person protocol); the
+result says which of the two was used (``mode``).
+
+Empty references: jiwer 4 itself scores an empty reference as (number of inserted words), so
+"" vs "hello" is 1.0 and "" vs "" is 0.0; :func:`utterance_wer` keeps that. An instance whose
+caption has no speech at all is not a WER sample: by default (``empty_reference="skip"``) its
+WER is ``None`` ("not applicable", never averaged in as 0 or 1); ``"score"`` applies jiwer's rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from omni_core.captions import SPEECH_RE, CaptionError, StructuredCaption
+from omni_core.errors import OmniError, WeightsError
+from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+
+from ..registry import Metric, MetricSpec, Output, register
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "DEBUG_DIMS",
+    "DIRECTION",
+    "LARGE_V3_DIMS",
+    "PUNCTUATION",
+    "SAMPLE_RATE",
+    "VERSION",
+    "MultiSpeakerWER",
+    "SpeakerWER",
+    "Transcript",
+    "UtteranceWER",
+    "WERResult",
+    "WEROptions",
+    "WhisperASR",
+    "mean_wer",
+    "normalize_text",
+    "reference_text",
+    "score_wer",
+    "score_wer_caption",
+    "score_wer_speakers",
+    "speech_spans",
+    "to_16k_mono",
+    "utterance_wer",
+]
+
+VERSION = "1"
+DIRECTION = "lower"
+
+SAMPLE_RATE = 16000  # Whisper's only input rate
+CHUNK_SECONDS = 30  # Whisper's window; the reference protocol transcribes only the first one
+
+#: ``ModelDimensions`` of the released ``large-v3.pt`` (its ``dims`` entry).
+LARGE_V3_DIMS: dict[str, int] = dict(
+    n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32,
+    n_vocab=51866, n_text_ctx=448, n_text_state=1280, n_text_head=20, n_text_layer=32,
+)
+#: The debug twin: large-v3's front end and tokenizer (128 mels, 1500 audio positions for a
+#: 30 s window, the 51866-token multilingual vocabulary with 100 languages) so that the same
+#: preprocessing, prompt and decoding code runs; everything else tiny. ``n_text_ctx`` 32 caps
+#: greedy decoding at 16 tokens (openai-whisper samples at most ``n_text_ctx // 2``).
+DEBUG_DIMS: dict[str, int] = dict(
+    n_mels=128, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+    n_vocab=51866, n_text_ctx=32, n_text_state=64, n_text_head=2, n_text_layer=2,
+)
+
+# Characters seed-tts-eval deletes: ``string.punctuation`` + ``zhon.hanzi.punctuation`` (zhon
+# 2.x: fullwidth ASCII variants, CJK brackets and marks, en/em dashes, curly quotes, ellipsis,
+# middle dot, ideographic space and stops), minus the ASCII apostrophe, which it keeps.
+_ZHON_PUNCTUATION = (
+    "\uff02\uff03\uff04\uff05\uff06\uff07\uff08\uff09\uff0a\uff0b\uff0c\uff0d"
+    "\uff0f\uff1a\uff1b\uff1c\uff1d\uff1e\uff20\uff3b\uff3c\uff3d\uff3e\uff3f"
+    "\uff40\uff5b\uff5c\uff5d\uff5e\uff5f\uff60"
+    "\uff62\uff63\uff64"
+    "\u3000\u3001\u3003"
+    "\u3008\u3009\u300a\u300b\u300c\u300d\u300e\u300f\u3010\u3011"
+    "\u3014\u3015\u3016\u3017\u3018\u3019\u301a\u301b\u301c\u301d\u301e\u301f"
+    "\u3030\u303e\u303f"
+    "\u2013\u2014"
+    "\u2018\u2019\u201b\u201c\u201d\u201e\u201f"
+    "\u2026\u2027\ufe4f\ufe51\ufe54\u00b7"
+    "\uff0e\uff01\uff1f\uff61\u3002"
+)
+PUNCTUATION = "".join(sorted(set(string.punctuation + _ZHON_PUNCTUATION) - {"'"}))
+_DELETE = str.maketrans("", "", PUNCTUATION)
+
+
+# --------------------------------------------------------------------------------------------
+# options and results
+
+
+@dataclass(frozen=True)
+class WEROptions:
+    """Every protocol choice of the WER metric; the defaults are seed-tts-eval's.
+
+    Recorded with the results; changing one changes the numbers.
+    """
+
+    #: Whisper checkpoint: the weights manifest entry :class:`WhisperASR` loads (recorded with
+    #: the results; large-v3, the paper's, is the only one registered).
+    checkpoint: str = "whisper-large-v3"
+    #: Language forced on the decoder (seed-tts-eval's English branch); ``None`` lets Whisper
+    #: detect it, as no published protocol does.
+    language: str | None = "en"
+    #: Whisper task token.
+    task: Literal["transcribe", "translate"] = "transcribe"
+    #: ``"first_window"``: one decoder pass over the first 30 s (the reference protocol: the
+    #: Hugging Face processor upstream truncates to 30 s). ``"transcribe"``: openai-whisper's
+    #: sliding-window ``transcribe`` (temperature 0 only, no fallback) for clips over 30 s.
+    long_form: Literal["first_window", "transcribe"] = "first_window"
+    #: Only with ``long_form="transcribe"``: feed each window the previous window's text.
+    condition_on_previous_text: bool = True
+    #: ``None`` = greedy search (upstream's ``generate`` defaults); an int = beam search.
+    beam_size: int | None = None
+    #: fp16 inference on CUDA. Upstream ran fp32; CPU always runs fp32.
+    fp16: bool = False
+    #: ``"fft"``: ``scipy.signal.resample`` to ``int(n * 16000 / sr)`` samples, as upstream;
+    #: ``"soxr"``: :func:`omni_core.media.audio.resample` (soxr HQ). Inputs at 16 kHz are untouched.
+    resampler: Literal["fft", "soxr"] = "fft"
+    #: Text normalisation applied to reference and transcript: seed-tts-eval's English rule
+    #: (:func:`normalize_text`) or ``"none"`` (raw text, for debugging only).
+    normalization: Literal["seed-tts-eval", "none"] = "seed-tts-eval"
+    #: An instance with no ``<S>...<E>`` speech: ``"skip"`` -> WER ``None`` (not applicable);
+    #: ``"score"`` -> jiwer 4's rule (inserted words / 1, so silence scores 0.0).
+    empty_reference: Literal["skip", "score"] = "skip"
+    #: Seconds added on both sides of every speaker segment before cutting (caption timestamps
+    #: are often whole seconds). 0 cuts exactly at the caption's times.
+    segment_pad_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.long_form not in ("first_window", "transcribe"):
+            raise OmniError(f"WEROptions.long_form must be first_window|transcribe, "
+                            f"got {self.long_form!r}")
+        if self.resampler not in ("fft", "soxr"):
+            raise OmniError(f"WEROptions.resampler must be fft|soxr, got {self.resampler!r}")
+        if self.normalization not in ("seed-tts-eval", "none"):
+            raise OmniError(f"WEROptions.normalization must be seed-tts-eval|none, "
+                            f"got {self.normalization!r}")
+        if self.empty_reference not in ("skip", "score"):
+            raise OmniError(f"WEROptions.empty_reference must be skip|score, "
+                            f"got {self.empty_reference!r}")
+        if self.segment_pad_s < 0:
+            raise OmniError("WEROptions.segment_pad_s must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What Whisper heard in one utterance."""
+
+    text: str
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    no_speech_prob: float
+    duration_s: float
+    truncated: bool  # longer than 30 s and transcribed with long_form="first_window"
+
+
+@dataclass(frozen=True)
+class UtteranceWER:
+    """jiwer's alignment counts for one normalised reference/hypothesis pair.
+
+    ``substitution_rate`` etc. are upstream's extra columns: counts over reference words.
+    """
+
+    wer: float
+    reference: str  # normalised
+    hypothesis: str  # normalised
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
+
+    @property
+    def n_reference_words(self) -> int:
+        return self.hits + self.substitutions + self.deletions
+
+    @property
+    def substitution_rate(self) -> float:
+        return self.substitutions / max(self.n_reference_words, 1)
+
+    @property
+    def deletion_rate(self) -> float:
+        return self.deletions / max(self.n_reference_words, 1)
+
+    @property
+    def insertion_rate(self) -> float:
+        return self.insertions / max(self.n_reference_words, 1)
+
+
+@dataclass(frozen=True)
+class WERResult:
+    """One instance: ``wer`` is ``None`` when not applicable (no reference speech)."""
+
+    wer: float | None
+    reference: str  # raw, as given
+    transcript: Transcript
+    detail: UtteranceWER | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SpeakerWER:
+    """One speaker of a multi-person instance."""
+
+    speaker: str
+    reference: str  # the speaker's spans joined in caption order (raw)
+    hypothesis: str  # the transcripts of the speaker's segments joined in time order (raw)
+    segments: tuple[tuple[float, float], ...]
+    wer: float | None
+    detail: UtteranceWER | None
+    transcripts: tuple[Transcript, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class MultiSpeakerWER:
+    """``wer``: mean of the speakers' WERs (``mode="segments"``) or the whole-audio WER
+    against every span in caption order (``mode="whole_audio"``, the no-timestamp fallback)."""
+
+    wer: float | None
+    mode: Literal["segments", "whole_audio"]
+    speakers: tuple[SpeakerWER, ...]
+    whole: WERResult | None = None
+    note: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# reference text and normalisation
+
+
+def speech_spans(text: str) -> list[str]:
+    """The spoken words of a caption: every ``<S>...<E>`` span, in order, whitespace collapsed.
+
+    >>> speech_spans("<sub1> smiles and says <S>Hello there, friend!<E> while <sub2> nods.")
+    ['Hello there, friend!']
+    """
+    return [s for s in (" ".join(m.group(1).split()) for m in SPEECH_RE.finditer(text)) if s]
+
+
+def reference_text(caption: str | StructuredCaption) -> str:
+    """The WER reference of a whole instance: all spans joined by a space in caption order.
+
+    Accepts the joint caption text or a parsed :class:`~omni_core.captions.StructuredCaption`
+    (whose joint / CO_ANALYSIS field holds the speech).
+    """
+    text = caption.joint if isinstance(caption, StructuredCaption) else caption
+    return " ".join(speech_spans(text))
+
+
+def normalize_text(text: str) -> str:
+    """seed-tts-eval's English normalisation (``process_one`` with ``lang == "en"``).
+
+    Deletes every character of :data:`PUNCTUATION` (ASCII and CJK punctuation except the ASCII
+    apostrophe) *without* inserting a space, so "well-known" -> "wellknown" and "wait—what"
+    -> "waitwhat" exactly as upstream; the typographic apostrophe (U+2019) is deleted too
+    ("don’t" -> "dont") while "don't" keeps its apostrophe. Then whitespace runs collapse to one
+    space, ends are stripped (upstream's ``replace('  ', ' ')`` plus jiwer's default
+    ``RemoveMultipleSpaces`` + ``Strip``) and the text is lower-cased. One deliberate
+    difference: a single tab or newline also separates words here (upstream glued the words).
+    """
+    return " ".join(text.translate(_DELETE).split()).lower()
+
+
+def utterance_wer(reference: str, hypothesis: str, *, normalize: bool = True) -> UtteranceWER:
+    """WER of one utterance with ``jiwer.process_words`` (jiwer 4); normalises both first.
+
+    An empty reference follows jiwer 4: WER = number of inserted words ("" vs "" is 0).
+    """
+    import jiwer
+
+    ref = normalize_text(reference) if normalize else reference
+    hyp = normalize_text(hypothesis) if normalize else hypothesis
+    out = jiwer.process_words(ref, hyp)
+    return UtteranceWER(wer=float(out.wer), reference=ref, hypothesis=hyp, hits=int(out.hits),
+                        substitutions=int(out.substitutions), deletions=int(out.deletions),
+                        insertions=int(out.insertions))
+
+
+def mean_wer(values: Iterable[float | WERResult | MultiSpeakerWER | None]) -> float | None:
+    """The reported number: the plain mean of per-utterance WERs (a fraction, not %).
+
+    ``None`` entries (not applicable, or missing predictions) are left out, never counted as
+    0; ``None`` when nothing is left.
+    """
+    xs: list[float] = []
+    for v in values:
+        w = v.wer if isinstance(v, WERResult | MultiSpeakerWER) else v
+        if w is not None:
+            xs.append(float(w))
+    return float(np.mean(xs)) if xs else None
+
+
+def to_16k_mono(audio: np.ndarray, sample_rate: int, resampler: str = "fft") -> np.ndarray:
+    """float32 mono at 16 kHz. Channels (time on axis 0) are averaged; see ``WEROptions``."""
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    if x.ndim != 1:
+        raise OmniError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
+    if sample_rate == SAMPLE_RATE:
+        return np.ascontiguousarray(x)
+    if resampler == "fft":
+        from scipy.signal import resample
+
+        return resample(x, int(len(x) * SAMPLE_RATE / sample_rate)).astype(np.float32)
+    from omni_core.media.audio import resample as soxr_resample
+
+    return np.asarray(soxr_resample(x, sample_rate, SAMPLE_RATE), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+class WhisperASR(PretrainedComponent, nn.Module):
+    """openai-whisper's ``Whisper`` network plus its own front end and decoding code.
+
+    ``from_pretrained`` reads the released ``large-v3.pt`` (``{"dims": ..., "model_state_dict":
+    ...}``, loaded with ``weights_only=True``) exactly as ``whisper.load_model`` does;
+    ``debug`` builds the same class with :data:`DEBUG_DIMS`, seeded random weights.
+    """
+
+    weights_entry = "whisper-large-v3"
+    weights_files = ("large-v3.pt",)
+
+    def __init__(self, dims: Mapping[str, int]) -> None:
+        from whisper.model import ModelDimensions, Whisper
+
+        nn.Module.__init__(self)
+        self.dims = ModelDimensions(**dict(dims))
+        self.model = Whisper(self.dims)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- constructors
+
+    @classmethod
+    def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:
+        path = paths["large-v3.pt"]
+        ckpt = load_torch_checkpoint(path)
+        if not isinstance(ckpt.get("dims"), dict) or not isinstance(
+            ckpt.get("model_state_dict"), dict
+        ):
+            raise WeightsError(f"{path}: not an openai-whisper checkpoint (expected the keys "
+                               f"'dims' and 'model_state_dict', got {sorted(ckpt)})")
+        try:
+            obj = cls(ckpt["dims"])
+            obj.model.load_state_dict(ckpt["model_state_dict"])
+        except (TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(f"{path}: does not fit openai-whisper's Whisper: {first}") from exc
+        if dict(ckpt["dims"]) == LARGE_V3_DIMS:
+            # whisper.load_model sets these for the named model; they only steer word-level
+            # timestamps, which WER does not use, but keep the model identical to upstream's.
+            import whisper
+
+            obj.model.set_alignment_heads(whisper._ALIGNMENT_HEADS["large-v3"])
+        return obj.to(device)
+
+    @classmethod
+    def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
+        obj = cls({**DEBUG_DIMS, **kw.get("dims", {})})
+        # Whisper leaves the decoder's learned positions uninitialised (torch.empty); give them
+        # seeded values so that the debug twin is deterministic.
+        with torch.no_grad():
+            obj.model.decoder.positional_embedding.normal_(0.0, 0.02)
+        return obj.to(device)
+
+    # ---- the network pieces (thin, so that tests can compare them with upstream's)
+
+    def log_mel(self, audio_16k: np.ndarray) -> torch.Tensor:
+        """(n_mels, 3000) log-mel of the first 30 s, zero-padded: what the HF processor that
+        upstream used and ``whisper.pad_or_trim`` + ``log_mel_spectrogram`` both compute."""
+        import whisper
+
+        x = torch.from_numpy(np.ascontiguousarray(audio_16k, dtype=np.float32))
+        return whisper.log_mel_spectrogram(whisper.pad_or_trim(x), n_mels=self.dims.n_mels,
+                                           device=self.device)
+
+    @torch.no_grad()
+    def logits(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Decoder logits (batch, n_tokens, n_vocab) for mel (batch, n_mels, 3000)."""
+        return self.model(mel.to(self.device), tokens.to(self.device))
+
+    def tokenizer(self, options: WEROptions | None = None) -> Any:
+        from whisper.tokenizer import get_tokenizer
+
+        o = options or WEROptions()
+        return get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages,
+                             language=o.language, task=o.task)
+
+    # ---- transcription
+
+    def transcribe(self, audio_16k: np.ndarray, options: WEROptions | None = None) -> Transcript:
+        """Transcribe 16 kHz mono float audio with openai-whisper's own decoding code."""
+        import whisper
+
+        o = options or WEROptions()
+        x = np.ascontiguousarray(audio_16k, dtype=np.float32)
+        duration = len(x) / SAMPLE_RATE
+        fp16 = bool(o.fp16 and self.device.type == "cuda")
+        if o.long_form == "transcribe":
+            out = whisper.transcribe(
+                self.model, x, verbose=None, temperature=0.0, fp16=fp16, language=o.language,
+                task=o.task, beam_size=o.beam_size,
+                condition_on_previous_text=o.condition_on_previous_text,
+            )
+            segs = out["segments"]
+            tokens = tuple(t for s in segs for t in s["tokens"])
+            lp = float(np.mean([s["avg_logprob"] for s in segs])) if segs else 0.0
+            ns = float(np.mean([s["no_speech_prob"] for s in segs])) if segs else 1.0
+            return Transcript(out["text"].strip(), tokens, lp, ns, duration, False)
+        decoding = whisper.DecodingOptions(
+            task=o.task, language=o.language, temperature=0.0, beam_size=o.beam_size,
+            without_timestamps=True, fp16=fp16,
+        )
+        res = whisper.decode(self.model, self.log_mel(x), decoding)
+        return Transcript(res.text.strip(), tuple(res.tokens), float(res.avg_logprob),
+                          float(res.no_speech_prob), duration, duration > CHUNK_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+
+def _score(reference: str, hypothesis: str, options: WEROptions) -> UtteranceWER | None:
+    normalize = options.normalization == "seed-tts-eval"
+    ref = normalize_text(reference) if normalize else reference.strip()
+    if not ref and options.empty_reference == "skip":
+        return None
+    return utterance_wer(reference, hypothesis, normalize=normalize)
+
+
+def score_wer(audio: np.ndarray, sample_rate: int, reference: str, model: WhisperASR,
+              options: WEROptions | None = None) -> WERResult:
+    """WER of one utterance: ``audio`` ((n,) or (n, channels) float) against ``reference``
+    (plain text: use :func:`reference_text` for a caption)."""
+    o = options or WEROptions()
+    x = to_16k_mono(audio, sample_rate, o.resampler)
+    tr = model.transcribe(x, o)
+    detail = _score(reference, tr.text, o)
+    notes = ["no reference speech"] if detail is None else []
+    if tr.truncated:
+        notes.append(f"only the first {CHUNK_SECONDS} s transcribed (long_form=first_window)")
+    note = "; ".join(notes)
+    return WERResult(None if detail is None else detail.wer, reference, tr, detail, note)
+
+
+def _pairs(references: Mapping[str, str] | Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    items = references.items() if isinstance(references, Mapping) else references
+    return [(str(s), str(t)) for s, t in items]
+
+
+def score_wer_speakers(
+    audio: np.ndarray,
+    sample_rate: int,
+    references: Mapping[str, str] | Sequence[tuple[str, str]],
+    segments: Mapping[str, Sequence[tuple[float, float]]] | None,
+    model: WhisperASR,
+    options: WEROptions | None = None,
+) -> MultiSpeakerWER:
+    """Per-speaker WER of a multi-person instance.
+
+    ``references``: (speaker, spoken text) pairs in caption order (one per ``<S>`` span, as
+    ``StructuredCaption.speech()`` gives them; a speaker may appear several times) or a
+    mapping speaker -> text. ``segments``: speaker -> [(start_s, end_s), ...] from the
+    caption's speaker timestamps.
+
+    Every segment is transcribed on its own; a speaker's hypothesis is its segment transcripts
+    joined in time order, its reference its spans joined in caption order; ``wer`` is the mean
+    over the speakers who have reference speech (a speaker with timestamps but no span is
+    not scored). If ``segments`` is missing, or lacks (or has only empty) segments for a
+    speaker who has reference speech, the whole audio is transcribed once and scored against
+    all spans joined in caption order (``mode "whole_audio"``; per-speaker WERs are then
+    ``None``).
+    """
+    o = options or WEROptions()
+    pairs = _pairs(references)
+    order: list[str] = []
+    refs: dict[str, list[str]] = {}
+    for spk, text in pairs:
+        if spk not in refs:
+            order.append(spk)
+            refs[spk] = []
+        if text.strip():
+            refs[spk].append(" ".join(text.split()))
+    x = to_16k_mono(audio, sample_rate, o.resampler)
+    dur = len(x) / SAMPLE_RATE
+
+    def cut(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+        out = []
+        for a, b in sorted((float(a), float(b)) for a, b in spans):
+            a, b = max(a - o.segment_pad_s, 0.0), min(b + o.segment_pad_s, dur)
+            if b > a:
+                out.append((a, b))
+        return out
+
+    segs = {spk: cut((segments or {}).get(spk, ())) for spk in order}
+    talking = [spk for spk in order if refs[spk]]
+    if segments is None or any(not segs[spk] for spk in talking):
+        missing = [spk for spk in talking if not segs[spk]]
+        whole_ref = " ".join(t for _, t in pairs if t.strip())
+        whole = score_wer(x, SAMPLE_RATE, whole_ref, model, o)
+        speakers = tuple(SpeakerWER(spk, " ".join(refs[spk]), "", tuple(segs[spk]), None, None)
+                         for spk in order)
+        why = ("no speaker timestamps" if segments is None
+               else f"no usable timestamps for {', '.join(missing)}")
+        return MultiSpeakerWER(whole.wer, "whole_audio", speakers, whole,
+                               f"{why}: whole audio vs all spans in caption order")
+    speakers_out: list[SpeakerWER] = []
+    for spk in order:
+        trs = tuple(model.transcribe(x[round(a * SAMPLE_RATE):round(b * SAMPLE_RATE)], o)
+                    for a, b in segs[spk])
+        hyp = " ".join(t.text for t in trs if t.text)
+        ref = " ".join(refs[spk])
+        detail = _score(ref, hyp, o)
+        speakers_out.append(SpeakerWER(spk, ref, hyp, tuple(segs[spk]),
+                                       None if detail is None else detail.wer, detail, trs))
+    scored = [s.wer for s in speakers_out if s.wer is not None]
+    wer = float(np.mean(scored)) if scored else None
+    return MultiSpeakerWER(wer, "segments", tuple(speakers_out), None,
+                           "" if scored else "no reference speech")
+
+
+def score_wer_caption(audio: np.ndarray, sample_rate: int, caption: StructuredCaption,
+                      model: WhisperASR, options: WEROptions | None = None
+                      ) -> WERResult | MultiSpeakerWER:
+    """Score an instance from its parsed caption.
+
+    One speaker (or none, or spans the caption does not attribute to a speaker): the
+    single-utterance protocol, whole audio vs all spans (:func:`score_wer`), whatever the
+    timestamps say. Several speakers:
+    :func:`score_wer_speakers` with the caption's speaker timestamps (``None`` when the caption
+    has none, which selects the whole-audio fallback).
+    """
+    try:
+        speech = caption.speech()
+    except CaptionError as exc:  # spans without a speaker anchor: no per-speaker references
+        res = score_wer(audio, sample_rate, reference_text(caption), model, options)
+        return dataclasses.replace(res, note="; ".join(filter(None, [res.note, str(exc)])))
+    speakers = {u.subject for u in speech}
+    if len(speakers) <= 1:
+        return score_wer(audio, sample_rate, reference_text(caption), model, options)
+    stamps = caption.speaker_timestamps or None
+    return score_wer_speakers(audio, sample_rate, [(u.subject, u.text) for u in speech], stamps,
+                              model, options)
+
+
+
+# --------------------------------------------------------------------------------------------
+# registration with the evaluation harness
+
+
+@register
+class WER(Metric):
+    spec = MetricSpec(
+        name="wer", version=VERSION, needs=("audio16k", "caption"),
+        outputs=(Output("wer", "WER", DIRECTION),),
+        doc="Whisper-large-v3 transcript vs the caption's <S>...<E> speech, mean per-utterance "
+            "WER (fraction); multi-person: per speaker via the speaker timestamps")
+    Options = WEROptions
+
+    def setup(self) -> None:
+        self.model = self.load(WhisperASR)
+
+    def compute(self, inp) -> dict:
+        res = score_wer_caption(inp.audio(SAMPLE_RATE), SAMPLE_RATE, inp.caption, self.model,
+                                self.options)
+        if res.wer is None:
+            return {"wer_reason": res.note or "no reference speech in the caption"}
+        return {"wer": float(res.wer)}
