@@ -12,9 +12,9 @@ from pathlib import Path
 from omni_core import __version__
 from omni_core.doctor import git_commit
 
-from . import media
+from . import evaluation, media
 
-BENCHMARKS = {"media": media}
+BENCHMARKS = {"media": media, "evaluation": evaluation}
 
 
 def main() -> None:
