@@ -21,8 +21,10 @@ DEFAULT_TIMEOUT_S = 120.0
 def sample_indices(n_frames: int, n: int, mode: str = "linspace") -> np.ndarray:
     """Indices of ``n`` frames out of ``n_frames``.
 
-    ``linspace``: evenly spaced including the first and last frame (ID-Sim protocol).
-    ``segment_middle``: the middle frame of each of ``n`` equal segments (VBench ViCLIP).
+    ``linspace``: evenly spaced including the first and last frame, truncated to integers as
+    ``np.linspace(0, n_frames - 1, n, dtype=int)`` (the ID-Sim scripts of ConsisID/OpenS2V).
+    ``segment_middle``: the middle frame of each of ``n`` equal segments, as VBench computes
+    it (``(a + b - 1) // 2`` over integer segment edges).
     ``all``: every frame (``n`` ignored).
     """
     if n_frames <= 0:
@@ -32,10 +34,12 @@ def sample_indices(n_frames: int, n: int, mode: str = "linspace") -> np.ndarray:
     if n <= 0:
         raise ValueError("n must be positive")
     if mode == "linspace":
-        return np.linspace(0, n_frames - 1, n).round().astype(np.int64)
-    if mode == "segment_middle":
-        edges = np.linspace(0, n_frames, n + 1)
-        return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(np.int64), n_frames - 1)
+        return np.linspace(0, n_frames - 1, n, dtype=np.int64)
+    if mode == "segment_middle":  # a video shorter than n repeats its last pick, as VBench
+        k = min(n, n_frames)
+        edges = np.linspace(0, n_frames, k + 1).astype(np.int64)
+        idx = np.clip((edges[:-1] + edges[1:] - 1) // 2, 0, n_frames - 1)
+        return np.concatenate([idx, np.full(n - k, idx[-1], np.int64)])
     raise ValueError(f"unknown sampling mode {mode!r}; use linspace, segment_middle or all")
 
 
