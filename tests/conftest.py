@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,3 +110,47 @@ def bench_fixtures(sample_corpus, tmp_path_factory):
     from benchmark.fixtures import build_fixtures
 
     return build_fixtures(sample_corpus.out, tmp_path_factory.mktemp("bench_fixtures"))
+
+
+# ---------------------------------------------------------------------------------------
+# a multimodal LLM judge: the OpenAI chat-completions protocol on 127.0.0.1
+
+
+class _ChatStub(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat-completions stub: POST /v1/chat/completions answers from a
+    script (a string is the assistant's content, an int an HTTP status), records requests."""
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        st = self.server.st
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        st["requests"].append({"path": self.path, "body": body,
+                               "auth": self.headers.get("Authorization")})
+        step = st["script"].pop(0) if st["script"] else st["default"]
+        if isinstance(step, int):
+            self.send_response(step)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": step}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+
+@pytest.fixture
+def judge():
+    """(base_url, state) of a chat-completions stub on 127.0.0.1 (see _ChatStub)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatStub)
+    srv.st = {"requests": [], "script": [], "default": "0"}
+    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv.st
+    srv.shutdown()
+    srv.server_close()

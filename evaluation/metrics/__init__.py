@@ -1,3 +1,3 @@
 """The IDBench-Omni metrics, one module each; importing this package registers them."""
 
-from . import aes, id_sim, spk_conf, sync, t_sim, viclip, wer  # noqa: F401
+from . import aes, clap, id_sim, pq, spk_conf, sync, t_sim, viclip, wer  # noqa: F401

@@ -1,9 +1,5 @@
 """Speaker Confusion against a stub of the OpenAI chat-completions protocol on 127.0.0.1."""
 
-import http.server
-import json
-import threading
-
 import numpy as np
 import pytest
 
@@ -11,44 +7,6 @@ from benchmark.released import import_released
 from evaluation.judge import JudgeConfig, JudgeError, ask_binary
 from evaluation.metrics.spk_conf import DEFAULT_PROMPT, SpkConfOptions
 from evaluation.runner import evaluate
-
-
-class Stub(http.server.BaseHTTPRequestHandler):
-    """POST /v1/chat/completions; answers from a script, records requests."""
-
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):  # noqa: N802
-        st = self.server.st
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        st["requests"].append({"path": self.path, "body": body,
-                               "auth": self.headers.get("Authorization")})
-        step = st["script"].pop(0) if st["script"] else st["default"]
-        if isinstance(step, int):
-            self.send_response(step)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": step}}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data.encode())
-
-
-@pytest.fixture
-def judge():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    srv.st = {"requests": [], "script": [], "default": "0"}
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv.st
-    srv.shutdown()
-    srv.server_close()
 
 
 def cfg(url):

@@ -1,0 +1,236 @@
+"""CLAP: reference equivalence with laion_clap's own API, seeded crop, repeat-padding, loading.
+
+laion_clap is installed, so the reference is laion_clap itself: the same random CLAP_Module
+(HTSAT-tiny, tiny local RoBERTa) fed through ``get_audio_embedding_from_data`` /
+``get_text_embedding`` and through our scoring path must give the same embeddings. Upstream's
+crop draws from numpy's global generator; seeding it with ``np.random.seed(seed)`` reproduces
+our ``seed`` option exactly. One module-scoped model per architecture keeps the file fast
+(laion_clap's import and construction dominate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from evaluation.metrics.clap import (
+    CLIP_SAMPLES,
+    ROBERTA_FILES,
+    SAMPLE_RATE,
+    ClapFusionModel,
+    ClapModel,
+    ClapOptions,
+    cosine,
+    crop_or_repeat_pad,
+    embed_audio,
+    embed_text,
+    model_class,
+    preprocess,
+    score_clap,
+)
+from omni_core import weights as W
+from omni_core.errors import OmniError, WeightsError
+from omni_core.media import load_audio
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["a woman speaks softly over gentle piano music", "a dog barks in the distance"]
+
+
+@pytest.fixture(scope="module")
+def text_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from omni_core.hf_offline import build_clap_text_assets
+
+    return build_clap_text_assets(tmp_path_factory.mktemp("clap_text"))
+
+
+@pytest.fixture(scope="module")
+def model(text_assets: dict[str, Path]) -> ClapModel:
+    return ClapModel.debug(seed=0, text_assets=text_assets)
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t * (1 + 0.2 * t))
+    return (tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _reference_audio(model: ClapModel, audio: np.ndarray, seed: int) -> np.ndarray:
+    """laion_clap's numpy path, its global-generator crop seeded the way our option is."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return model.clap.get_audio_embedding_from_data(audio[None, :])[0]
+    finally:
+        np.random.set_state(state)
+
+
+# ---- protocol math
+
+
+def test_repeat_padding_tiles_whole_copies_then_zero_fills() -> None:
+    w = crop_or_repeat_pad(np.array([1, 2, 3], np.float32), n=8)
+    assert w.waveform.tolist() == [1, 2, 3, 1, 2, 3, 0, 0]
+    assert w.n_repeat == 2 and w.crop_start is None
+    exact = crop_or_repeat_pad(np.arange(8, dtype=np.float32), n=8)
+    assert exact.waveform.tolist() == list(range(8)) and exact.n_repeat == 1
+    with pytest.raises(OmniError):
+        crop_or_repeat_pad(np.zeros(0, np.float32))
+
+
+def test_seeded_crop_is_deterministic_and_seed_dependent() -> None:
+    x = np.arange(100, dtype=np.float32)
+    a = crop_or_repeat_pad(x, n=10, seed=0)
+    assert a.crop_start == np.random.RandomState(0).randint(0, 91)
+    assert a.waveform.tolist() == list(range(a.crop_start, a.crop_start + 10))
+    assert crop_or_repeat_pad(x, n=10, seed=0).crop_start == a.crop_start
+    starts = {crop_or_repeat_pad(x, n=10, seed=s).crop_start for s in range(5)}
+    assert len(starts) > 1
+
+
+def test_preprocess_quantises_like_laion_clap(model: ClapModel) -> None:
+    # (``model`` first: laion_clap must be imported inside its offline hub)
+    from laion_clap.training.data import float32_to_int16, int16_to_float32
+
+    x = np.concatenate([_noise(0.5), [1.5, -1.5, 0.99999]]).astype(np.float32)
+    np.testing.assert_array_equal(preprocess(x), int16_to_float32(float32_to_int16(x)))
+    np.testing.assert_array_equal(preprocess(x, ClapOptions(int16_round_trip=False)), x)
+    av = preprocess(x, ClapOptions(int16_round_trip=False, max_seconds=0.25, remove_dc=True))
+    head = x[: SAMPLE_RATE // 4]
+    np.testing.assert_allclose(av, head - head.mean(), atol=1e-7)
+    stereo = preprocess(np.stack([x, x], axis=1), ClapOptions(int16_round_trip=False))
+    np.testing.assert_allclose(stereo, x, atol=1e-7)
+
+
+def test_options_validate_the_checkpoint() -> None:
+    assert model_class("music_speech_audioset") is ClapModel
+    assert model_class("630k_audioset_fusion") is ClapFusionModel
+    with pytest.raises(OmniError):
+        ClapOptions(checkpoint="630k-best")
+
+
+# ---- reference equivalence (laion_clap's own API, same weights, same input)
+
+
+@pytest.mark.parametrize("seconds", [3.3, 10.0, 12.5])
+def test_audio_embedding_equals_laion_clap(model: ClapModel, seconds: float) -> None:
+    audio = _noise(seconds, seed=1)
+    for seed in (0, 7) if seconds > 10 else (0,):
+        ours = embed_audio(audio, model, ClapOptions(seed=seed))
+        ref = _reference_audio(model, audio, seed)
+        np.testing.assert_allclose(ours.embedding, ref, rtol=0, atol=1e-6)
+    assert (ours.crop_start_s is not None) == (seconds > 10)
+    assert ours.n_repeat == max(1, CLIP_SAMPLES // audio.size)  # 3 copies of 3.3 s
+
+
+def test_text_embedding_and_cosine_equal_laion_clap(model: ClapModel) -> None:
+    ours = embed_text(TEXTS, model)
+    ref = model.clap.get_text_embedding(TEXTS)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(embed_text(TEXTS[0], model), ref[0], rtol=0, atol=1e-6)
+    audio = _noise(4.0, seed=2)
+    res = score_clap(audio, TEXTS[0], model)
+    a = torch.from_numpy(_reference_audio(model, audio, 0))
+    expected = torch.cosine_similarity(a, torch.from_numpy(ref[0]), dim=-1).item()  # av-bench
+    assert res.score == pytest.approx(expected, abs=1e-6)
+    assert -1.0 <= res.score <= 1.0
+    assert cosine(res.audio.embedding, res.text_embedding) == res.score
+
+
+def test_long_text_is_cut_to_77_tokens(model: ClapModel) -> None:
+    long = " ".join(["birds are singing in the forest at sunrise"] * 20)
+    assert model.clap.tokenizer([long])["input_ids"].shape == (1, 77)
+    assert embed_text(long, model).shape == (512,)
+
+
+def test_seed_moves_the_crop_of_long_audio_only(model: ClapModel) -> None:
+    long = _noise(14.0, seed=3)
+    a, b = (embed_audio(long, model, ClapOptions(seed=s)) for s in (0, 1))
+    assert a.crop_start_s != b.crop_start_s
+    assert not np.allclose(a.embedding, b.embedding, atol=1e-5)
+    again = embed_audio(long, model, ClapOptions(seed=0))
+    assert again.crop_start_s == a.crop_start_s
+    np.testing.assert_array_equal(again.embedding, a.embedding)
+    short = _noise(6.0, seed=4)
+    np.testing.assert_array_equal(embed_audio(short, model, ClapOptions(seed=0)).embedding,
+                                  embed_audio(short, model, ClapOptions(seed=1)).embedding)
+
+
+def test_debug_end_to_end_on_sample_corpus(sample_corpus, model: ClapModel) -> None:
+    turns = pq.read_table(sample_corpus.turns_table).to_pylist()
+    for rel, expect_crop in (("talking/talk00_1p.mp4", False), ("recording/sample.wav", True)):
+        audio = load_audio(sample_corpus.out / rel, SAMPLE_RATE)
+        text = " ".join(t["text"] for t in turns if t["file"] == rel and t["text"])
+        text = text or "two people talk on the telephone"
+        res = score_clap(audio, text, model)
+        assert np.isfinite(res.score) and -1.0 <= res.score <= 1.0
+        assert (res.audio.crop_start_s is not None) == expect_crop
+        if expect_crop:
+            assert 0.0 <= res.audio.crop_start_s <= audio.size / SAMPLE_RATE - 10.0
+        if not expect_crop:
+            assert score_clap(audio, text, model).score == res.score
+
+
+def _unpinned(registry: W.Registry, names: set[str]) -> W.Registry:
+    """The manifest with the sizes/hashes of ``names`` dropped: our tiny stand-ins differ."""
+    def free(entry: W.WeightsEntry) -> W.WeightsEntry:
+        files = tuple(dataclasses.replace(f, size=None, sha256=None) for f in entry.files)
+        return dataclasses.replace(entry, files=files)
+
+    return W.Registry(tuple(free(e) if e.name in names else e for e in registry), "test")
+
+
+# ---- loading a checkpoint in laion_clap's release format (fusion model: HTSAT-tiny is real)
+
+
+def test_fusion_checkpoint_loads_and_matches_laion_clap(
+    tmp_path: Path, text_assets: dict[str, Path]
+) -> None:
+    twin = ClapFusionModel.debug(seed=3, text_assets=text_assets)
+    state = {f"module.{k}": v for k, v in twin.clap.model.state_dict().items()}
+    state["module.text_branch.embeddings.position_ids"] = torch.arange(130)[None]  # old format
+    entry = tmp_path / "laion-clap-630k-audioset-fusion"
+    entry.mkdir()
+    torch.save({"epoch": 1, "name": "fake", "state_dict": state},
+               entry / "630k-audioset-fusion-best.pt")
+    with pytest.raises(WeightsError, match="roberta-base"):
+        ClapFusionModel.from_pretrained(root=tmp_path)
+    (tmp_path / "roberta-base").mkdir()
+    for rel in ROBERTA_FILES:
+        shutil.copyfile(text_assets["roberta-base"] / rel, tmp_path / "roberta-base" / rel)
+    registry = _unpinned(W.load_registry(), {"roberta-base", ClapFusionModel.weights_entry})
+
+    loaded = ClapFusionModel.from_pretrained(root=tmp_path, registry=registry)
+    assert not loaded.is_debug and loaded.clap.enable_fusion
+    for key, value in twin.clap.model.state_dict().items():
+        assert torch.equal(loaded.clap.model.state_dict()[key], value), key
+
+    # fusion path: the whole clip -> global view + 3 seeded chunks, same as laion_clap's
+    long, short = _noise(23.0, seed=5), _noise(4.0, seed=6)
+    fusion = ClapOptions(checkpoint="630k_audioset_fusion")
+    for audio, seed in ((long, 0), (long, 5), (short, 0)):
+        ours = embed_audio(audio, loaded, dataclasses.replace(fusion, seed=seed))
+        ref = _reference_audio(loaded, audio, seed)
+        np.testing.assert_allclose(ours.embedding, ref, rtol=0, atol=1e-6)
+    with pytest.raises(OmniError, match="checkpoint"):
+        embed_audio(short, loaded, ClapOptions())  # options and model must agree
+    np.random.seed(123)  # the fusion draws use the global generator: it is restored after
+    before = np.random.get_state()[1].copy()
+    a = embed_audio(long, loaded, fusion).embedding
+    np.testing.assert_array_equal(np.random.get_state()[1], before)
+    b = embed_audio(long, loaded, dataclasses.replace(fusion, seed=5)).embedding
+    assert not np.allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(embed_text(TEXTS, loaded), twin.clap.get_text_embedding(TEXTS),
+                               rtol=0, atol=1e-6)
+
+    del state["module.audio_projection.0.weight"]
+    torch.save({"state_dict": state}, entry / "630k-audioset-fusion-best.pt")
+    with pytest.raises(WeightsError, match="does not fit"):
+        ClapFusionModel.from_pretrained(root=tmp_path, registry=registry)
