@@ -64,7 +64,7 @@ def markdown(table: dict[str, dict[str, Cell]], outputs: list[Output], model: st
     outs = ordered(outputs)
     blocks = []
     for task, row in table.items():
-        cols = [o for o in outs if row[o.name].n or row[o.name].text != "-"] or outs
+        cols = outs
         blocks.append(f"### {TASK_TITLES[task]}\n\n"
                       f"| method | {' | '.join(header(o, ARROW) for o in cols)} |\n"
                       f"|---|{'---|' * len(cols)}\n"

@@ -15,3 +15,5 @@ import os as _os
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     _os.environ.setdefault(_var, "1")
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Loading a local checkpoint is not a download: keep the library progress bars off the console.
+_os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

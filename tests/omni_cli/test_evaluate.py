@@ -44,3 +44,19 @@ def test_usage_errors(tmp_path, bench_fixtures):
     r = omni("eval", "--bench", bench_fixtures.bench, "--pred", tmp_path, "--out",
              tmp_path / "o", "--metrics", "spk_conf", "--set", "spk_conf.n_frmaes=3")
     assert r.returncode == 1 and "unknown key 'spk_conf.n_frmaes'" in r.stderr
+
+
+def test_benchmark_fixtures_and_import(sample_corpus, tmp_path):
+    r = omni("benchmark", "fixtures", tmp_path / "fx", "--corpus", sample_corpus.out)
+    assert r.returncode == 0, r.stderr
+    assert "4 instances" in r.stdout
+    r = omni("benchmark", "import", tmp_path / "fx/bench", tmp_path / "inst.parquet")
+    assert r.returncode == 0, r.stderr
+    from omni_core.manifests import read_manifest
+
+    inst = read_manifest(tmp_path / "inst.parquet", "bench_instances")
+    assert sorted(inst.split) == ["M", "M", "S", "S"]
+    r = omni("eval", "--bench", tmp_path / "inst.parquet", "--pred", tmp_path / "fx/pred",
+             "--out", tmp_path / "res", "--metrics", "wer", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "WER ↓" in r.stdout
