@@ -340,6 +340,29 @@ def build_clap_text_assets(
     return {"roberta-base": roberta, "facebook/bart-base": bart, "bert-base-uncased": bert}
 
 
+_SHARED_ASSETS: dict[int, dict[str, Path]] = {}
+
+
+def shared_clap_text_assets(seed: int = 0) -> dict[str, Path]:
+    """:func:`build_clap_text_assets` built once per process (in a temporary folder removed at
+    exit) and shared by every caller.
+
+    The tokenizers library breaks ties between equally frequent merges in hash-map order,
+    which is random per build, and ``laion_clap`` keeps the tokenizers it loaded at its first
+    import for the life of the process: every offline user in one process must therefore see
+    the same files, or its token ids disagree with the ones laion_clap already holds.
+    """
+    if seed not in _SHARED_ASSETS:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="omni-clap-text-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _SHARED_ASSETS[seed] = build_clap_text_assets(Path(folder), seed=seed)
+    return _SHARED_ASSETS[seed]
+
+
 def has_trained_vocab(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether ``tokenizer`` knows any token besides its special tokens.
 

@@ -173,10 +173,10 @@ class ClapModel(PretrainedComponent, nn.Module):
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
         """HTSAT-tiny + a one-layer RoBERTa (768 wide, as laion_clap requires) with a locally
         trained tokenizer; ``text_assets`` may pass prebuilt ``build_clap_text_assets`` output."""
-        from omni_core.hf_offline import build_clap_text_assets
+        from omni_core.hf_offline import shared_clap_text_assets
 
         with tempfile.TemporaryDirectory(prefix="omni-clap-debug-") as tmp:
-            repos = kw.get("text_assets") or build_clap_text_assets(Path(tmp) / "src", seed=seed)
+            repos = kw.get("text_assets") or shared_clap_text_assets(seed)
             torch.manual_seed(seed)
             module = _build_module(Path(tmp) / "hub", repos, cls.debug_amodel, cls.enable_fusion,
                                    device)

@@ -25,11 +25,11 @@ import pytest
 
 from omni_core.hf_offline import (
     CLAP_HUB_IDS,
-    build_clap_text_assets,
     has_trained_vocab,
     local_hub,
     offline_laion_clap,
     repo_cache_folder,
+    shared_clap_text_assets,
 )
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def offline_clap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineCl
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket.socket, "connect", _refuse_network)
         patch.setattr(socket.socket, "connect_ex", _refuse_network)
-        repos = build_clap_text_assets(root / "src")
+        repos = shared_clap_text_assets()  # what laion_clap holds if imported earlier
         with offline_laion_clap(root / "hub", repos) as laion_clap:
             torch.manual_seed(0)
             module = laion_clap.CLAP_Module(

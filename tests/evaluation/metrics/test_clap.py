@@ -44,10 +44,10 @@ TEXTS = ["a woman speaks softly over gentle piano music", "a dog barks in the di
 
 
 @pytest.fixture(scope="module")
-def text_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from omni_core.hf_offline import build_clap_text_assets
+def text_assets() -> dict[str, Path]:
+    from omni_core.hf_offline import shared_clap_text_assets
 
-    return build_clap_text_assets(tmp_path_factory.mktemp("clap_text"))
+    return shared_clap_text_assets()
 
 
 @pytest.fixture(scope="module")
