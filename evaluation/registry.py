@@ -89,9 +89,28 @@ class Metric(ABC):
         return split == "M" or not self.spec.multi_person_only
 
     def describe(self) -> dict[str, Any]:
-        """Provenance: version, options and weights, recorded in summary.json."""
+        """Provenance: version, options, weights and the checkpoints behind every loaded model
+        (entry names, files and their manifest sha256), recorded in summary.json."""
         return {"version": self.spec.version, "weights": self.weights,
-                "options": dataclasses.asdict(self.options)}
+                "options": dataclasses.asdict(self.options),
+                "checkpoints": self._checkpoints()}
+
+    def _checkpoints(self) -> list[dict[str, Any]]:
+        from omni_core.weights import PretrainedComponent, load_registry
+
+        out = []
+        for value in vars(self).values():
+            if not isinstance(value, PretrainedComponent):
+                continue
+            if value.is_debug:
+                out.append({"component": type(value).__name__, "debug_seed": value.debug_seed})
+                continue
+            names = getattr(value, "weights_entries", None) or (value.weights_entry,)
+            for name in [n for n in names if n]:
+                entry = load_registry().get(name)
+                out.append({"component": type(value).__name__, "entry": name,
+                            "files": {f.path: f.sha256 for f in entry.files}})
+        return out
 
 
 REGISTRY: dict[str, type[Metric]] = {}

@@ -52,4 +52,6 @@ def test_every_metric_every_cell_identical_twice(two_instances, bench_fixtures, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["note"] == "debug weights: scores are not meaningful"
     assert set(summary["metrics"]) == set(names)
+    assert summary["metrics"]["wer"]["checkpoints"] == [{"component": "WhisperASR",
+                                                         "debug_seed": 0}]
     assert summary["timing_s"]["decode"] < summary["timing_s"]["wall"]
