@@ -60,3 +60,12 @@ def test_benchmark_fixtures_and_import(sample_corpus, tmp_path):
              "--out", tmp_path / "res", "--metrics", "wer", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "WER ↓" in r.stdout
+
+
+def test_real_weights_missing_is_one_line(bench_fixtures, tmp_path):
+    r = omni("eval", "--bench", bench_fixtures.bench, "--pred", bench_fixtures.pred, "--out",
+             tmp_path / "o", "--metrics", "wer", "--weights", tmp_path / "empty", "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "whisper-large-v3/large-v3.pt" in r.stderr
+    assert "omni weights fetch whisper-large-v3" in r.stderr
