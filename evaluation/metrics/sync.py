@@ -96,10 +96,10 @@ class SyncOptions:
     """Every choice that changes Sync-C/Sync-D; defaults are syncnet_python's.
 
     Attributes:
-        detector: the face detector of the registered metric: "scrfd" (insightface's, the
-            default until our S3FD port lands; Verse-Bench also uses insightface), "lbp"
-            (scikit-image's cascade, offline), "s3fd" (the original pipeline's; not ported
-            yet), "given" (boxes supplied by the caller of :func:`sync_scores_from_boxes`).
+        detector: the face detector of the registered metric: "s3fd" (the original
+            pipeline's, :mod:`.s3fd`, scale 0.25, confidence 0.9), "scrfd" (insightface's, as
+            Verse-Bench), "lbp" (scikit-image's cascade, offline), "given" (boxes supplied by
+            the caller of :func:`sync_scores_from_boxes`).
         min_track, max_gap, track_iou: face tracking as upstream ``run_pipeline``: a detection
             joins the track whose last box overlaps it by more than ``track_iou`` within
             ``max_gap`` frames; tracks shorter than ``min_track`` frames are dropped.
@@ -125,7 +125,7 @@ class SyncOptions:
             is the same thing with one track per scene).
     """
 
-    detector: str = "scrfd"
+    detector: str = "s3fd"
     min_track: int = 100
     max_gap: int = 25
     track_iou: float = 0.5
@@ -704,26 +704,36 @@ class Sync(Metric):
     def setup(self) -> None:
         from .id_sim import IdSimOptions, face_model_class
 
-        if self.options.detector == "s3fd":
-            raise OmniError("sync: the S3FD detector is not ported yet; use "
-                            "--set sync.detector=scrfd (insightface) or lbp")
         if self.options.detector == "given":
             raise OmniError("sync: detector 'given' is for callers that pass boxes themselves")
         self.model = self.load(SyncNet)
-        self.face_opts = IdSimOptions(detector=self.options.detector)
-        self.faces = (self.load(face_model_class(self.face_opts.pack))
-                      if self.options.detector == "scrfd" else None)
+        self.s3fd = None
+        self.faces = None
+        if self.options.detector == "s3fd":
+            from .s3fd import S3FD
+
+            self.s3fd = self.load(S3FD)
+        else:
+            self.face_opts = IdSimOptions(detector=self.options.detector)
+            if self.options.detector == "scrfd":
+                self.faces = self.load(face_model_class(self.face_opts.pack))
 
     def compute(self, inp) -> dict:
         from .id_sim import detect_faces
 
         idx = frame_indices_for_fps(inp.info.n_frames, inp.info.fps or FPS)
         frames = inp.frames(tuple(int(i) for i in idx))
-        per_frame = []
-        for f in frames:
-            faces, _ = detect_faces(f, self.faces, self.face_opts)
-            per_frame.append([np.asarray(x.box[:4], np.float64) for x in faces
-                              if not x.padded])
+        if self.s3fd is not None:
+            from .s3fd import CONF_TH, FACEDET_SCALE, detect_frames
+
+            per_frame = [[d[:4] for d in dets] for dets in
+                         detect_frames(frames, self.s3fd, CONF_TH, FACEDET_SCALE)]
+        else:
+            per_frame = []
+            for f in frames:
+                faces, _ = detect_faces(f, self.faces, self.face_opts)
+                per_frame.append([np.asarray(x.box[:4], np.float64) for x in faces
+                                  if not x.padded])
         tracks = track_faces(per_frame, self.options)
         if not tracks:
             raise OmniError(f"no face track of {self.options.min_track}+ frames at 25 fps")

@@ -247,8 +247,8 @@ def test_crop_geometry_matches_crop_video():
 
 
 def test_options_are_validated_and_recorded():
-    o = S.SyncOptions()  # S3FD is not ported yet: insightface SCRFD by default
-    assert (o.crop_scale, o.vshift, o.smooth_kernel, o.detector) == (0.4, 15, 13, "scrfd")
+    o = S.SyncOptions()
+    assert (o.crop_scale, o.vshift, o.smooth_kernel, o.detector) == (0.4, 15, 13, "s3fd")
     assert o.to_dict()["channel_order"] == "bgr"
     for bad in ({"smooth_kernel": 4}, {"channel_order": "yuv"}, {"vshift": -1},
                 {"crop_scale": -0.1}, {"track_aggregate": "max"}):
