@@ -547,7 +547,8 @@ def _lbp_cascade() -> Any:
     return Cascade(data.lbp_frontal_face_cascade_filename())
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
@@ -572,7 +573,7 @@ def _detect_lbp(image_rgb: np.ndarray, opts: IdSimOptions) -> list[DetectedFace]
     groups: list[list[np.ndarray]] = []
     for b in boxes:
         for g in groups:
-            if _box_iou(g[0], b) >= 0.3:
+            if box_iou(g[0], b) >= 0.3:
                 g.append(b)
                 break
         else:

@@ -657,6 +657,8 @@ def sync_scores_from_boxes(
 def track_faces(boxes_per_frame: Sequence[Sequence[np.ndarray]], options: SyncOptions
                 ) -> list[np.ndarray]:
     """Link per-frame detections into tracks; each track is a (T, 4) array, NaN where absent."""
+    from .id_sim import box_iou
+
     n = len(boxes_per_frame)
     tracks: list[dict[int, np.ndarray]] = []
     for t, boxes in enumerate(boxes_per_frame):
@@ -666,7 +668,7 @@ def track_faces(boxes_per_frame: Sequence[Sequence[np.ndarray]], options: SyncOp
                 last = max(tr)
                 if t - last > options.max_gap or t in tr:
                     continue
-                iou = _iou(tr[last], box)
+                iou = box_iou(tr[last], box)
                 if iou > best_iou:
                     best, best_iou = tr, iou
             if best is None:
@@ -682,14 +684,6 @@ def track_faces(boxes_per_frame: Sequence[Sequence[np.ndarray]], options: SyncOp
             arr[t] = b
         out.append(arr)
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(x1 - x0, 0) * max(y1 - y0, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 @register

@@ -306,3 +306,15 @@ def test_sync_scores_rejects_too_short_clips():
     crops = np.zeros((5, 224, 224, 3), np.uint8)
     with pytest.raises(OmniError, match="too short"):
         S.sync_scores(crops, np.zeros(640 * 5, np.float32), S.SAMPLE_RATE, model)
+
+
+def test_track_faces_links_overlaps_across_gaps_and_drops_short_tracks():
+    opts = S.SyncOptions(min_track=5, max_gap=2)
+    a, b = np.array([10.0, 10, 50, 50]), np.array([200.0, 10, 240, 50])
+    frames = [[a, b], [a + 1], [], [a + 2], [a + 3, b], [a + 4]]  # b appears twice: too short
+    tracks = S.track_faces(frames, opts)
+    assert len(tracks) == 1
+    tr = tracks[0]
+    assert tr.shape == (6, 4) and np.isnan(tr[2]).all()  # the gap stays NaN for interpolation
+    assert tr[5].tolist() == (a + 4).tolist()
+    assert S.track_faces(frames, S.SyncOptions(min_track=5, max_gap=0)) == []  # gap breaks it
