@@ -18,7 +18,6 @@ import numpy as np
 
 from omni_core.captions import StructuredCaption, parse_caption
 from omni_core.media import MediaInfo, load_audio, probe, read_frames, read_image
-from omni_core.media.video import frame_times
 
 
 @dataclass
@@ -34,6 +33,7 @@ class InstanceInputs:
     decode_seconds: float = 0.0
     _audio: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _frames: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
+    _refs: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def caption(self) -> StructuredCaption:
@@ -67,24 +67,21 @@ class InstanceInputs:
                                                 None if key == ("all",) else list(key))
         return self._frames[key]
 
-    def frames_at_fps(self, fps: float) -> np.ndarray:
-        """Frames resampled to ``fps`` by nearest timestamp (SyncNet wants 25 fps)."""
-        times = self._timed(frame_times, self.video_path)[:, 0]
-        duration = float(self.info.duration_s)
-        wanted = np.arange(0.0, duration - 1e-6, 1.0 / fps)
-        idx = np.clip(np.searchsorted(times, wanted + 1e-6, side="right") - 1, 0, len(times) - 1)
-        return self.frames()[idx]
-
     def audio(self, sample_rate: int) -> np.ndarray:
         if sample_rate not in self._audio:
             self._audio[sample_rate] = self._timed(load_audio, self.audio_path, sample_rate)
         return self._audio[sample_rate]
 
     def reference_images(self) -> list[np.ndarray]:
-        return [self._timed(read_image, p) for p in self.image_refs]
+        if "images" not in self._refs:
+            self._refs["images"] = [self._timed(read_image, p) for p in self.image_refs]
+        return self._refs["images"]
 
     def reference_audio(self, sample_rate: int) -> list[np.ndarray]:
-        return [self._timed(load_audio, p, sample_rate) for p in self.audio_refs]
+        key = f"audio{sample_rate}"
+        if key not in self._refs:
+            self._refs[key] = [self._timed(load_audio, p, sample_rate) for p in self.audio_refs]
+        return self._refs[key]
 
     def _timed(self, fn, *args):
         t = time.perf_counter()
