@@ -14,7 +14,19 @@ from omni_core.doctor import git_commit
 
 from . import evaluation, media
 
-BENCHMARKS = {"media": media, "evaluation": evaluation}
+BENCHMARKS = {
+    "media": (media.run, media.markdown),
+    "evaluation": (evaluation.run, evaluation.markdown),
+    # only where an accelerator is present: real-size models, random weights
+    "evaluation-gpu": (lambda repeat: evaluation.run_real_size("cuda"),
+                       evaluation.markdown_real_size),
+}
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> None:
@@ -34,13 +46,17 @@ def main() -> None:
     }
     md = [f"# omni benchmark report\n\n{report['date']}, git {report['git_commit']}, "
           f"{report['machine']['cpus']} CPUs, {report['machine']['platform']}\n"]
-    for name, module in BENCHMARKS.items():
+    for name, (run, markdown) in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
+        if name.endswith("-gpu") and not _has_cuda():
+            print(f"bench: {name} skipped: no CUDA device on this machine", flush=True)
+            report["results"][name] = {"skipped": "no CUDA device"}
+            continue
         print(f"bench: {name} ...", flush=True)
-        result = module.run(repeat=args.repeat)
+        result = run(repeat=args.repeat)
         report["results"][name] = result
-        md.append(module.markdown(result))
+        md.append(markdown(result))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -15,7 +15,8 @@ Adding a metric is one file with one decorated class::
         def compute(self, inp):
             return {"loudness": float(np.abs(inp.audio(16000)).mean())}
 
-``setup`` loads models once per run (``self.weights`` is ``"debug"`` or a weights folder).
+``setup`` loads models once per run (``self.weights`` is ``"debug"``, ``"random"`` or a weights
+folder).
 """
 
 from __future__ import annotations
@@ -73,10 +74,14 @@ class Metric(ABC):
         """Load models (once per run)."""
 
     def load(self, component: type, **kw: Any) -> Any:
-        """A model wrapper for this run: its debug twin (seed 0) or the real checkpoint from
-        the weights folder (``omni_core.weights``; a missing file is one clear error)."""
+        """A model wrapper for this run: its debug twin (seed 0), the released architecture
+        with random weights (``"random"``, seed 0: for throughput on real shapes) or the real
+        checkpoint from the weights folder (``omni_core.weights``; a missing file is one clear
+        error)."""
         if self.weights == "debug":
             return component.debug(seed=0, device=self.device, **kw)
+        if self.weights == "random":
+            return component.random(seed=0, device=self.device, **kw)
         return component.from_pretrained(root=self.weights, device=self.device, **kw)
 
     @abstractmethod
@@ -103,7 +108,8 @@ class Metric(ABC):
             if not isinstance(value, PretrainedComponent):
                 continue
             if value.is_debug:
-                out.append({"component": type(value).__name__, "debug_seed": value.debug_seed})
+                out.append({"component": type(value).__name__, "variant": value.variant,
+                            "seed": value.debug_seed})
                 continue
             names = getattr(value, "weights_entries", None) or (value.weights_entry,)
             for name in [n for n in names if n]:

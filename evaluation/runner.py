@@ -121,8 +121,9 @@ def evaluate(
         "model": model,
         "config": config or {},
         "weights": weights,
-        "debug_weights": weights == "debug",
-        "note": ("debug weights: scores are not meaningful" if weights == "debug" else None),
+        "debug_weights": weights in ("debug", "random"),
+        "note": (f"{weights} weights: scores are not meaningful"
+                 if weights in ("debug", "random") else None),
         "metrics": {m.spec.name: m.describe() for m in metrics},
         "instances": int(len(instances)),
         "missing_predictions": missing,

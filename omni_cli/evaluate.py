@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=None,
                    help="comma-separated metric names (default: all registered)")
     p.add_argument("--weights", default="debug",
-                   help="'debug' (tiny random models: scores are not meaningful) or a weights "
-                   "folder (default: debug)")
+                   help="'debug' (tiny random models), 'random' (the released architectures "
+                   "at full size with random weights, for throughput; both give meaningless "
+                   "scores) or a weights folder (default: debug)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--recompute", action="append", default=[], metavar="METRIC",
                    help="ignore cached results of METRIC (repeatable)")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if s["missing_predictions"]:
         print(f"{len(s['missing_predictions'])} of {s['instances']} predictions missing or "
               "unreadable (see summary.json)")
-    if s["debug_weights"]:
-        print("debug weights: scores are not meaningful")
+    if s["note"]:
+        print(s["note"])
     print(f"results in {run_.out}: results.parquet, summary.json, table.md/.csv/.tex")
     return 0

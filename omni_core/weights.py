@@ -959,6 +959,51 @@ def load_torch_checkpoint(
     return obj
 
 
+def load_state_dict_strict(
+    module: Any,
+    state: Mapping[str, Any],
+    source: str,
+    *,
+    ignore: Callable[[str], bool] | None = None,
+    cast: bool = False,
+    assign: bool = False,
+) -> None:
+    """``module.load_state_dict`` that accepts nothing but an exact fit.
+
+    Every key of the module must be present with the same shape and no other key may be
+    left over; otherwise one :class:`WeightsError` names ``source`` and lists the missing,
+    unexpected and mis-shaped keys (a few of each). ``ignore(key)`` drops keys on both sides
+    (e.g. BatchNorm's ``num_batches_tracked``, absent from old checkpoints); ``cast`` converts
+    values to the module's dtypes (fp16 archives into fp32 modules); ``assign`` is passed on
+    (modules built on the meta device).
+    """
+    import torch
+
+    skip = ignore or (lambda _key: False)
+    own = {k: v for k, v in module.state_dict().items() if not skip(k)}
+    given = {k: v for k, v in state.items() if not skip(k)}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    shapes = []
+    for k in sorted(set(own) & set(given)):
+        got = given[k]
+        if not isinstance(got, torch.Tensor):
+            shapes.append(f"{k} is a {type(got).__name__}, not a tensor")
+        elif tuple(got.shape) != tuple(own[k].shape):
+            shapes.append(f"{k} has shape {tuple(got.shape)}, expected {tuple(own[k].shape)}")
+    if missing or unexpected or shapes:
+
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+
+        parts = [f"{name} [{few(keys)}]" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
+        raise WeightsError(f"{source} does not fit {type(module).__name__}: " + "; ".join(parts))
+    if cast:
+        given = {k: v.to(own[k].dtype) for k, v in given.items()}
+    module.load_state_dict(given, strict=ignore is None, assign=assign)
+
+
 class PretrainedComponent(ABC):
     """Base of every model wrapper (ArcFace, Whisper, SyncNet, CLAP, ...).
 
@@ -983,6 +1028,8 @@ class PretrainedComponent(ABC):
     is_debug: bool = False
     debug_seed: int | None = None
     weights_path: Path | None = None
+    #: ``"pretrained"``, ``"debug"`` (tiny, random) or ``"random"`` (real size, random)
+    variant: str = "pretrained"
 
     @classmethod
     def from_pretrained(
@@ -1013,6 +1060,7 @@ class PretrainedComponent(ABC):
         obj.is_debug = False
         obj.debug_seed = None
         obj.weights_path = folder
+        obj.variant = "pretrained"
         return obj
 
     @classmethod
@@ -1043,10 +1091,31 @@ class PretrainedComponent(ABC):
         obj.is_debug = True
         obj.debug_seed = seed
         obj.weights_path = None
+        obj.variant = "debug"
         return obj
+
+    @classmethod
+    def random(cls, seed: int = 0, device: str = "cpu", **kw: Any) -> Self:
+        """The released architecture at full size with seeded random weights, built offline.
+
+        For throughput and memory measurements on real shapes (a GPU benchmark without the
+        checkpoints): the debug code path with :meth:`_real_size`'s arguments, so every
+        layer, width and vocabulary is the upstream one. Scores are not meaningful.
+        """
+        obj = cls.debug(seed, device, **{**cls._real_size(), **kw})
+        obj.variant = "random"
+        return obj
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        """Keyword arguments that make :meth:`_build_debug` build the released architecture."""
+        raise NotImplementedError(f"{cls.__name__} has no real-size random build")
 
     def describe(self) -> str:
         """One line for logs and reports: where the weights came from."""
+        if self.variant == "random":
+            return (f"random weights at real size (seed {self.debug_seed}): scores are not "
+                    f"meaningful")
         if self.is_debug:
             return f"debug weights (seed {self.debug_seed}): scores are not meaningful"
         if self.weights_entry is None:

@@ -154,3 +154,26 @@ def judge():
     yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv.st
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def unpinned_registry():
+    """``unpinned_registry(*names)``: the packaged weights manifest with the size and sha256
+    of the named entries cleared, so that small stand-in files in the upstream format pass
+    ``require`` (which checks both)."""
+    import dataclasses
+
+    from omni_core.weights import load_registry
+
+    def make(*names: str):
+        registry = load_registry()
+        unknown = set(names) - {e.name for e in registry}
+        assert not unknown, f"no such weights entries: {sorted(unknown)}"
+
+        def free(entry):
+            files = tuple(dataclasses.replace(f, size=None, sha256=None) for f in entry.files)
+            return dataclasses.replace(entry, files=files)
+
+        return type(registry)(tuple(free(e) if e.name in names else e for e in registry), "test")
+
+    return make

@@ -33,7 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.errors import WeightsError
-from omni_core.weights import PretrainedComponent, Registry, load_torch_checkpoint, require
+from omni_core.weights import (
+    PretrainedComponent,
+    Registry,
+    load_state_dict_strict,
+    load_torch_checkpoint,
+    require,
+)
 
 from ..registry import Metric, MetricSpec, Output, register
 from .clip_vit import (
@@ -41,7 +47,6 @@ from .clip_vit import (
     VisionTransformer,
     clip_preprocess,
     is_torchscript_archive,
-    load_strict,
     torchscript_state_dict,
 )
 
@@ -151,11 +156,16 @@ class AestheticModel(PretrainedComponent, nn.Module):
         except KeyError as exc:
             raise WeightsError(f"{clip_path}: CLIP image tower lacks {exc}") from None
         model = cls(cfg)
-        load_strict(model.visual, visual, f"{clip_path} (visual.*)")
+        load_state_dict_strict(model.visual, visual, f"{clip_path} (visual.*)", cast=True)
         head_path = Path(kw["head_path"])
-        load_strict(model.head, load_torch_checkpoint(head_path), str(head_path))
+        load_state_dict_strict(model.head, load_torch_checkpoint(head_path), str(head_path),
+                               cast=True)
         model.head_path = head_path
         return model.to(device).eval()
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"vision": VisionConfig()}  # OpenAI CLIP ViT-L/14 at 224 px
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:

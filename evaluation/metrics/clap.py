@@ -42,7 +42,12 @@ import torch
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint, require
+from omni_core.weights import (
+    PretrainedComponent,
+    load_state_dict_strict,
+    load_torch_checkpoint,
+    require,
+)
 
 from ..registry import Metric, MetricSpec, Output, register
 from ..texts import caption_text
@@ -161,25 +166,36 @@ class ClapModel(PretrainedComponent, nn.Module):
         model = module.model
         expected = model.state_dict()
         state = {k: v for k, v in state.items() if k in expected or k not in _NON_PERSISTENT}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsError(f"{path}: does not fit laion_clap CLAP ({cls.amodel}, fusion="
-                               f"{cls.enable_fusion}): {first}") from exc
+        load_state_dict_strict(model, state, f"{path} (laion_clap {cls.amodel}, fusion="
+                               f"{cls.enable_fusion})")
         return cls(module).to(device)
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"amodel": cls.amodel, "roberta": "base"}
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
         """HTSAT-tiny + a one-layer RoBERTa (768 wide, as laion_clap requires) with a locally
-        trained tokenizer; ``text_assets`` may pass prebuilt ``build_clap_text_assets`` output."""
-        from omni_core.hf_offline import shared_clap_text_assets
+        trained tokenizer; ``text_assets`` may pass prebuilt ``build_clap_text_assets`` output.
+
+        ``amodel`` picks the audio tower and ``roberta="base"`` a full-size roberta-base text
+        tower (12 layers, 50265-token embedding; the tokenizer files stay the shared local
+        ones, which laion_clap requires to be the same within a process).
+        """
+        from omni_core.hf_offline import save_tiny_roberta, shared_clap_text_assets
 
         with tempfile.TemporaryDirectory(prefix="omni-clap-debug-") as tmp:
-            repos = kw.get("text_assets") or shared_clap_text_assets(seed)
+            repos = dict(kw.get("text_assets") or shared_clap_text_assets(seed))
+            if kw.get("roberta", "tiny") == "base":
+                base = Path(tmp) / "roberta-base"
+                shutil.copytree(repos[_ROBERTA_HUB_ID], base)
+                save_tiny_roberta(base, 50265, num_hidden_layers=12, intermediate_size=3072,
+                                  max_position_embeddings=514, seed=seed)
+                repos[_ROBERTA_HUB_ID] = base
             torch.manual_seed(seed)
-            module = _build_module(Path(tmp) / "hub", repos, cls.debug_amodel, cls.enable_fusion,
-                                   device)
+            module = _build_module(Path(tmp) / "hub", repos,
+                                   kw.get("amodel", cls.debug_amodel), cls.enable_fusion, device)
         return cls(module).to(device)
 
     # ---- embeddings (laion_clap's own code paths)

@@ -58,7 +58,6 @@ __all__ = [
     "clip_preprocess",
     "count_layers",
     "is_torchscript_archive",
-    "load_strict",
     "read_torch_archive",
     "resized_size",
     "torchscript_state_dict",
@@ -220,28 +219,6 @@ def count_layers(sd: Mapping[str, Any], prefix: str) -> int:
         raise WeightsError(f"state dict has no '{head}*' keys")
     return max(ids) + 1
 
-
-def load_strict(module: nn.Module, state: Mapping[str, Any], source: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable :class:`WeightsError` listing the
-    missing, unexpected and mis-shaped keys (values are cast to the module's dtypes)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(getattr(state[k], 'shape', ()))} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-
-        def few(items: list[str]) -> str:
-            return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-
-        raise WeightsError(
-            f"{source} does not match the {type(module).__name__} layout: "
-            f"missing [{few(missing)}], unexpected [{few(unexpected)}], shape [{few(shapes)}]"
-        )
-    module.load_state_dict({k: state[k].to(own[k].dtype) for k in own})
 
 
 # --------------------------------------------------------------------------------------------

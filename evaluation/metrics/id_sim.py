@@ -438,6 +438,7 @@ class FaceModel(PretrainedComponent):
         obj.is_debug = False
         obj.debug_seed = None
         obj.weights_path = folder
+        obj.variant = "pretrained"
         return obj
 
     @classmethod
@@ -463,15 +464,32 @@ class FaceModel(PretrainedComponent):
         return cls(det, rec, Path(paths["recognizer"]).parent)
 
     @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"size": "real"}
+
+    @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
         """Tiny random SCRFD-style detector and iResNet-style recogniser, exported to ONNX in a
-        private temporary folder (removed with the object) and loaded through :meth:`_load`."""
-        folder = Path(tempfile.mkdtemp(prefix=f"omni-idsim-debug-{seed}-"))
+        private temporary folder (removed with the object) and loaded through :meth:`_load`.
+
+        ``size="real"``: an iResNet-50 recogniser (w600k_r50's stages and widths) and a
+        detector of about det_10g's compute at 640x640 (:func:`_export_debug_detector`), for
+        throughput measurements.
+        """
+        size = kw.get("size", "debug")
+        if size not in ("debug", "real"):
+            raise ValueError(f"size must be 'debug' or 'real', got {size!r}")
+        folder = Path(tempfile.mkdtemp(prefix=f"omni-idsim-{size}-{seed}-"))
         try:
             det_path = folder / cls.detector_file
             rec_path = folder / cls.recognizer_file
-            _export_debug_detector(det_path)
-            _export_debug_recognizer(rec_path)
+            if size == "real":
+                _export_debug_detector(det_path, width=128, depth=3)
+                _export_debug_recognizer(rec_path, widths=(64, 128, 256, 512),
+                                         blocks=(3, 4, 14, 3))
+            else:
+                _export_debug_detector(det_path)
+                _export_debug_recognizer(rec_path)
             obj = cls._load({"detector": det_path, "recognizer": rec_path}, device)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -727,38 +745,44 @@ def id_sim(frames: np.ndarray | Sequence[np.ndarray], references: Sequence[np.nd
 # debug twins: tiny ONNX models with the input/output contract of the real packs
 
 
-def _export_debug_recognizer(path: Path) -> None:
+def _export_debug_recognizer(path: Path, widths: tuple[int, ...] = (8, 16, 16, 32),
+                              blocks: tuple[int, ...] = (1, 1, 1, 1)) -> None:
     """An iResNet-style recogniser (conv-BN-PReLU stem, IBasicBlocks with stride-2 stages,
     BN-dropout-FC-BN1d head) with w600k_r50's contract: input ``input.1`` (N, 3, 112, 112)
-    float, output (N, 512); no Sub/Mul in the first nodes, so ArcFaceONNX uses mean/std 127.5."""
+    float, output (N, 512); no Sub/Mul in the first nodes, so ArcFaceONNX uses mean/std 127.5.
+    ``widths``/``blocks`` per stage: (64, 128, 256, 512) / (3, 4, 14, 3) is iResNet-50."""
     import torch
     from torch import nn
 
     class Block(nn.Module):
-        def __init__(self, cin: int, cout: int) -> None:
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
             super().__init__()
             self.bn1 = nn.BatchNorm2d(cin)
             self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(cout)
             self.prelu = nn.PReLU(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 2, 1, bias=False)
+            self.conv2 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(cout)
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False),
-                                            nn.BatchNorm2d(cout))
+            self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                             nn.BatchNorm2d(cout))
+                               if stride != 1 or cin != cout else nn.Identity())
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
             return y + self.downsample(x)
 
     class TinyIResNet(nn.Module):
-        def __init__(self, widths: tuple[int, ...] = (8, 16, 16, 32), dim: int = 512) -> None:
+        def __init__(self, dim: int = 512) -> None:
             super().__init__()
             self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(widths[0])
             self.prelu = nn.PReLU(widths[0])
             chans = (widths[0], *widths)
-            self.layers = nn.Sequential(*(Block(a, b) for a, b in zip(chans, widths,
-                                                                     strict=False)))
+            stages = []
+            for cin, cout, n in zip(chans, widths, blocks, strict=False):
+                stages.append(Block(cin, cout, 2))
+                stages += [Block(cout, cout, 1) for _ in range(n - 1)]
+            self.layers = nn.Sequential(*stages)
             self.bn2 = nn.BatchNorm2d(widths[-1])
             self.dropout = nn.Dropout(0.0)
             self.fc = nn.Linear(widths[-1] * 7 * 7, dim)
@@ -788,7 +812,7 @@ def _export_debug_recognizer(path: Path) -> None:
 _DEBUG_DET_MARGIN = 1.0
 
 
-def _export_debug_detector(path: Path) -> None:
+def _export_debug_detector(path: Path, width: int = 16, depth: int = 0) -> None:
     """An SCRFD-style detector with det_10g's contract: input ``input.1`` (1, 3, H, W) with
     dynamic H, W; nine outputs, scores (N, 1) for strides 8/16/32, then boxes (N, 4), then
     5-point landmarks (N, 10), N = (H/s)(W/s) x 2 anchors, location-major, anchor-minor.
@@ -798,14 +822,16 @@ def _export_debug_detector(path: Path) -> None:
     (logit minus the image's maximal logit plus :data:`_DEBUG_DET_MARGIN`, with the logit scale
     set so that 0.2 % of the anchors of scikit-image's astronaut photo pass): random weights then
     give a handful of boxes on every image instead of thousands on some and none on others.
-    Random boxes are not faces; the point is the code path.
+    Random boxes are not faces; the point is the code path. ``width`` channels throughout and
+    ``depth`` extra 3x3 conv layers at stride 8: (128, 3) costs about 10 GFLOPs at 640x640,
+    det_10g's budget (a stand-in of that cost, not its graph).
     """
     import torch
     import torch.nn.functional as F  # noqa: N812
     from torch import nn
 
     class TinySCRFD(nn.Module):
-        def __init__(self, c: int = 16, anchors: int = 2) -> None:
+        def __init__(self, c: int = width, anchors: int = 2) -> None:
             super().__init__()
             self.stem = nn.Sequential(
                 nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -816,9 +842,11 @@ def _export_debug_detector(path: Path) -> None:
             self.cls = nn.Conv2d(c, anchors, 3, 1, 1)
             self.reg = nn.Conv2d(c, anchors * 4, 3, 1, 1)
             self.kps = nn.Conv2d(c, anchors * 10, 3, 1, 1)
+            self.deep = nn.Sequential(*(m for _ in range(depth)
+                                        for m in (nn.Conv2d(c, c, 3, 1, 1), nn.ReLU())))
 
         def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-            f8 = self.stem(x)
+            f8 = self.deep(self.stem(x))
             f16 = self.down16(f8)
             return [f8, f16, self.down32(f16)]
 

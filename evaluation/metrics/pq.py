@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 from ..registry import Metric, MetricSpec, Output, register
 
@@ -528,13 +528,12 @@ class AudioboxAesthetics(PretrainedComponent, nn.Module):
         # upstream strips the Lightning wrapper's "model." prefix
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
         obj = cls(config, transform)
-        try:
-            obj.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsError(f"{path}: does not fit AesMultiOutput: {first} "
-                               f"({_describe_mismatch(obj, state)})") from exc
+        load_state_dict_strict(obj, state, f"{path} (AesMultiOutput)")
         return obj.to(device).eval()
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"config": AesConfig()}  # WavLM-base encoder, released heads
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
@@ -582,19 +581,6 @@ class AudioboxAesthetics(PretrainedComponent, nn.Module):
                 out[axis].append(preds[axis].double().cpu().numpy())
         return {a: self.denormalize(a, np.concatenate(v)) for a, v in out.items()}
 
-
-def _describe_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state)
-                    if tuple(expected[k].shape) != tuple(getattr(state[k], "shape", ())))
-    parts = []
-    for name, keys in (("missing", missing), ("unexpected", unexpected), ("bad shape", shapes)):
-        if keys:
-            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-            parts.append(f"{name}: {', '.join(keys[:3])}{more}")
-    return "; ".join(parts) or "no key differences"
 
 
 # --------------------------------------------------------------------------------------------

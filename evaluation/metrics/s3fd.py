@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+from omni_core.errors import OmniError
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 __all__ = [
     "CONF_TH",
@@ -209,21 +209,7 @@ class S3FD(PretrainedComponent, nn.Module):
         """Build from ``sfd_face.pth``'s state dict (a ``module.`` prefix is tolerated)."""
         model = cls(config)
         clean = {k.removeprefix("module."): v for k, v in state.items()}
-        own = model.state_dict()
-        missing = sorted(set(own) - set(clean))
-        unexpected = sorted(set(clean) - set(own))
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source} is not an S3FD (sfd_face.pth) state dict: missing {missing[:4]}"
-                f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-                f"{'...' if len(unexpected) > 4 else ''}")
-        for k, v in own.items():
-            got = clean[k]
-            if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
-                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                raise WeightsError(f"{source}: {k} has shape {shape}, expected "
-                                   f"{tuple(v.shape)}")
-        model.load_state_dict(clean)
+        load_state_dict_strict(model, clean, f"{source} (S3FD, sfd_face.pth)")
         return model.eval()
 
     @classmethod
@@ -231,6 +217,10 @@ class S3FD(PretrainedComponent, nn.Module):
         path = paths["sfd_face.pth"]
         state = load_torch_checkpoint(path)
         return cls.from_state_dict(state, kw.get("config"), source=str(path)).to(device)
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"config": S3FDConfig()}
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
@@ -308,27 +298,33 @@ def nms_head(boxes: torch.Tensor, scores: torch.Tensor, overlap: float = HEAD_NM
              top_k: int = HEAD_NMS_TOP_K) -> torch.Tensor:
     """Greedy NMS of ``box_utils.nms``: the ``top_k`` best scores, drop IoU > ``overlap``.
 
-    Returns kept indices, best first. The IoU has no +1 pixel term; a NaN IoU (two empty
-    boxes) drops the candidate, as upstream's ``IoU.le(overlap)`` does.
+    Returns kept indices (on the CPU), best first. The IoU has no +1 pixel term; a NaN IoU
+    (two empty boxes) drops the candidate, as upstream's ``IoU.le(overlap)`` does.
+
+    The loop runs one step per kept box; it runs in float32 numpy on the CPU (the same IEEE
+    operations as upstream's torch ones, so the same boxes are kept): one step is a handful of
+    tiny array operations, which on a GPU would each cost a kernel launch and a sync.
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    x1, y1, x2, y2 = boxes.unbind(1)
+    boxes, scores = boxes.detach().cpu(), scores.detach().cpu()
+    _, order = scores.sort(0)  # ascending, as upstream
+    idx = order[-top_k:].numpy()
+    x1, y1, x2, y2 = (np.ascontiguousarray(c) for c in boxes.numpy().T)
     area = (x2 - x1) * (y2 - y1)
-    _, idx = scores.sort(0)  # ascending, as upstream
-    idx = idx[-top_k:]
     keep = []
-    while idx.numel() > 0:
+    while idx.size > 0:
         i = idx[-1]
         keep.append(int(i))
-        if idx.numel() == 1:
-            break
         idx = idx[:-1]
-        w = (x2[idx].clamp(max=x2[i]) - x1[idx].clamp(min=x1[i])).clamp(min=0.0)
-        h = (y2[idx].clamp(max=y2[i]) - y1[idx].clamp(min=y1[i])).clamp(min=0.0)
+        if idx.size == 0:
+            break
+        w = np.maximum(np.minimum(x2[idx], x2[i]) - np.maximum(x1[idx], x1[i]), np.float32(0))
+        h = np.maximum(np.minimum(y2[idx], y2[i]) - np.maximum(y1[idx], y1[i]), np.float32(0))
         inter = w * h
-        iou = inter / ((area[idx] - inter) + area[i])
-        idx = idx[iou.le(overlap)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = inter / ((area[idx] - inter) + area[i])
+        idx = idx[iou <= overlap]
     return torch.tensor(keep, dtype=torch.long)
 
 
@@ -339,7 +335,7 @@ def detect_head(loc: torch.Tensor, scores: torch.Tensor, priors: torch.Tensor) -
     face = scores[:, 1]
     mask = face.gt(HEAD_CONF)
     face, boxes = face[mask], boxes[mask]
-    keep = nms_head(boxes, face)[:HEAD_TOP_K]
+    keep = nms_head(boxes, face)[:HEAD_TOP_K].to(face.device)
     return torch.cat((face[keep, None], boxes[keep]), 1)
 
 

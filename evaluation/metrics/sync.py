@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+from omni_core.errors import OmniError
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 from ..registry import Metric, MetricSpec, Output, register
 
@@ -328,6 +328,25 @@ def _interpolate_boxes(boxes: np.ndarray) -> tuple[np.ndarray, int, int]:
     return out, start, stop
 
 
+def padded_window(frame: np.ndarray, pad: int, value: int, rows: tuple[int, int],
+                  cols: tuple[int, int]) -> np.ndarray:
+    """``np.pad(frame, pad, constant value)[r0:r1, c0:c1]`` without padding the whole frame.
+
+    Python's slice rules apply to the padded size (negative bounds count from the end, as
+    they do upstream), so the window is the one upstream cuts, pixel for pixel.
+    """
+    h, w = frame.shape[:2]
+    r0, r1, _ = slice(*rows).indices(h + 2 * pad)
+    c0, c1, _ = slice(*cols).indices(w + 2 * pad)
+    out = np.full((max(0, r1 - r0), max(0, c1 - c0), *frame.shape[2:]), value,
+                  dtype=frame.dtype)
+    y0, y1 = max(r0 - pad, 0), min(r1 - pad, h)
+    x0, x1 = max(c0 - pad, 0), min(c1 - pad, w)
+    if y1 > y0 and x1 > x0:
+        out[y0 + pad - r0:y1 + pad - r0, x0 + pad - c0:x1 + pad - c0] = frame[y0:y1, x0:x1]
+    return out
+
+
 def crop_face_track(
     frames: np.ndarray, boxes: np.ndarray, options: SyncOptions | None = None
 ) -> FaceTrack:
@@ -361,11 +380,10 @@ def crop_face_track(
     for k, t in enumerate(range(start, stop)):
         bs = float(s[k])
         pad = int(bs * (1 + 2 * cs))
-        img = np.pad(frames[t], ((pad, pad), (pad, pad), (0, 0)), mode="constant",
-                     constant_values=opt.pad_value)
         my, mx = cy[k] + pad, cx[k] + pad
-        face = img[int(my - bs):int(my + bs * (1 + 2 * cs)),
-                   int(mx - bs * (1 + cs)):int(mx + bs * (1 + cs))]
+        face = padded_window(frames[t], pad, opt.pad_value,
+                             (int(my - bs), int(my + bs * (1 + 2 * cs))),
+                             (int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))))
         if face.size == 0:
             raise OmniError(f"sync: empty face crop at frame {t} (box half-size {bs:.1f})")
         crops[k] = cv2.resize(face, (size, size))
@@ -513,27 +531,10 @@ class SyncNet(PretrainedComponent, nn.Module):
                         source: str = "state dict") -> SyncNet:
         """Build from an upstream state dict (``__S__.`` / ``module.`` prefixes tolerated)."""
         model = cls(config)
-        clean: dict[str, torch.Tensor] = {}
-        for k, val in state.items():
-            key = k.removeprefix("module.").removeprefix("__S__.")
-            if key.endswith("num_batches_tracked"):
-                continue  # not in the 2017 checkpoint; unused in eval mode
-            clean[key] = val
-        own = {k: v for k, v in model.state_dict().items()
-               if not k.endswith("num_batches_tracked")}
-        missing = sorted(set(own) - set(clean))
-        unexpected = sorted(set(clean) - set(own))
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source} is not a SyncNet v2 state dict: missing {missing[:4]}"
-                f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-                f"{'...' if len(unexpected) > 4 else ''}")
-        for k, v in own.items():
-            if not isinstance(clean[k], torch.Tensor) or tuple(clean[k].shape) != tuple(v.shape):
-                got = getattr(clean[k], "shape", type(clean[k]).__name__)
-                raise WeightsError(f"{source}: {k} has shape {tuple(got)}, expected "
-                                   f"{tuple(v.shape)}")
-        model.load_state_dict(clean, strict=False)
+        clean = {k.removeprefix("module.").removeprefix("__S__."): v for k, v in state.items()}
+        # num_batches_tracked is not in the 2017 checkpoint and unused in eval mode
+        load_state_dict_strict(model, clean, f"{source} (SyncNet v2)",
+                               ignore=lambda k: k.endswith("num_batches_tracked"))
         return model.eval()
 
     @classmethod
@@ -541,6 +542,10 @@ class SyncNet(PretrainedComponent, nn.Module):
         path = paths["syncnet_v2.model"]
         state = load_torch_checkpoint(path)
         return cls.from_state_dict(state, kw.get("config"), source=str(path)).to(device)
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"config": SyncNetConfig()}  # the released syncnet_v2 widths
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:

@@ -75,7 +75,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, Registry, load_torch_checkpoint, require
+from omni_core.weights import (
+    PretrainedComponent,
+    Registry,
+    load_state_dict_strict,
+    load_torch_checkpoint,
+    require,
+)
 
 from ..registry import Metric, MetricSpec, Output, register
 
@@ -604,14 +610,7 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
         unknown += [k for k in converted if k not in expected]
         for k in unknown:
             converted.pop(k, None)
-        bad = [
-            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-            for k, v in converted.items()
-            if tuple(v.shape) != tuple(expected[k].shape)
-        ]
-        if bad:
-            raise WeightsError(f"T-Sim checkpoint shapes do not match: {'; '.join(bad[:3])}")
-        self.load_state_dict(converted, strict=True, assign=assign)
+        load_state_dict_strict(self, converted, "T-Sim checkpoint", assign=assign)
         if assign:
             unset = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
             if unset:
@@ -657,6 +656,10 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
             fallback = wavlm_ckpt.get("model", wavlm_ckpt)
         model.load_upstream_state_dict(state, fallback, assign=True)
         return model.to(device).eval()
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"arch": SpeakerVerifierArch.large()}
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:

@@ -38,7 +38,7 @@ from torch import nn
 
 from omni_core.errors import WeightsError
 from omni_core.media import sample_indices
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 from ..registry import Metric, MetricSpec, Output, register
 from ..texts import caption_text
@@ -50,7 +50,6 @@ from .clip_vit import (
     Transformer,
     VisionConfig,
     clip_preprocess,
-    load_strict,
     read_torch_archive,
     train_bpe_merges,
 )
@@ -236,8 +235,12 @@ class ViCLIPModel(PretrainedComponent, nn.Module):
         except KeyError as exc:
             raise WeightsError(f"{path}: ViCLIP state dict lacks {exc}") from None
         model = cls(cfg, BPETokenizer.from_file(paths[BPE_FILE]))
-        load_strict(model, state, str(path))
+        load_state_dict_strict(model, state, str(path), cast=True)
         return model.to(device).eval()
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"config": ViCLIPConfig()}  # ViCLIP-L/14, 8 frames, CLIP-L text
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:

@@ -46,7 +46,7 @@ from torch import nn
 
 from omni_core.captions import SPEECH_RE, CaptionError, StructuredCaption
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_torch_checkpoint
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 from ..registry import Metric, MetricSpec, Output, register
 
@@ -382,10 +382,10 @@ class WhisperASR(PretrainedComponent, nn.Module):
                                f"'dims' and 'model_state_dict', got {sorted(ckpt)})")
         try:
             obj = cls(ckpt["dims"])
-            obj.model.load_state_dict(ckpt["model_state_dict"])
-        except (TypeError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsError(f"{path}: does not fit openai-whisper's Whisper: {first}") from exc
+        except TypeError as exc:
+            raise WeightsError(f"{path}: dims do not fit openai-whisper's ModelDimensions: "
+                               f"{exc}") from exc
+        load_state_dict_strict(obj.model, ckpt["model_state_dict"], f"{path} (openai-whisper)")
         if dict(ckpt["dims"]) == LARGE_V3_DIMS:
             # whisper.load_model sets these for the named model; they only steer word-level
             # timestamps, which WER does not use, but keep the model identical to upstream's.
@@ -393,6 +393,10 @@ class WhisperASR(PretrainedComponent, nn.Module):
 
             obj.model.set_alignment_heads(whisper._ALIGNMENT_HEADS["large-v3"])
         return obj.to(device)
+
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"dims": LARGE_V3_DIMS}
 
     @classmethod
     def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:

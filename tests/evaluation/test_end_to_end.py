@@ -53,5 +53,5 @@ def test_every_metric_every_cell_identical_twice(two_instances, bench_fixtures, 
     assert summary["note"] == "debug weights: scores are not meaningful"
     assert set(summary["metrics"]) == set(names)
     assert summary["metrics"]["wer"]["checkpoints"] == [{"component": "WhisperASR",
-                                                         "debug_seed": 0}]
+                                                         "variant": "debug", "seed": 0}]
     assert summary["timing_s"]["decode"] < summary["timing_s"]["wall"]

@@ -572,3 +572,43 @@ def test_load_torch_checkpoint_safetensors_and_unsafe_pickle(tmp_path: Path) -> 
 
 class _Unsafe:
     """An arbitrary class: weights_only=True must refuse to unpickle it."""
+
+
+class RealSizeLinear(TinyLinear):
+    @classmethod
+    def _real_size(cls) -> dict[str, Any]:
+        return {"dim": 16}  # "the released width"
+
+
+def test_random_builds_the_real_size_with_the_debug_code_path() -> None:
+    a, b = RealSizeLinear.random(seed=3), RealSizeLinear.random(seed=3)
+    assert a.layer.weight.shape == (16, 16) and torch.equal(a.layer.weight, b.layer.weight)
+    assert a.variant == "random" and a.is_debug and a.debug_seed == 3
+    assert a.describe() == "random weights at real size (seed 3): scores are not meaningful"
+    assert RealSizeLinear.random(dim=8).layer.weight.shape == (8, 8)  # overrides pass through
+    assert RealSizeLinear.debug().variant == "debug"
+    with pytest.raises(NotImplementedError, match="TinyLinear has no real-size random build"):
+        TinyLinear.random()
+
+
+def test_load_state_dict_strict_lists_every_mismatch() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    good = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
+    W.load_state_dict_strict(model, good, "ok.pt")
+    assert torch.equal(model[0].weight, torch.ones(4, 3))
+    bad = dict(good, **{"0.weight": torch.zeros(4, 2), "extra.bias": torch.zeros(1)})
+    del bad["1.running_var"]
+    with pytest.raises(WeightsError) as exc:
+        W.load_state_dict_strict(model, bad, "bad.pt")
+    msg = str(exc.value)
+    assert msg.startswith("bad.pt does not fit Sequential: ")
+    assert "missing [1.running_var]" in msg and "unexpected [extra.bias]" in msg
+    assert "0.weight has shape (4, 2), expected (4, 3)" in msg
+    # keys dropped on both sides; fp16 values cast to the module's fp32
+    old = {k: v.half() if v.is_floating_point() else v for k, v in good.items()
+           if not k.endswith("num_batches_tracked")}
+    W.load_state_dict_strict(model, old, "old.pt", cast=True,
+                             ignore=lambda k: k.endswith("num_batches_tracked"))
+    assert model[0].weight.dtype == torch.float32
+    with pytest.raises(WeightsError, match="missing"):
+        W.load_state_dict_strict(model, old, "old.pt")

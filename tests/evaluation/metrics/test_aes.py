@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import io
 import os
 import pickle
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from evaluation.metrics import aes
@@ -25,22 +23,8 @@ from evaluation.metrics.clip_vit import (
     torchscript_state_dict,
 )
 from omni_core.errors import WeightsError
-from omni_core.weights import Registry
 
-
-def unchecked_registry(*names: str) -> Registry:
-    """The packaged manifest with size/sha256 of ``names`` cleared, so that small fake files
-    in the upstream format pass ``require`` (it checks sizes)."""
-    data = yaml.safe_load(
-        importlib.resources.files("omni_core").joinpath("weights.yaml").read_text("utf-8"))
-    for entry in data["entries"]:
-        if entry["name"] in names:
-            for f in entry["files"]:
-                f["size"] = f["sha256"] = None
-    return Registry.from_data(data)
-
-
-REGISTRY = unchecked_registry("openai-clip-vit-l-14", "laion-aesthetic-vit-l-14-linear")
+ENTRIES = ("openai-clip-vit-l-14", "laion-aesthetic-vit-l-14-linear")
 TINY = VisionConfig(width=64, layers=2, heads=1, patch_size=32, image_size=224, output_dim=32)
 
 
@@ -274,12 +258,12 @@ def write_fake_weights(root: Path, half: bool = True) -> dict[str, torch.Tensor]
     return ref
 
 
-def test_torchscript_archive_loads_without_jit(tmp_path):
+def test_torchscript_archive_loads_without_jit(tmp_path, unpinned_registry):
     ref = write_fake_weights(tmp_path)
     sd = torchscript_state_dict(tmp_path / "openai-clip-vit-l-14" / "ViT-L-14.pt")
     assert {"visual.conv1.weight", "logit_scale", "token_embedding.weight"} <= set(sd)
     assert sd["visual.proj"].dtype == torch.float16
-    model = aes.AestheticModel.from_pretrained(root=tmp_path, registry=REGISTRY)
+    model = aes.AestheticModel.from_pretrained(root=tmp_path, registry=unpinned_registry(*ENTRIES))
     assert model.visual.cfg == TINY and not model.is_debug
     got = {f"visual.{k}": v for k, v in model.visual.state_dict().items()}
     got |= {f"head.{k}": v for k, v in model.head.state_dict().items()}
@@ -291,29 +275,29 @@ def test_torchscript_archive_loads_without_jit(tmp_path):
     assert np.isfinite(res.score)
 
 
-def test_same_numbers_as_the_scripted_module(tmp_path, talking_frames):
+def test_same_numbers_as_the_scripted_module(tmp_path, talking_frames, unpinned_registry):
     write_fake_weights(tmp_path, half=False)
     path = tmp_path / "openai-clip-vit-l-14" / "ViT-L-14.pt"
     scripted = torch.jit.load(str(path))  # our own file: trusted, only to compare numbers
-    model = aes.AestheticModel.from_pretrained(root=tmp_path, registry=REGISTRY)
+    model = aes.AestheticModel.from_pretrained(root=tmp_path, registry=unpinned_registry(*ENTRIES))
     x = clip_preprocess(talking_frames[:3], 224, quantize=False)
     with torch.no_grad():
         torch.testing.assert_close(model.visual(x), scripted(x), atol=1e-5, rtol=1e-5)
 
 
-def test_missing_head_is_one_clear_error(tmp_path):
+def test_missing_head_is_one_clear_error(tmp_path, unpinned_registry):
     write_fake_weights(tmp_path)
     os.remove(tmp_path / "laion-aesthetic-vit-l-14-linear" / "sa_0_4_vit_l_14_linear.pth")
     with pytest.raises(WeightsError, match="sa_0_4_vit_l_14_linear.pth"):
-        aes.AestheticModel.from_pretrained(root=tmp_path, registry=REGISTRY)
+        aes.AestheticModel.from_pretrained(root=tmp_path, registry=unpinned_registry(*ENTRIES))
 
 
-def test_wrong_head_shape_is_rejected(tmp_path):
+def test_wrong_head_shape_is_rejected(tmp_path, unpinned_registry):
     write_fake_weights(tmp_path)
     torch.save({"weight": torch.zeros(1, 7), "bias": torch.zeros(1)},
                tmp_path / "laion-aesthetic-vit-l-14-linear" / "sa_0_4_vit_l_14_linear.pth")
     with pytest.raises(WeightsError, match="shape"):
-        aes.AestheticModel.from_pretrained(root=tmp_path, registry=REGISTRY)
+        aes.AestheticModel.from_pretrained(root=tmp_path, registry=unpinned_registry(*ENTRIES))
 
 
 class _Boom:
@@ -348,3 +332,14 @@ def test_debug_twin_end_to_end_is_deterministic(talking_frames):
     assert aes.score_frames(head, aes.AestheticModel.debug(seed=1)).score != b.score
     assert aes.DIRECTION == "higher" and aes.VERSION == "1"
     assert "debug weights" in aes.AestheticModel.debug(seed=0).describe()
+
+
+def test_random_build_is_vit_l14():
+    """What ``_load`` would build for the released ViT-L/14 (OpenAI's 303,966,208-parameter
+    image tower) plus the 768 -> 1 head."""
+    with torch.device("meta"):
+        model = aes.AestheticModel.random(device="meta")
+    visual = model.visual.state_dict()
+    assert VisionConfig.from_state_dict(visual, prefix="") == VisionConfig()
+    assert sum(v.numel() for v in model.visual.parameters()) == 303_966_208
+    assert tuple(model.head.weight.shape) == (1, 768)

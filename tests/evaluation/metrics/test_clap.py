@@ -34,7 +34,6 @@ from evaluation.metrics.clap import (
     preprocess,
     score_clap,
 )
-from omni_core import weights as W
 from omni_core.errors import OmniError, WeightsError
 from omni_core.media import load_audio
 
@@ -178,20 +177,12 @@ def test_debug_end_to_end_on_sample_corpus(sample_corpus, model: ClapModel) -> N
             assert score_clap(audio, text, model).score == res.score
 
 
-def _unpinned(registry: W.Registry, names: set[str]) -> W.Registry:
-    """The manifest with the sizes/hashes of ``names`` dropped: our tiny stand-ins differ."""
-    def free(entry: W.WeightsEntry) -> W.WeightsEntry:
-        files = tuple(dataclasses.replace(f, size=None, sha256=None) for f in entry.files)
-        return dataclasses.replace(entry, files=files)
-
-    return W.Registry(tuple(free(e) if e.name in names else e for e in registry), "test")
-
 
 # ---- loading a checkpoint in laion_clap's release format (fusion model: HTSAT-tiny is real)
 
 
 def test_fusion_checkpoint_loads_and_matches_laion_clap(
-    tmp_path: Path, text_assets: dict[str, Path]
+    tmp_path: Path, text_assets: dict[str, Path], unpinned_registry
 ) -> None:
     twin = ClapFusionModel.debug(seed=3, text_assets=text_assets)
     state = {f"module.{k}": v for k, v in twin.clap.model.state_dict().items()}
@@ -205,7 +196,7 @@ def test_fusion_checkpoint_loads_and_matches_laion_clap(
     (tmp_path / "roberta-base").mkdir()
     for rel in ROBERTA_FILES:
         shutil.copyfile(text_assets["roberta-base"] / rel, tmp_path / "roberta-base" / rel)
-    registry = _unpinned(W.load_registry(), {"roberta-base", ClapFusionModel.weights_entry})
+    registry = unpinned_registry("roberta-base", ClapFusionModel.weights_entry)
 
     loaded = ClapFusionModel.from_pretrained(root=tmp_path, registry=registry)
     assert not loaded.is_debug and loaded.clap.enable_fusion
@@ -234,3 +225,13 @@ def test_fusion_checkpoint_loads_and_matches_laion_clap(
     torch.save({"state_dict": state}, entry / "630k-audioset-fusion-best.pt")
     with pytest.raises(WeightsError, match="does not fit"):
         ClapFusionModel.from_pretrained(root=tmp_path, registry=registry)
+
+
+def test_random_build_is_htsat_base_with_roberta_base() -> None:
+    model = ClapModel.random()
+    text = model.clap.model.text_branch
+    assert text.config.num_hidden_layers == 12 and text.config.vocab_size == 50265
+    assert text.config.intermediate_size == 3072
+    assert model.clap.model.audio_branch.embed_dim == 128  # HTSAT-base (tiny: 96)
+    emb = model.text_embeddings(["a man speaks"])
+    assert emb.shape == (1, 512) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)

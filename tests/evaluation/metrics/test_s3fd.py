@@ -17,7 +17,6 @@ from torch import nn
 
 from evaluation.metrics import s3fd as S
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import Registry
 
 # --------------------------------------------------------------------------------------------
 # the upstream checkpoint layout, transcribed from S3FDNet (syncnet_python detectors/s3fd)
@@ -54,27 +53,16 @@ def upstream_state_dict() -> dict[str, torch.Tensor]:
         UPSTREAM_SHAPES.items())}
 
 
-def test_registry() -> Registry:
-    """The manifest entry without size / sha256, so a fake file passes ``require``."""
-    return Registry.from_data({"version": 1, "entries": [{
-        "name": "s3fd-sfd-face", "description": "test", "homepage": "https://example.org",
-        "license": "MIT", "used_by": ["evaluation.sync"], "gated": False,
-        "files": [{"path": "sfd_face.pth", "url": "https://example.org/sfd_face.pth",
-                   "sha256": None, "size": None}]}]})
-
-
-test_registry.__test__ = False  # a helper, not a test
-
 
 @pytest.mark.parametrize("legacy", [True, False])
-def test_checkpoint_layout_loads_through_weights_registry(tmp_path, legacy):
+def test_checkpoint_layout_loads_through_weights_registry(tmp_path, legacy, unpinned_registry):
     state = upstream_state_dict()
     assert len(state) == 65
     assert sum(v.numel() for v in state.values()) == 22_459_110  # ~89.8 MB of float32
     path = tmp_path / "s3fd-sfd-face" / "sfd_face.pth"
     path.parent.mkdir(parents=True)
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
-    model = S.S3FD.from_pretrained(root=tmp_path, registry=test_registry())
+    model = S.S3FD.from_pretrained(root=tmp_path, registry=unpinned_registry("s3fd-sfd-face"))
     assert not model.is_debug and "s3fd-sfd-face" in model.describe()
     own = model.state_dict()
     assert set(own) == set(state)
@@ -87,8 +75,8 @@ def test_checkpoint_layout_loads_through_weights_registry(tmp_path, legacy):
     assert loc.shape == (1, 1165, 4) and conf.shape == (1, 1165, 2)
 
 
-def test_checkpoint_errors(tmp_path):
-    reg = test_registry()
+def test_checkpoint_errors(tmp_path, unpinned_registry):
+    reg = unpinned_registry("s3fd-sfd-face")
     with pytest.raises(WeightsError, match="sfd_face.pth"):
         S.S3FD.from_pretrained(root=tmp_path / "empty", registry=reg)
     state = upstream_state_dict()
@@ -177,6 +165,41 @@ BOXES = np.array([
     [6, 0, 16, 10],  # F .5: IoU(A) = 40 / 160 = 1/4
 ], dtype=np.float64)
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+
+
+def _torch_box_utils_nms(boxes, scores, overlap=0.3, top_k=5000):
+    """box_utils.nms as upstream writes it: one torch step per kept box."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1) * (y2 - y1)
+    _, idx = scores.sort(0)
+    idx = idx[-top_k:]
+    keep = []
+    while idx.numel() > 0:
+        i = idx[-1]
+        keep.append(int(i))
+        if idx.numel() == 1:
+            break
+        idx = idx[:-1]
+        w = (x2[idx].clamp(max=x2[i]) - x1[idx].clamp(min=x1[i])).clamp(min=0.0)
+        h = (y2[idx].clamp(max=y2[i]) - y1[idx].clamp(min=y1[i])).clamp(min=0.0)
+        inter = w * h
+        idx = idx[(inter / ((area[idx] - inter) + area[i])).le(overlap)]
+    return keep
+
+
+def test_nms_head_keeps_what_the_torch_loop_keeps():
+    """The numpy loop keeps exactly the boxes upstream's torch loop keeps: thousands of
+    overlapping candidates in normalised coordinates, empty boxes and ties included."""
+    g = torch.Generator().manual_seed(0)
+    for n, top_k in ((3000, 5000), (800, 300)):
+        xy = torch.rand(n, 2, generator=g) * 0.8
+        wh = torch.rand(n, 2, generator=g) * 0.2
+        wh[: n // 20] = 0.0  # degenerate boxes: NaN IoU among themselves
+        boxes = torch.cat([xy, xy + wh], 1)
+        scores = torch.rand(n, generator=g)
+        scores[n // 2: n // 2 + 10] = 0.5  # ties
+        assert S.nms_head(boxes, scores, top_k=top_k).tolist() == _torch_box_utils_nms(
+            boxes, scores, top_k=top_k)
 
 
 def test_nms_head_and_final_by_hand():
@@ -311,3 +334,9 @@ def test_debug_twin_is_deterministic(frames):
     tiny = S.S3FD.debug(0, config=S.S3FDConfig.tiny())
     assert set(tiny.state_dict()) == set(UPSTREAM_SHAPES)
     assert S.detect(frames[1], tiny).shape[1] == 5
+
+
+def test_random_build_has_the_released_layout():
+    with torch.device("meta"):
+        model = S.S3FD.random(device="meta")
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == UPSTREAM_SHAPES

@@ -318,3 +318,24 @@ def test_track_faces_links_overlaps_across_gaps_and_drops_short_tracks():
     assert tr.shape == (6, 4) and np.isnan(tr[2]).all()  # the gap stays NaN for interpolation
     assert tr[5].tolist() == (a + 4).tolist()
     assert S.track_faces(frames, S.SyncOptions(min_track=5, max_gap=0)) == []  # gap breaks it
+
+
+def test_padded_window_is_the_slice_of_the_padded_frame():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, size=(36, 64, 3), dtype=np.uint8)
+    for _ in range(300):
+        pad = int(rng.integers(0, 40))
+        r = tuple(sorted(int(v) for v in rng.integers(-20, 36 + 2 * pad + 20, size=2)))
+        c = tuple(int(v) for v in rng.integers(-20, 64 + 2 * pad + 20, size=2))  # any order
+        full = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), constant_values=110)
+        np.testing.assert_array_equal(S.padded_window(frame, pad, 110, r, c),
+                                      full[r[0]:r[1], c[0]:c[1]])
+
+
+def test_random_build_has_the_released_layout():
+    with torch.device("meta"):
+        model = S.SyncNet.random(device="meta")
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()
+           if not k.endswith("num_batches_tracked")}
+    assert own == {k: tuple(v.shape) for k, v in upstream_state_dict().items()}
+    assert model.variant == "random"

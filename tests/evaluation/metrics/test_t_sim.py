@@ -18,7 +18,7 @@ import torch
 
 from evaluation.metrics import t_sim as T
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import Registry, load_registry
+from omni_core.weights import Registry
 
 # --------------------------------------------------------------------------------------------
 # the upstream checkpoint layout, from the upstream sources
@@ -139,24 +139,8 @@ def test_inverse_rules_give_upstream_names():
 
 
 @pytest.fixture
-def registry() -> Registry:
-    """The packaged manifest with the two T-Sim files' size/sha256 cleared (fake files)."""
-    import yaml
-
-    reg = load_registry()
-    data = {"version": 1, "entries": []}
-    for e in reg:
-        entry = {
-            "name": e.name, "description": e.description, "homepage": e.homepage,
-            "license": e.license, "used_by": list(e.used_by), "gated": e.gated,
-            "files": [{"path": f.path, "url": f.url, "sha256": f.sha256, "size": f.size}
-                      for f in e.files],
-        }
-        if e.name in (T.SpeakerVerifier.weights_entry, T.WAVLM_ENTRY):
-            for f in entry["files"]:
-                f["sha256"] = f["size"] = None
-        data["entries"].append(entry)
-    return Registry.from_yaml(yaml.safe_dump(data))
+def registry(unpinned_registry) -> Registry:
+    return unpinned_registry(T.SpeakerVerifier.weights_entry, T.WAVLM_ENTRY)
 
 
 def _save(root: Path, entry: str, name: str, obj: dict) -> None:
@@ -228,7 +212,7 @@ def test_missing_head_weights_and_wrong_shapes_are_errors():
     with pytest.raises(WeightsError, match="lacks 1 weights.*linear.bias"):
         model.load_upstream_state_dict({k: v for k, v in state.items() if k != "linear.bias"})
     bad = dict(state, **{"linear.bias": torch.zeros(3)})
-    with pytest.raises(WeightsError, match="shapes do not match"):
+    with pytest.raises(WeightsError, match=r"shape \[linear\.bias has shape"):
         model.load_upstream_state_dict(bad)
     extra = dict(state, **{"some_new_head.weight": torch.zeros(2)})
     model.load_upstream_state_dict(extra)  # strict=False upstream: unknown keys are reported
@@ -461,3 +445,14 @@ def test_debug_twin_is_deterministic_and_leaves_global_rng_alone():
     m3 = copy.deepcopy(m1)
     wav = np.random.default_rng(0).standard_normal(4000).astype(np.float32)
     np.testing.assert_array_equal(m1.embed(wav), m3.embed(wav))
+
+
+def test_random_build_is_the_large_model():
+    with torch.device("meta"):
+        model = T.SpeakerVerifier.random(device="meta")
+    converted, _ = T.upstream_to_model_state_dict(
+        fake_upstream_state(T.SpeakerVerifierArch.large()), parametrized=hasattr(
+            model.feature_extract.model.encoder.pos_conv_embed.conv, "parametrizations"))
+    own = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in converted.items() if k in own} == {
+        k: tuple(v.shape) for k, v in own.items()}

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from evaluation.metrics import viclip
@@ -28,20 +27,10 @@ from evaluation.metrics.clip_vit import (
     write_bpe_merges,
 )
 from omni_core.errors import WeightsError
-from omni_core.weights import Registry
 
 VIDEO = "talking/talk02_2p.mp4"
+ENTRY = "viclip-l-internvid-10m-flt"
 
-
-def unchecked_registry() -> Registry:
-    """The packaged manifest with ViCLIP's size/sha256 cleared (fake files are small)."""
-    data = yaml.safe_load(
-        importlib.resources.files("omni_core").joinpath("weights.yaml").read_text("utf-8"))
-    for entry in data["entries"]:
-        if entry["name"] == "viclip-l-internvid-10m-flt":
-            for f in entry["files"]:
-                f["size"] = f["sha256"] = None
-    return Registry.from_data(data)
 
 
 def real_bpe_path() -> Path:
@@ -309,9 +298,9 @@ def save_fake_checkpoint(root: Path, extra: dict | None = None) -> viclip.ViCLIP
     return src
 
 
-def test_checkpoint_loads_through_weights_registry(tmp_path, video):
+def test_checkpoint_loads_through_weights_registry(tmp_path, video, unpinned_registry):
     src = save_fake_checkpoint(tmp_path, {"epoch": 3})
-    model = viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unchecked_registry())
+    model = viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
     assert not model.is_debug and "viclip-l-internvid-10m-flt" in model.describe()
     assert model.cfg == src.cfg and model.tokenizer.encoder == src.tokenizer.encoder
     for k, v in src.state_dict().items():
@@ -320,23 +309,23 @@ def test_checkpoint_loads_through_weights_registry(tmp_path, video):
     assert viclip.score_video(frames, text, model) == viclip.score_video(frames, text, src)
 
 
-def test_checkpoint_with_pickled_config_objects_still_loads_safely(tmp_path):
+def test_checkpoint_with_pickled_config_objects_still_loads_safely(tmp_path, unpinned_registry):
     # training checkpoints often pickle their config; weights_only refuses that, the
     # restricted reader keeps the tensors and leaves the object inert
     src = save_fake_checkpoint(tmp_path, {"config": argparse.Namespace(lr=1e-4)})
-    model = viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unchecked_registry())
+    model = viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
     assert torch.equal(model.text_encoder.text_projection, src.text_encoder.text_projection)
 
 
-def test_checkpoint_errors_name_the_file(tmp_path):
+def test_checkpoint_errors_name_the_file(tmp_path, unpinned_registry):
     with pytest.raises(WeightsError, match="ViClip-InternVid-10M-FLT.pth"):
-        viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unchecked_registry())
+        viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
     src = save_fake_checkpoint(tmp_path)
     state = dict(src.state_dict())
     del state["text_encoder.ln_final.bias"]
     torch.save({"model": state}, tmp_path / "viclip-l-internvid-10m-flt" / viclip.CKPT_FILE)
     with pytest.raises(WeightsError, match=r"missing \[text_encoder\.ln_final\.bias\]"):
-        viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unchecked_registry())
+        viclip.ViCLIPModel.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,3 +364,12 @@ def test_scores_can_be_negative():
         model.text_encoder.text_projection.neg_()
     b = viclip.score_clip(clip, "a man talks", model).score
     assert a != 0 and b == pytest.approx(-a, abs=1e-6) and min(a, b) < 0
+
+
+def test_random_build_is_viclip_l():
+    """The real-size build reads back as the ViCLIP-L geometry ``_load`` would infer from the
+    released checkpoint's shapes (ViT-L/14 over 8 frames, CLIP-L text with context 32)."""
+    with torch.device("meta"):
+        model = viclip.ViCLIPModel.random(device="meta")
+    assert viclip.ViCLIPConfig.from_state_dict(model.state_dict()) == viclip.ViCLIPConfig()
+    assert model.variant == "random"

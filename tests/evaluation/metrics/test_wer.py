@@ -17,6 +17,8 @@ from omni_core import weights
 from omni_core.captions import StructuredCaption, parse_caption
 from omni_core.errors import OmniError, WeightsError
 
+ENTRY = "whisper-large-v3"
+
 
 @pytest.fixture(scope="module")
 def twin() -> W.WhisperASR:
@@ -234,14 +236,9 @@ def test_debug_twin_is_deterministic(twin: W.WhisperASR) -> None:
 # the released checkpoint layout
 
 
-def _registry_without_size() -> weights.Registry:
-    """The packaged whisper-large-v3 entry, with size/hash unset so a tiny file passes."""
-    entry = weights.load_registry().get("whisper-large-v3")
-    files = tuple(dataclasses.replace(f, size=None, sha256=None) for f in entry.files)
-    return weights.Registry((dataclasses.replace(entry, files=files),))
 
-
-def test_loads_the_large_v3_checkpoint_layout(tmp_path: Path, twin: W.WhisperASR) -> None:
+def test_loads_the_large_v3_checkpoint_layout(tmp_path: Path, twin: W.WhisperASR,
+                                              unpinned_registry) -> None:
     from whisper.model import AudioEncoder, TextDecoder
 
     assert [f.path for f in weights.load_registry().get("whisper-large-v3").files] == [
@@ -252,7 +249,7 @@ def test_loads_the_large_v3_checkpoint_layout(tmp_path: Path, twin: W.WhisperASR
     # exactly what large-v3.pt holds: {"dims": {...ints...}, "model_state_dict": {...}}
     ckpt = {"dims": dict(W.DEBUG_DIMS), "model_state_dict": twin.model.state_dict()}
     torch.save(ckpt, folder / "large-v3.pt")
-    m = W.WhisperASR.from_pretrained(root=tmp_path, registry=_registry_without_size())
+    m = W.WhisperASR.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
     assert not m.is_debug and m.weights_path == folder
     for k, v in twin.model.state_dict().items():
         assert torch.equal(m.model.state_dict()[k], v), k
@@ -270,11 +267,12 @@ def test_loads_the_large_v3_checkpoint_layout(tmp_path: Path, twin: W.WhisperASR
     # a bare state dict (not openai-whisper's layout) is one clear error
     torch.save(twin.model.state_dict(), folder / "large-v3.pt")
     with pytest.raises(WeightsError, match="dims"):
-        W.WhisperASR.from_pretrained(root=tmp_path, registry=_registry_without_size())
+        W.WhisperASR.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
 
 
 def test_alignment_heads_set_for_large_v3(tmp_path: Path, twin: W.WhisperASR,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          unpinned_registry) -> None:
     """``whisper.load_model("large-v3")`` also sets the word-timestamp alignment heads; so do
     we when the checkpoint has large-v3's dims (faked here with the twin's dims)."""
     import base64
@@ -293,7 +291,7 @@ def test_alignment_heads_set_for_large_v3(tmp_path: Path, twin: W.WhisperASR,
     (tmp_path / "whisper-large-v3").mkdir()
     torch.save({"dims": dict(W.DEBUG_DIMS), "model_state_dict": twin.model.state_dict()},
                tmp_path / "whisper-large-v3" / "large-v3.pt")
-    m = W.WhisperASR.from_pretrained(root=tmp_path, registry=_registry_without_size())
+    m = W.WhisperASR.from_pretrained(root=tmp_path, registry=unpinned_registry(ENTRY))
     assert torch.equal(m.model.alignment_heads.to_dense(), torch.from_numpy(mask))
 
 
