@@ -2,7 +2,9 @@
 
 Everything the pipelines, the evaluator, the trainer and the benchmark have in common lives
 here and nowhere else: media I/O, manifest schemas, typed configs, the pretrained-weights
-registry and the Ray helpers. This package imports none of the others.
+registry, the Ray helpers, the model wrappers that curation and evaluation share
+(``omni_core.models``) and the OpenAI-compatible chat client (``omni_core.chat``). This package
+imports none of the others.
 """
 
 __version__ = "0.1.0"
@@ -15,5 +17,6 @@ import os as _os
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     _os.environ.setdefault(_var, "1")
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+_os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 reports usage online
 # Loading a local checkpoint is not a download: keep the library progress bars off the console.
 _os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

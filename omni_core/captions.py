@@ -149,7 +149,7 @@ def parse_caption(text: str) -> StructuredCaption:
             cap.image_captions[m.group(1)] = m.group(2)
     visual = _block(text, "VISUAL_DESCRIPTION")
     for name, title in VISUAL_FIELDS.items():
-        m = re.search(rf"\*\*{re.escape(title)}\*\*\s*:\s*(.*?)(?=\n\s*\*\*|\Z)", visual,
+        m = re.search(rf"\*\*{re.escape(title)}\*\*[ \t]*:[ \t]*(.*?)(?=\n\s*\*\*|\Z)", visual,
                       re.DOTALL)
         if m:
             setattr(cap, name, " ".join(m.group(1).split()))

@@ -177,3 +177,16 @@ def unpinned_registry():
         return type(registry)(tuple(free(e) if e.name in names else e for e in registry), "test")
 
     return make
+
+
+@pytest.fixture(scope="module")
+def face_analysis(model):
+    """insightface's own ``FaceAnalysis`` on the ONNX files of the requesting module's
+    ``model`` fixture (a FaceModel): the reference the face tests compare with."""
+    from insightface.app import FaceAnalysis
+
+    app = FaceAnalysis(name=str(model.folder), root=str(model.folder),
+                       allowed_modules=["detection", "recognition"],
+                       providers=["CPUExecutionProvider"])
+    app.prepare(ctx_id=0, det_size=(320, 320))
+    return app

@@ -29,6 +29,10 @@ Empty references: jiwer 4 itself scores an empty reference as (number of inserte
 "" vs "hello" is 1.0 and "" vs "" is 0.0; :func:`utterance_wer` keeps that. An instance whose
 caption has no speech at all is not a WER sample: by default (``empty_reference="skip"``) its
 WER is ``None`` ("not applicable", never averaged in as 0 or 1); ``"score"`` applies jiwer's rule.
+
+The Whisper wrapper (checkpoint loading, log-mel, decoding) is
+:class:`omni_core.models.whisper.WhisperASR`, shared with the curation pipelines; this module
+holds the protocol: reference text, normalisation, resampling, scoring and the metric.
 """
 
 from __future__ import annotations
@@ -37,34 +41,31 @@ import dataclasses
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from omni_core.captions import SPEECH_RE, CaptionError, StructuredCaption
-from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
+from omni_core.errors import OmniError
+from omni_core.models.whisper import (
+    CHUNK_SECONDS,
+    SAMPLE_RATE,
+    Transcript,
+    WhisperASR,
+    WhisperOptions,
+)
 
 from ..registry import Metric, MetricSpec, Output, register
 
 __all__ = [
-    "CHUNK_SECONDS",
-    "DEBUG_DIMS",
     "DIRECTION",
-    "LARGE_V3_DIMS",
     "PUNCTUATION",
-    "SAMPLE_RATE",
     "VERSION",
     "MultiSpeakerWER",
     "SpeakerWER",
-    "Transcript",
     "UtteranceWER",
     "WERResult",
     "WEROptions",
-    "WhisperASR",
     "mean_wer",
     "normalize_text",
     "reference_text",
@@ -78,23 +79,6 @@ __all__ = [
 
 VERSION = "1"
 DIRECTION = "lower"
-
-SAMPLE_RATE = 16000  # Whisper's only input rate
-CHUNK_SECONDS = 30  # Whisper's window; the reference protocol transcribes only the first one
-
-#: ``ModelDimensions`` of the released ``large-v3.pt`` (its ``dims`` entry).
-LARGE_V3_DIMS: dict[str, int] = dict(
-    n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32,
-    n_vocab=51866, n_text_ctx=448, n_text_state=1280, n_text_head=20, n_text_layer=32,
-)
-#: The debug twin: large-v3's front end and tokenizer (128 mels, 1500 audio positions for a
-#: 30 s window, the 51866-token multilingual vocabulary with 100 languages) so that the same
-#: preprocessing, prompt and decoding code runs; everything else tiny. ``n_text_ctx`` 32 caps
-#: greedy decoding at 16 tokens (openai-whisper samples at most ``n_text_ctx // 2``).
-DEBUG_DIMS: dict[str, int] = dict(
-    n_mels=128, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
-    n_vocab=51866, n_text_ctx=32, n_text_state=64, n_text_head=2, n_text_layer=2,
-)
 
 # Characters seed-tts-eval deletes: ``string.punctuation`` + ``zhon.hanzi.punctuation`` (zhon
 # 2.x: fullwidth ASCII variants, CJK brackets and marks, en/em dashes, curly quotes, ellipsis,
@@ -177,17 +161,11 @@ class WEROptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-@dataclass(frozen=True)
-class Transcript:
-    """What Whisper heard in one utterance."""
-
-    text: str
-    tokens: tuple[int, ...]
-    avg_logprob: float
-    no_speech_prob: float
-    duration_s: float
-    truncated: bool  # longer than 30 s and transcribed with long_form="first_window"
+    def decoding(self) -> WhisperOptions:
+        """The decoding choices :meth:`WhisperASR.transcribe` reads."""
+        return WhisperOptions(language=self.language, task=self.task, long_form=self.long_form,
+                              condition_on_previous_text=self.condition_on_previous_text,
+                              beam_size=self.beam_size, fp16=self.fp16)
 
 
 @dataclass(frozen=True)
@@ -343,124 +321,6 @@ def to_16k_mono(audio: np.ndarray, sample_rate: int, resampler: str = "fft") -> 
 
 
 # --------------------------------------------------------------------------------------------
-# the model
-
-
-class WhisperASR(PretrainedComponent, nn.Module):
-    """openai-whisper's ``Whisper`` network plus its own front end and decoding code.
-
-    ``from_pretrained`` reads the released ``large-v3.pt`` (``{"dims": ..., "model_state_dict":
-    ...}``, loaded with ``weights_only=True``) exactly as ``whisper.load_model`` does;
-    ``debug`` builds the same class with :data:`DEBUG_DIMS`, seeded random weights.
-    """
-
-    weights_entry = "whisper-large-v3"
-    weights_files = ("large-v3.pt",)
-
-    def __init__(self, dims: Mapping[str, int]) -> None:
-        from whisper.model import ModelDimensions, Whisper
-
-        nn.Module.__init__(self)
-        self.dims = ModelDimensions(**dict(dims))
-        self.model = Whisper(self.dims)
-        self.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    # ---- constructors
-
-    @classmethod
-    def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:
-        path = paths["large-v3.pt"]
-        ckpt = load_torch_checkpoint(path)
-        if not isinstance(ckpt.get("dims"), dict) or not isinstance(
-            ckpt.get("model_state_dict"), dict
-        ):
-            raise WeightsError(f"{path}: not an openai-whisper checkpoint (expected the keys "
-                               f"'dims' and 'model_state_dict', got {sorted(ckpt)})")
-        try:
-            obj = cls(ckpt["dims"])
-        except TypeError as exc:
-            raise WeightsError(f"{path}: dims do not fit openai-whisper's ModelDimensions: "
-                               f"{exc}") from exc
-        load_state_dict_strict(obj.model, ckpt["model_state_dict"], f"{path} (openai-whisper)")
-        if dict(ckpt["dims"]) == LARGE_V3_DIMS:
-            # whisper.load_model sets these for the named model; they only steer word-level
-            # timestamps, which WER does not use, but keep the model identical to upstream's.
-            import whisper
-
-            obj.model.set_alignment_heads(whisper._ALIGNMENT_HEADS["large-v3"])
-        return obj.to(device)
-
-    @classmethod
-    def _real_size(cls) -> dict[str, Any]:
-        return {"dims": LARGE_V3_DIMS}
-
-    @classmethod
-    def _build_debug(cls, seed: int, device: str, **kw: Any) -> Self:
-        obj = cls({**DEBUG_DIMS, **kw.get("dims", {})})
-        # Whisper leaves the decoder's learned positions uninitialised (torch.empty); give them
-        # seeded values so that the debug twin is deterministic.
-        with torch.no_grad():
-            obj.model.decoder.positional_embedding.normal_(0.0, 0.02)
-        return obj.to(device)
-
-    # ---- the network pieces (thin, so that tests can compare them with upstream's)
-
-    def log_mel(self, audio_16k: np.ndarray) -> torch.Tensor:
-        """(n_mels, 3000) log-mel of the first 30 s, zero-padded: what the HF processor that
-        upstream used and ``whisper.pad_or_trim`` + ``log_mel_spectrogram`` both compute."""
-        import whisper
-
-        x = torch.from_numpy(np.ascontiguousarray(audio_16k, dtype=np.float32))
-        return whisper.log_mel_spectrogram(whisper.pad_or_trim(x), n_mels=self.dims.n_mels,
-                                           device=self.device)
-
-    @torch.no_grad()
-    def logits(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Decoder logits (batch, n_tokens, n_vocab) for mel (batch, n_mels, 3000)."""
-        return self.model(mel.to(self.device), tokens.to(self.device))
-
-    def tokenizer(self, options: WEROptions | None = None) -> Any:
-        from whisper.tokenizer import get_tokenizer
-
-        o = options or WEROptions()
-        return get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages,
-                             language=o.language, task=o.task)
-
-    # ---- transcription
-
-    def transcribe(self, audio_16k: np.ndarray, options: WEROptions | None = None) -> Transcript:
-        """Transcribe 16 kHz mono float audio with openai-whisper's own decoding code."""
-        import whisper
-
-        o = options or WEROptions()
-        x = np.ascontiguousarray(audio_16k, dtype=np.float32)
-        duration = len(x) / SAMPLE_RATE
-        fp16 = bool(o.fp16 and self.device.type == "cuda")
-        if o.long_form == "transcribe":
-            out = whisper.transcribe(
-                self.model, x, verbose=None, temperature=0.0, fp16=fp16, language=o.language,
-                task=o.task, beam_size=o.beam_size,
-                condition_on_previous_text=o.condition_on_previous_text,
-            )
-            segs = out["segments"]
-            tokens = tuple(t for s in segs for t in s["tokens"])
-            lp = float(np.mean([s["avg_logprob"] for s in segs])) if segs else 0.0
-            ns = float(np.mean([s["no_speech_prob"] for s in segs])) if segs else 1.0
-            return Transcript(out["text"].strip(), tokens, lp, ns, duration, False)
-        decoding = whisper.DecodingOptions(
-            task=o.task, language=o.language, temperature=0.0, beam_size=o.beam_size,
-            without_timestamps=True, fp16=fp16,
-        )
-        res = whisper.decode(self.model, self.log_mel(x), decoding)
-        return Transcript(res.text.strip(), tuple(res.tokens), float(res.avg_logprob),
-                          float(res.no_speech_prob), duration, duration > CHUNK_SECONDS)
-
-
-# --------------------------------------------------------------------------------------------
 # scoring
 
 
@@ -478,7 +338,7 @@ def score_wer(audio: np.ndarray, sample_rate: int, reference: str, model: Whispe
     (plain text: use :func:`reference_text` for a caption)."""
     o = options or WEROptions()
     x = to_16k_mono(audio, sample_rate, o.resampler)
-    tr = model.transcribe(x, o)
+    tr = model.transcribe(x, o.decoding())
     detail = _score(reference, tr.text, o)
     notes = ["no reference speech"] if detail is None else []
     if tr.truncated:
@@ -549,8 +409,9 @@ def score_wer_speakers(
         return MultiSpeakerWER(whole.wer, "whole_audio", speakers, whole,
                                f"{why}: whole audio vs all spans in caption order")
     speakers_out: list[SpeakerWER] = []
+    decoding = o.decoding()
     for spk in order:
-        trs = tuple(model.transcribe(x[round(a * SAMPLE_RATE):round(b * SAMPLE_RATE)], o)
+        trs = tuple(model.transcribe(x[round(a * SAMPLE_RATE):round(b * SAMPLE_RATE)], decoding)
                     for a, b in segs[spk])
         hyp = " ".join(t.text for t in trs if t.text)
         ref = " ".join(refs[spk])

@@ -8,6 +8,7 @@ duplicate of the original stdout.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -24,9 +25,45 @@ INLINE_BYTES = 1 << 20
 SPOOL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
+def spool_prefix(pid: int | None = None) -> str:
+    """Spool files carry their worker's pid, so that the leftovers of a killed worker (or of a
+    caller killed before it read its answer) can be told from files still in use."""
+    return f"omni-decode-{os.getpid() if pid is None else pid}-"
+
+
+def remove_spool(pid: int) -> None:
+    for name in os.listdir(SPOOL_DIR):
+        if name.startswith(spool_prefix(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(SPOOL_DIR, name))
+
+
+def sweep_stale_spool() -> int:
+    """Remove spool files whose worker is no longer alive; returns how many."""
+    removed = 0
+    for name in os.listdir(SPOOL_DIR):
+        pid = name.removeprefix("omni-decode-").split("-", 1)[0]
+        if not (name.startswith("omni-decode-") and pid.isdigit()) or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(SPOOL_DIR, name))
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def _pack(value: Any) -> tuple[str, Any]:
     if isinstance(value, np.ndarray) and value.nbytes > INLINE_BYTES:
-        fd, path = tempfile.mkstemp(prefix="omni-decode-", suffix=".npy", dir=SPOOL_DIR)
+        fd, path = tempfile.mkstemp(prefix=spool_prefix(), suffix=".npy", dir=SPOOL_DIR)
         with os.fdopen(fd, "wb") as f:
             np.save(f, value, allow_pickle=False)
         return "ok-file", path
@@ -43,6 +80,7 @@ def _resolve(module: str, qualname: str):
 def main() -> None:
     from ..errors import OmniError
 
+    sweep_stale_spool()
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -69,12 +69,17 @@ class _Worker:
         return b"".join(chunks)
 
     def kill(self) -> int | None:
+        """Kill the worker and remove any spool file it left (one it was writing)."""
+        from ._worker import remove_spool
+
         if self.proc.poll() is None:
             self.proc.kill()
         try:
             return self.proc.wait(5)
         except subprocess.TimeoutExpired:
             return None
+        finally:
+            remove_spool(self.proc.pid)
 
 
 def _shutdown() -> None:

@@ -99,7 +99,25 @@ def test_large_results_come_back_whole(tmp_path):
     frames = read_frames(numbered_video(tmp_path / "n.mp4", size=(320, 240)))
     assert frames.nbytes > guard_worker.INLINE_BYTES and frames.flags.writeable
     assert [frame_number(f) for f in frames[::5]] == [0, 5, 10, 15, 20, 25]
-    assert not list(Path(guard_worker.SPOOL_DIR).glob("omni-decode-*"))
+    pid = guard._WORKER.proc.pid
+    assert not list(Path(guard_worker.SPOOL_DIR).glob(f"{guard_worker.spool_prefix(pid)}*"))
+
+
+def test_spool_files_of_dead_workers_are_swept(tmp_path):
+    """A caller killed between the worker's write and its own read leaves a file in
+    /dev/shm; the next worker to start removes files of workers that are gone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = Path(guard_worker.SPOOL_DIR) / f"{guard_worker.spool_prefix(gone.pid)}x.npy"
+    live = Path(guard_worker.SPOOL_DIR) / f"{guard_worker.spool_prefix(os.getpid())}x.npy"
+    stale.write_bytes(b"0")
+    live.write_bytes(b"0")
+    try:
+        assert guard_worker.sweep_stale_spool() >= 1
+        assert not stale.exists() and live.exists()  # a live process's file stays
+    finally:
+        live.unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("mode,expect", [

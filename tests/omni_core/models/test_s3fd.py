@@ -1,4 +1,4 @@
-"""S3FD face detector (evaluation.metrics.s3fd) against joonson/syncnet_python's detectors/s3fd.
+"""S3FD face detector (omni_core.models.s3fd) against joonson/syncnet_python's detectors/s3fd.
 
 syncnet_python is not an installable package, so the network is checked against the
 ``sfd_face.pth`` layout read from ``detectors/s3fd/nets.py`` (key names and shapes), the box
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.metrics import s3fd as S
 from omni_core.errors import OmniError, WeightsError
+from omni_core.models import s3fd as S
 
 # --------------------------------------------------------------------------------------------
 # the upstream checkpoint layout, transcribed from S3FDNet (syncnet_python detectors/s3fd)

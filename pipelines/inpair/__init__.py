@@ -1,0 +1,1 @@
+"""In-pair curation: references and captions taken from the target clip itself."""

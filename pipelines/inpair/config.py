@@ -1,0 +1,52 @@
+"""Configuration of the in-pair DAG (``configs/curate/inpair.yaml`` holds the defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omni_core.ray_helpers import RayConfig
+
+from .clip import ClipOptions
+
+
+@dataclass
+class StageResources:
+    """What one actor of a stage reserves, and how many actors at most (None: as many as fit).
+
+    Fractional GPUs let several model actors share one GPU (e.g. 0.25 = four per GPU).
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_actors: int | None = None
+
+
+@dataclass
+class Resources:
+    prepare: StageResources = field(default_factory=StageResources)
+    audio: StageResources = field(default_factory=StageResources)
+    finish: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25,
+                                                                          max_actors=1))
+
+
+@dataclass
+class AudioOptions:
+    """Stage 2. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's)."""
+
+    enhance: bool = False  # ClearerVoice speech enhancement before diarization
+    diarizer: str = "pyannote"
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    language: str | None = None  # None: Whisper detects it
+    max_gap_s: float = 0.5  # a word outside every turn joins the nearest one within this gap
+
+
+@dataclass
+class InpairConfig:
+    ray: RayConfig = field(default_factory=RayConfig)
+    weights: str = "debug"  # "debug" (tiny random), "random" (real size, random) or a folder
+    device: str = "cpu"
+    clip: ClipOptions = field(default_factory=ClipOptions)
+    audio: AudioOptions = field(default_factory=AudioOptions)
+    resources: Resources = field(default_factory=Resources)
