@@ -12,11 +12,12 @@ from pathlib import Path
 from omni_core import __version__
 from omni_core.doctor import git_commit
 
-from . import evaluation, media
+from . import curation, evaluation, media
 
 BENCHMARKS = {
     "media": (media.run, media.markdown),
     "evaluation": (evaluation.run, evaluation.markdown),
+    "curation": (curation.run, curation.markdown),
     # only where an accelerator is present: real-size models, random weights
     "evaluation-gpu": (lambda repeat: evaluation.run_real_size("cuda"),
                        evaluation.markdown_real_size),

@@ -13,6 +13,7 @@ request when even one actor would not fit.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -49,6 +50,9 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, float]:
     cfg = cfg or RayConfig()
     if ray.is_initialized():
         return dict(ray.cluster_resources())
+    if cfg.address is None and os.environ.get("RAY_ADDRESS"):
+        # inside `ray job submit` (or with RAY_ADDRESS exported): join that cluster
+        cfg = dataclasses.replace(cfg, address=os.environ["RAY_ADDRESS"])
     # Keep Ray's own progress output tidy and its usage stats off the network.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": cfg.log_to_driver,
