@@ -1056,12 +1056,16 @@ class PretrainedComponent(ABC):
                 folder = require(name, None, root, registry=registry)
                 rels = [f.path for f in _entry(name, registry).files]
             paths = {rel: require(name, rel, root, registry=registry) for rel in rels}
-        obj = cls._load(paths, device, **kw)
-        obj.is_debug = False
-        obj.debug_seed = None
-        obj.weights_path = folder
-        obj.variant = "pretrained"
-        return obj
+        return cls._load(paths, device, **kw).mark_pretrained(folder)
+
+    def mark_pretrained(self, folder: Path | None) -> Self:
+        """Record that this instance holds real weights from ``folder``; for subclasses whose
+        ``from_pretrained`` finds its files its own way."""
+        self.is_debug = False
+        self.debug_seed = None
+        self.weights_path = folder
+        self.variant = "pretrained"
+        return self
 
     @classmethod
     def debug(cls, seed: int = 0, device: str = "cpu", **kw: Any) -> Self:

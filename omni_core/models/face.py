@@ -342,12 +342,7 @@ class FaceModel(PretrainedComponent):
                 require(cls.weights_entry, name, root, registry=registry)
             rel = found[role].relative_to(folder).as_posix()
             paths[role] = require(cls.weights_entry, rel, root, registry=registry)
-        obj = cls._load(paths, device, **kw)
-        obj.is_debug = False
-        obj.debug_seed = None
-        obj.weights_path = folder
-        obj.variant = "pretrained"
-        return obj
+        return cls._load(paths, device, **kw).mark_pretrained(folder)
 
     @classmethod
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:

@@ -436,8 +436,7 @@ class Diarizer(PretrainedComponent):
         if backend == "diarizen":
             _import_diarizen()
             obj = cls._load_diarizen(root, device, registry=registry, **kw)
-            obj.is_debug, obj.debug_seed, obj.variant = False, None, "pretrained"
-            return obj
+            return obj.mark_pretrained(obj.weights_path)
         return super().from_pretrained(root, device, registry=registry, **kw)
 
     @classmethod
