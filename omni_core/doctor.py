@@ -40,6 +40,7 @@ BINARIES: dict[str, tuple[str, str]] = {
     "ffmpeg": ("-version", "decoding and encoding media"),
     "ffprobe": ("-version", "probing media"),
     "espeak-ng": ("--version", "sample-corpus speech"),
+    "chromium": ("--version", "checking the HTML reports in tests"),
 }
 
 

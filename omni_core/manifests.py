@@ -283,8 +283,11 @@ VIDEOS = register(Schema(
     ),
 ))
 
+CLIP_STATUS = ("sample", "no_speech", "no_faces", "unmatched", "filtered", "ambiguous",
+               "no_reference")
+
 CLIPS = register(Schema(
-    "clips", 1, doc="A time span of one video inside one shot, resampled to the target rates.",
+    "clips", 2, doc="A time span of one video inside one shot, resampled to the target rates.",
     key=("clip_id",), check=_spans_ordered("start_s", "end_s"),
     columns=(
         Column("clip_id", STR, doc="stable_id(video_id, start_s, end_s)"),
@@ -298,6 +301,16 @@ CLIPS = register(Schema(
         Column("width", I64),
         Column("height", I64),
         Column("sample_rate", I64),
+        Column("status", STR, choices=CLIP_STATUS,
+               doc="sample: became a training sample; otherwise the filter that stopped it "
+                   "(no_speech, no_faces, unmatched: a speaker without a face, filtered: "
+                   "sync below the floor, ambiguous: assignment margin too small, "
+                   "no_reference: a subject without a usable face or voice reference)"),
+        Column("status_reason", STR, nullable=True, doc="one line, null for samples"),
+        Column("n_speakers", I64, doc="diarized speakers with words in the clip"),
+        Column("n_faces", I64, doc="face tracks that passed the quality filters"),
+        Column("best_sync", F64, nullable=True,
+               doc="best speaker/face association score (Sync-C or motion correlation)"),
     ),
 ))
 
@@ -334,20 +347,23 @@ FACE_TRACKS = register(Schema(
 ))
 
 IDENTITIES = register(Schema(
-    "identities", 1, doc="One person in one clip: face track(s) joined with a speaker.",
+    "identities", 2, doc="One person in one clip: face track(s) joined with a speaker.",
     key=("identity_id",),
     columns=(
         Column("identity_id", STR),
         Column("clip_id", STR),
         Column("track_ids", pa.list_(STR)),
         Column("speaker", STR, nullable=True, doc="speech_segments.speaker assigned to this face"),
-        Column("sync_confidence", F64, nullable=True),
+        Column("sync_confidence", F64, nullable=True,
+               doc="association score of the speaker with this face (Sync-C or correlation)"),
+        Column("margin", F64, nullable=True,
+               doc="that score minus its best alternative (inf: no alternative)"),
         Column("embedding", EMB, nullable=True),
     ),
 ))
 
 REFERENCES = register(Schema(
-    "references", 1,
+    "references", 2,
     doc="Identity (image) and timbre (audio) references with where they were taken (masks).",
     key=("reference_id",),
     columns=(
@@ -360,11 +376,13 @@ REFERENCES = register(Schema(
         Column("box", BOX, nullable=True, doc="image: crop box in that frame (M_v)"),
         Column("start_s", F64, nullable=True, doc="audio: span in the clip (M_a)"),
         Column("end_s", F64, nullable=True),
+        Column("augment", STR, nullable=True,
+               doc="image: JSON of the augmentation applied (flip, jitter, scale), null if none"),
     ),
 ))
 
 SAMPLES = register(Schema(
-    "samples", 1, doc="A training sample: target clip, caption, references per subject.",
+    "samples", 2, doc="A training sample: target clip, caption, references per subject.",
     key=("sample_id",),
     columns=(
         Column("sample_id", STR),
@@ -377,6 +395,12 @@ SAMPLES = register(Schema(
         Column("image_reference_ids", pa.list_(STR)),
         Column("audio_reference_ids", pa.list_(STR)),
         Column("n_speakers", I64),
+        Column("mask_frames", pa.list_(I64),
+               doc="M_v: clip frame of subject k's identity crop at index k-1"),
+        Column("mask_boxes", pa.list_(BOX), doc="M_v: that crop's box in the frame"),
+        Column("mask_spans", pa.list_(pa.list_(F64, 2)),
+               doc="M_a: [start_s, end_s] of subject k's timbre reference in the clip"),
+        Column("caption_flags", pa.list_(STR), doc="see pipelines.inpair.caption FLAG_*"),
     ),
 ))
 

@@ -21,7 +21,11 @@ echo "== 3/6 doctor"
 
 echo
 echo "== 4/6 in-pair curation on Ray (every file of the corpus: non-media files become error rows)"
-"$BIN/omni" curate inpair --input "$OUT/samples" --out "$OUT/inpair" --quiet
+echo "   offline backends (no weights): LBP faces, mouth-motion association, and the corpus"
+echo "   annotations standing in for diarization + ASR (configs/curate/inpair-offline.yaml)"
+"$BIN/omni" curate inpair --input "$OUT/samples" --out "$OUT/inpair" --quiet \
+  --config configs/curate/inpair-offline.yaml
+"$BIN/omni" curate score --run "$OUT/inpair" --corpus "$OUT/samples"
 
 echo
 echo "== 5/6 benchmark fixtures in the released layout (corpus clips as predictions)"
@@ -37,6 +41,7 @@ echo "Outputs:"
 echo "  sample corpus     $OUT/samples   (ground truth: $OUT/samples/truth/*.parquet)"
 echo "  probe report      $OUT/probe.json"
 echo "  doctor report     $OUT/doctor.txt"
-echo "  in-pair curation  $OUT/inpair/{videos,clips,speech_segments,errors}.parquet, clips/"
+echo "  in-pair curation  $OUT/inpair/report.html, samples.parquet (+ 7 more tables), clips/,"
+echo "                    references/, captions/; score vs the corpus truth: $OUT/inpair/score.json"
 echo "  benchmark         $OUT/idbench/bench (released layout), predictions $OUT/idbench/pred"
 echo "  evaluation        $OUT/eval/table.md (.csv, .tex), results.parquet, summary.json"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the suite needs on a fresh Debian/Ubuntu machine, idempotently:
-#   system packages (ffmpeg, espeak-ng, sox), a virtualenv in .venv, the locked Python
+#   system packages (ffmpeg, espeak-ng, sox; chromium, the headless browser that checks the
+#   HTML reports), a virtualenv in .venv, the locked Python
 #   dependencies (requirements/lock.txt) and the suite itself (editable).
 # A stamp file records the hash of the lock + pyproject, so a second run returns at once.
 set -euo pipefail
@@ -11,7 +12,7 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 UV_VERSION=0.13.9
 
 need_apt=()
-for exe in ffmpeg ffprobe espeak-ng sox; do
+for exe in ffmpeg ffprobe espeak-ng sox chromium; do
   command -v "$exe" >/dev/null 2>&1 || need_apt+=("$exe")
 done
 if ((${#need_apt[@]})); then
@@ -19,12 +20,12 @@ if ((${#need_apt[@]})); then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null 2>&1 || {
-      echo "setup: need root or sudo to apt-get install ffmpeg espeak-ng sox" >&2; exit 1; }
+      echo "setup: need root or sudo to apt-get install ffmpeg espeak-ng sox chromium" >&2; exit 1; }
     SUDO=sudo
   fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    ffmpeg espeak-ng sox >/dev/null
+    ffmpeg espeak-ng sox chromium >/dev/null
 fi
 
 stamp="$VENV/.omni-installed"

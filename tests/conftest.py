@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,8 @@ class _ChatStub(http.server.BaseHTTPRequestHandler):
         st["requests"].append({"path": self.path, "body": body,
                                "auth": self.headers.get("Authorization")})
         step = st["script"].pop(0) if st["script"] else st["default"]
+        if callable(step):  # an answer computed from the request
+            step = step(body)
         if isinstance(step, int):
             self.send_response(step)
             self.send_header("Content-Length", "0")
@@ -144,16 +147,31 @@ class _ChatStub(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data.encode())
 
 
+@contextmanager
+def _chat_stub() -> Iterator[tuple[str, dict]]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatStub)
+    srv.st = {"requests": [], "script": [], "default": "0"}  # type: ignore[attr-defined]
+    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv.st  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture
 def judge():
     """(base_url, state) of a chat-completions stub on 127.0.0.1 (see _ChatStub)."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatStub)
-    srv.st = {"requests": [], "script": [], "default": "0"}
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1", srv.st
-    srv.shutdown()
-    srv.server_close()
+    with _chat_stub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def chat_stub_module():
+    """The same stub, shared by the tests of one module (e.g. one DAG run that calls it)."""
+    with _chat_stub() as stub:
+        yield stub
 
 
 @pytest.fixture

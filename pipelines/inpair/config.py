@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 
 from omni_core.ray_helpers import RayConfig
 
+from .associate import AssociateOptions
+from .caption import CaptionVLMConfig
 from .clip import ClipOptions
+from .faces import FaceOptions
+from .references import ReferenceOptions
 
 
 @dataclass
@@ -25,14 +29,23 @@ class StageResources:
 class Resources:
     prepare: StageResources = field(default_factory=StageResources)
     audio: StageResources = field(default_factory=StageResources)
+    #: faces + association + references (one decode of the clip's frames)
+    visual: StageResources = field(default_factory=StageResources)
+    caption: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
     finish: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25,
                                                                           max_actors=1))
 
 
 @dataclass
 class AudioOptions:
-    """Stage 2. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's)."""
+    """Stage 2. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's).
 
+    ``source``: ``models`` (enhancement, diarization, Whisper) or ``annotations``, a test double
+    that reads who-says-what-when from the sample corpus's ground truth
+    (:mod:`pipelines.inpair.doubles`; for tests and the offline demo only).
+    """
+
+    source: str = "models"
     enhance: bool = False  # ClearerVoice speech enhancement before diarization
     diarizer: str = "pyannote"
     num_speakers: int | None = None
@@ -40,6 +53,11 @@ class AudioOptions:
     max_speakers: int | None = None
     language: str | None = None  # None: Whisper detects it
     max_gap_s: float = 0.5  # a word outside every turn joins the nearest one within this gap
+
+    def __post_init__(self) -> None:
+        if self.source not in ("models", "annotations"):
+            raise ValueError(f"audio.source must be 'models' or 'annotations', got "
+                             f"{self.source!r}")
 
 
 @dataclass
@@ -49,4 +67,8 @@ class InpairConfig:
     device: str = "cpu"
     clip: ClipOptions = field(default_factory=ClipOptions)
     audio: AudioOptions = field(default_factory=AudioOptions)
+    faces: FaceOptions = field(default_factory=FaceOptions)
+    associate: AssociateOptions = field(default_factory=AssociateOptions)
+    references: ReferenceOptions = field(default_factory=ReferenceOptions)
+    caption: CaptionVLMConfig = field(default_factory=CaptionVLMConfig)
     resources: Resources = field(default_factory=Resources)

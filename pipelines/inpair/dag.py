@@ -7,13 +7,19 @@ CPU/GPU needs from the config):
    boundaries, speech-aligned clip plan, cut to the target fps and 16 kHz mono;
 2. :class:`AudioStage` (per clip): optional enhancement, diarization, transcription, words
    attributed to speakers -> ``speech_segments``;
-3. :class:`FinishStage` (per clip): writes the clip's part (see :mod:`pipelines.parts`).
+3. :class:`VisualStage` (per clip, one decode of its frames): faces -> tracks -> identities
+   (``face_tracks``, ``identities``), speaker <-> face association, and for a clip that passes
+   every filter each subject's identity and timbre references with their masks
+   (``references``);
+4. :class:`CaptionStage` (per clip): the structured caption (speech from the segments, the
+   descriptive fields from a VLM when one is configured) and the ``samples`` row;
+5. :class:`FinishStage` (per clip): writes the clip's part (see :mod:`pipelines.parts`).
 
-Faces, speaker<->face association, references and captions follow as further stages.
-Every input ends up processed or as an error row (stage, reason); a failing item never stops
-the run. Ids are deterministic; a rerun skips finished parts; the final manifests are the
-sorted merge of the parts, so a killed run resumed gives the same manifests as one that was
-never interrupted.
+Each clip ends with a ``status`` in the ``clips`` table: ``sample`` or the filter that
+stopped it (``omni_core.manifests.CLIP_STATUS``). Every input ends up processed or as an
+error row (stage, reason); a failing item never stops the run. Ids are deterministic; a rerun
+skips finished parts; the final manifests are the sorted merge of the parts, so a killed run
+resumed gives the same manifests as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -35,13 +41,20 @@ from omni_core.ray_helpers import init_ray, plan_actor_pool
 from ..parts import PartStore, config_hash
 from .config import InpairConfig
 
-TABLES = ("videos", "clips", "speech_segments", "errors")
+TABLES = ("videos", "clips", "speech_segments", "face_tracks", "identities", "references",
+          "samples", "errors")
 SORT_KEYS = {
     "videos": ("video_id",),
     "clips": ("clip_id",),
     "speech_segments": ("clip_id", "start_s", "segment_id"),
+    "face_tracks": ("clip_id", "track_id"),
+    "identities": ("clip_id", "identity_id"),
+    "references": ("source_clip_id", "identity_id", "kind"),
+    "samples": ("sample_id",),
     "errors": ("stage", "item", "reason"),
 }
+#: every stage and sub-stage in DAG order (the per-stage stats of the summary and report)
+STAGES = ("prepare", "cut", "audio", "faces", "associate", "references", "caption")
 
 
 def list_inputs(source: str | os.PathLike[str]) -> list[str]:
@@ -77,6 +90,15 @@ class ClipWork:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     failed: str | None = None  # the stage that failed; later stages skip the clip
+    #: per subject (subject order): anchor, speaker, identity_id, reference ids, masks
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    #: "<stage> <video|audio>" -> times the clip's media was decoded there (the benchmark
+    #: checks each clip is decoded once per stage group)
+    decodes: dict[str, int] = field(default_factory=dict)
+
+    def decoded(self, stage: str, kind: str) -> None:
+        key = f"{stage} {kind}"
+        self.decodes[key] = self.decodes.get(key, 0) + 1
 
     def to_row(self) -> dict[str, str]:
         return {"clip_id": self.clip_id, "work": json.dumps(self.__dict__, default=_default)}
@@ -101,22 +123,36 @@ def _default(value: Any) -> Any:
 
 
 class _Stage:
-    """Base of the per-clip stages: run :meth:`process`, time it, turn failures into rows."""
+    """Base of the per-clip stages: run :meth:`process`, time it, turn failures into rows.
+
+    A stage that does several steps names each with :meth:`step`, so that its time and a
+    failure are booked to the step (e.g. ``faces``, ``associate``, ``references``).
+    """
 
     name = ""
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         work = ClipWork.from_row(row)
         if work.failed is None:
-            t0 = time.perf_counter()
+            self._step, self._t = self.name, time.perf_counter()
             try:
                 self.process(work)
             except Exception as exc:  # one clip's failure is an error row, never a crash
                 if not isinstance(exc, OmniError):
                     traceback.print_exc()
-                work.fail(self.name, exc)
-            work.stats[self.name] = work.stats.get(self.name, 0.0) + time.perf_counter() - t0
+                work.fail(self._step, exc)
+            self._book(work)
         return work.to_row()
+
+    def step(self, work: ClipWork, name: str) -> None:
+        """Close the running step's clock and start ``name``'s."""
+        self._book(work)
+        self._step, self._t = name, time.perf_counter()
+
+    def _book(self, work: ClipWork) -> None:
+        now = time.perf_counter()
+        work.stats[self._step] = work.stats.get(self._step, 0.0) + now - self._t
+        self._t = now
 
     def process(self, work: ClipWork) -> None:
         raise NotImplementedError
@@ -159,7 +195,13 @@ class PrepareStage:
             opts = self.cfg.clip
             shots = detect_shots(source, info, opts)
             speech = speech_spans(load_audio(source, opts.sample_rate), opts.sample_rate)
-            for span in plan_clips(shots, speech, opts):
+            spans = plan_clips(shots, speech, opts)
+            if not spans:  # the input is accounted for: it gave no clip, and why
+                longest = max((b - a for a, b in shots), default=0.0)
+                raise OmniError(f"no clip: no shot holds a {opts.clip_s:.2f} s clip (video "
+                                f"{info.duration_s or 0:.2f} s, {len(shots)} shot(s), longest "
+                                f"{longest:.2f} s)")
+            for span in spans:
                 clip_id = stable_id(video_id, span.start_s, span.end_s)
                 rel = Path("clips") / video_id / f"{clip_id}.mp4"
                 clip_row = {"clip_id": clip_id, "video_id": video_id,
@@ -204,21 +246,262 @@ class AudioStage(_Stage):
 
         self.cfg = from_dict(InpairConfig, config)
         self.out = Path(out)
-        self.models = AudioModels.load(self.cfg.audio, self.cfg.weights, self.cfg.device)
+        if self.cfg.audio.source == "annotations":
+            from .doubles import AnnotationSpeech
+
+            self.double: Any = AnnotationSpeech()
+        else:
+            self.double = None
+            self.models = AudioModels.load(self.cfg.audio, self.cfg.weights, self.cfg.device)
 
     def process(self, work: ClipWork) -> None:
-        from omni_core.media import load_audio
-
-        opts = self.cfg.clip
-        audio = load_audio(self.out / work.clip["path"], opts.sample_rate)
-        # AAC decoders keep the encoder's end padding: the clip is clip_frames / fps long
-        audio = audio[: round(opts.clip_s * opts.sample_rate)]
-        segments = self.models.segments(audio, opts.sample_rate)
+        if self.double is not None:
+            segments = self.double.segments(work.source, work.clip["start_s"],
+                                            work.clip["end_s"])
+        else:
+            audio = _clip_audio(self.out / work.clip["path"], self.cfg.clip)
+            work.decoded(self.name, "audio")
+            segments = self.models.segments(audio, self.cfg.clip.sample_rate)
         work.tables["speech_segments"] = [
             {"segment_id": stable_id(work.clip_id, s.speaker, s.start_s, s.end_s),
              "clip_id": work.clip_id, "speaker": s.speaker, "start_s": s.start_s,
              "end_s": s.end_s, "text": s.text, "confidence": s.confidence}
             for s in segments]
+
+
+def _clip_audio(path: Path, opts: Any) -> Any:
+    """The clip's mono waveform at the clip sample rate, exactly ``clip_frames / fps`` long
+    (AAC decoders keep the encoder's end padding)."""
+    from omni_core.media import load_audio
+
+    audio = load_audio(path, opts.sample_rate)
+    return audio[: round(opts.clip_s * opts.sample_rate)]
+
+
+class VisualStage(_Stage):
+    """Stages 3-5, per clip, on one decode of its frames: faces -> tracks -> identities,
+    speaker <-> face association, references and masks (:mod:`.faces`, :mod:`.associate`,
+    :mod:`.references`). Sets the clip's ``status``; only a clip that passes every filter gets
+    subjects and references."""
+
+    name = "faces"
+
+    def __init__(self, config: dict[str, Any], out: str) -> None:
+        from omni_core.config import from_dict
+        from omni_core.models.face import face_model_class
+
+        self.cfg = from_dict(InpairConfig, config)
+        self.out = Path(out)
+        self.face_model = _build(face_model_class(self.cfg.faces.pack), self.cfg)
+        self.syncnet = None
+        if self.cfg.associate.backend == "syncnet":
+            from omni_core.models.syncnet import SyncNet
+
+            self.syncnet = _build(SyncNet, self.cfg)
+
+    def process(self, work: ClipWork) -> None:
+        import numpy as np
+
+        from omni_core.media import read_frames
+
+        from .associate import associate
+        from .faces import analyze_faces, identity_rows, track_rows
+
+        clip, opts = work.clip, self.cfg.clip
+        frames = read_frames(self.out / clip["path"])
+        work.decoded("visual", "video")
+        result = analyze_faces(frames, opts.fps, self.face_model, self.cfg.faces)
+        tracks = track_rows(work.clip_id, result)
+        idents = identity_rows(work.clip_id, result)
+        for row in idents:
+            row["margin"] = None
+        work.tables["face_tracks"], work.tables["identities"] = tracks, idents
+        segments = [(r["speaker"], r["start_s"], r["end_s"])
+                    for r in work.tables.get("speech_segments", [])]
+        speakers = sorted({s for s, _, _ in segments})
+        clip.update(n_speakers=len(speakers), n_faces=sum(t["passed"] for t in tracks),
+                    best_sync=None)
+        if not speakers:
+            return _status(clip, "no_speech", "no words attributed to any speaker")
+        if not idents:
+            return _status(clip, "no_faces", "no face track passed the quality filters"
+                           + _rejects(tracks))
+
+        self.step(work, "associate")
+        from .references import dense_boxes, merge_dense
+
+        n = len(frames)
+        per_ident = [merge_dense([dense_boxes(result.tracks[k].frame_indices,
+                                              result.tracks[k].boxes, n)
+                                  for k in ident.tracks]) for ident in result.identities]
+        audio = _clip_audio(self.out / clip["path"], opts)
+        work.decoded("visual", "audio")
+        names, scores, assignment = associate(frames, opts.fps, per_ident, audio, segments,
+                                              self.cfg.associate, self.syncnet)
+        best = assignment.best
+        clip["best_sync"] = float(best) if np.isfinite(best) else None
+        for (s, t), score, margin in zip(assignment.pairs, assignment.scores,
+                                         assignment.margins, strict=True):
+            idents[t].update(speaker=names[s], sync_confidence=score, margin=margin)
+        if assignment.filtered:
+            return _status(clip, "filtered", assignment.filtered)
+        if len(assignment.pairs) < len(names):
+            lost = sorted(set(names) - {names[s] for s, _ in assignment.pairs})
+            return _status(clip, "unmatched", f"no face for speaker(s) {', '.join(lost)} "
+                           f"({len(names)} speakers, {len(idents)} identities)")
+        if assignment.ambiguous:
+            low = min(assignment.margins)
+            return _status(clip, "ambiguous", f"assignment margin {low:.3g} below "
+                           f"{self.cfg.associate.margin:g}")
+
+        self.step(work, "references")
+        self._references(work, frames, audio, result, assignment, names, segments)
+
+    def _references(self, work: ClipWork, frames: Any, audio: Any, result: Any,
+                    assignment: Any, names: list[str], segments: list[Any]) -> None:
+        import numpy as np
+
+        from omni_core.media import write_image, write_wav
+
+        from .references import image_reference, pick_keyframe, subject_order, timbre_span
+
+        clip, ropts = work.clip, self.cfg.references
+        idents = work.tables["identities"]
+        pairs = list(assignment.pairs)
+        centres = []
+        for _, t in pairs:
+            boxes = np.concatenate([result.tracks[k].boxes for k in result.identities[t].tracks])
+            centres.append(float(np.median((boxes[:, 0] + boxes[:, 2]) / 2)))
+        subjects, media = [], []
+        for k, i in enumerate(subject_order(centres), start=1):
+            s, t = pairs[i]
+            ident = result.identities[t]
+            tr = [result.tracks[j] for j in ident.tracks]
+            key = pick_keyframe(np.concatenate([x.frame_indices for x in tr]),
+                                np.concatenate([x.boxes for x in tr]),
+                                np.concatenate([x.kps for x in tr]),
+                                np.concatenate([x.det_scores for x in tr]),
+                                np.concatenate([x.sharpness for x in tr]))
+            span = timbre_span(audio, segments, names[s], ropts, self.cfg.clip.sample_rate)
+            if span is None:
+                return _status(clip, "no_reference", f"speaker {names[s]} has no clean "
+                               f"stretch of {ropts.audio_min_s:g} s away from other speakers")
+            identity_id = idents[t]["identity_id"]
+            image_id = stable_id(identity_id, "image", key.frame_index)
+            crop, box, applied = image_reference(frames[key.frame_index], key, ropts,
+                                                 seed=int(image_id[:8], 16))
+            audio_id = stable_id(identity_id, "audio", *span)
+            folder = Path("references") / work.video_id / work.clip_id
+            sr = self.cfg.clip.sample_rate
+            wav = audio[round(span[0] * sr):round(span[1] * sr)]
+            media.append((folder / f"{image_id}.png", crop, folder / f"{audio_id}.wav", wav))
+            subjects.append({
+                "anchor": f"<sub{k}>", "speaker": names[s], "identity_id": identity_id,
+                "image_reference_id": image_id, "audio_reference_id": audio_id,
+                "image_path": (folder / f"{image_id}.png").as_posix(),
+                "frame_index": key.frame_index, "box": [float(v) for v in box],
+                "span": [float(span[0]), float(span[1])],
+                "augment": None if applied is None else json.dumps(applied, sort_keys=True)})
+        refs = []
+        for (png, crop, wav_path, wav), sub in zip(media, subjects, strict=True):
+            write_image(self.out / png, crop)
+            write_wav(self.out / wav_path, wav, self.cfg.clip.sample_rate)
+            refs.append({"reference_id": sub["image_reference_id"],
+                         "identity_id": sub["identity_id"], "kind": "image",
+                         "path": png.as_posix(), "source_clip_id": work.clip_id,
+                         "frame_index": sub["frame_index"], "box": sub["box"],
+                         "start_s": None, "end_s": None, "augment": sub["augment"]})
+            refs.append({"reference_id": sub["audio_reference_id"],
+                         "identity_id": sub["identity_id"], "kind": "audio",
+                         "path": wav_path.as_posix(), "source_clip_id": work.clip_id,
+                         "frame_index": None, "box": None, "start_s": sub["span"][0],
+                         "end_s": sub["span"][1], "augment": None})
+        work.tables["references"] = refs
+        work.subjects = subjects
+        _status(clip, "sample", None)
+
+
+class CaptionStage(_Stage):
+    """Stage 6, per clip that passed every filter: the structured caption (speech spans and
+    timestamps from the segments; descriptive fields from the caption VLM when one is
+    configured, else empty and flagged) written as JSON, and the ``samples`` row."""
+
+    name = "caption"
+
+    def __init__(self, config: dict[str, Any], out: str) -> None:
+        from omni_core.config import from_dict
+
+        from .caption import CaptionVLM
+
+        self.cfg = from_dict(InpairConfig, config)
+        self.out = Path(out)
+        self.vlm = CaptionVLM.from_env(self.cfg.caption)
+
+    def process(self, work: ClipWork) -> None:
+        if work.clip.get("status") != "sample":
+            return
+        from .caption import assemble_caption, format_transcript
+
+        subjects = work.subjects
+        labels = [s["speaker"] for s in subjects]
+        segments = work.tables.get("speech_segments", [])
+        descriptive = None
+        if self.vlm is not None:
+            from omni_core.media import read_frames, read_image, sample_indices
+
+            idx = sample_indices(int(work.clip["n_frames"]), self.vlm_frames)
+            frames = read_frames(self.out / work.clip["path"], idx)
+            work.decoded(self.name, "video")
+            faces = [read_image(self.out / s["image_path"]) for s in subjects]
+            descriptive = self.vlm.describe(list(frames), faces,
+                                            format_transcript(labels, segments))
+        cap, flags = assemble_caption(labels, segments, descriptive=descriptive)
+        rel = Path("captions") / work.video_id / f"{work.clip_id}.json"
+        doc = {"clip_id": work.clip_id,
+               "subjects": [{"anchor": s["anchor"], "speaker": s["speaker"],
+                             "identity_id": s["identity_id"]} for s in subjects],
+               "caption": cap.render(), "flags": flags,
+               "vlm": self.vlm.info() if self.vlm is not None else None}
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        work.tables["samples"] = [{
+            "sample_id": stable_id(work.clip_id, "inpair", "r2av"), "kind": "inpair",
+            "task": "r2av", "clip_id": work.clip_id, "clip_path": work.clip["path"],
+            "caption_path": rel.as_posix(),
+            "identity_ids": [s["identity_id"] for s in subjects],
+            "image_reference_ids": [s["image_reference_id"] for s in subjects],
+            "audio_reference_ids": [s["audio_reference_id"] for s in subjects],
+            "n_speakers": int(work.clip["n_speakers"]),
+            "mask_frames": [s["frame_index"] for s in subjects],
+            "mask_boxes": [s["box"] for s in subjects],
+            "mask_spans": [s["span"] for s in subjects],
+            "caption_flags": flags}]
+
+    #: frames of the clip sent to the VLM, spread evenly
+    vlm_frames = 4
+
+
+def _status(clip: dict[str, Any], status: str, reason: str | None) -> None:
+    clip.update(status=status, status_reason=reason)
+
+
+def _rejects(tracks: list[dict[str, Any]]) -> str:
+    reasons = sorted({r.split(" ")[0] for t in tracks if t["reject_reason"]
+                      for r in t["reject_reason"].split("; ")})
+    return f" (rejected: {', '.join(reasons)})" if reasons else ""
+
+
+def _build(cls: Any, cfg: InpairConfig) -> Any:
+    """A model wrapper built as ``cfg.weights`` says: debug, random (real size) or a folder."""
+    kind = str(cfg.weights)
+    if kind == "debug":
+        return cls.debug(0, cfg.device)
+    if kind == "random":
+        return cls.random(0, cfg.device)
+    return cls.from_pretrained(kind, cfg.device)
 
 
 class FinishStage(_Stage):
@@ -234,7 +517,8 @@ class FinishStage(_Stage):
         tables = dict(work.tables)
         if work.failed is None:
             tables["clips"] = [work.clip]
-        self.store.put_clip(work.clip_id, tables, {"failed": work.failed, **work.stats})
+        self.store.put_clip(work.clip_id, tables,
+                            {"failed": work.failed, "decodes": work.decodes, **work.stats})
         return {"clip_id": work.clip_id, "failed": work.failed or ""}
 
 
@@ -248,20 +532,27 @@ class RunSummary:
     stage_seconds: dict[str, float]
     wall_s: float
     manifests: dict[str, Path]
+    filters: dict[str, int] = field(default_factory=dict)  # clips per status
+    stages: list[dict[str, Any]] = field(default_factory=list)  # see stage_table
 
     def lines(self) -> list[str]:
         out = [f"in-pair curation: {self.inputs} inputs ({self.skipped_inputs} finished by an "
                f"earlier run), wall {self.wall_s:.1f} s"]
         out += [f"  {t}: {n} rows" for t, n in self.counts.items()]
+        if self.filters:
+            out.append("  clips by status: " + ", ".join(
+                f"{s} {n}" for s, n in sorted(self.filters.items())))
         if self.errors_by_stage:
             out.append("  errors by stage: " + ", ".join(
                 f"{s} {n}" for s, n in sorted(self.errors_by_stage.items())))
         busy = sum(self.stage_seconds.values())
+        out += [f"  {r['stage']:<10} in {r['in']:>5}  out {r['out']:>5}  failed {r['failed']:>4}"
+                f"  {r['seconds']:>8.1f} s" for r in self.stages]
         out.append("  stage seconds: " + ", ".join(
             f"{s} {v:.1f}" for s, v in self.stage_seconds.items())
             + (f" (wall / summed compute = {self.wall_s / busy:.2f})"
                if busy and self.skipped_inputs < self.inputs else ""))
-        out.append(f"  manifests in {self.out}")
+        out.append(f"  manifests in {self.out}, report {self.out / 'report.html'}")
         return out
 
 
@@ -270,7 +561,7 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
     """Run (or resume) the DAG over every file of ``source``; write the manifests to ``out``."""
     import ray
 
-    cfg = config or InpairConfig()
+    cfg = _resolve_endpoints(config or InpairConfig())
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -292,6 +583,10 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
             **_actor_args(prep))
         ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
                     **_actor_args(cfg.resources.audio))
+        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
+                    **_actor_args(cfg.resources.visual))
+        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
+                    **_actor_args(cfg.resources.caption))
         ds = ds.map(FinishStage, fn_constructor_kwargs={"out": str(out), "parts_key": key},
                     **_actor_args(cfg.resources.finish))
         for _ in ds.iter_rows():
@@ -303,23 +598,65 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         part = store.input_part(source_) or {"tables": {}}
         for st in part["tables"].get("_stats", []):
             stage_seconds[st["stage"]] = stage_seconds.get(st["stage"], 0.0) + st["seconds"]
+    decodes: dict[str, int] = {}  # most decodes of one clip, per stage and media kind
     for st in store.clip_stats:
+        for k, n in st.get("decodes", {}).items():
+            decodes[k] = max(decodes.get(k, 0), int(n))
         for k, v in st.items():
-            if k != "failed":
+            if k not in ("failed", "decodes"):
                 stage_seconds[k] = stage_seconds.get(k, 0.0) + float(v)
     errors = frames["errors"]
+    stages = stage_table(len(inputs), errors, store.clip_stats, frames["clips"], stage_seconds)
     summary = RunSummary(
         out=out, inputs=len(inputs), skipped_inputs=len(inputs) - len(todo),
         counts={t: len(df) for t, df in frames.items()},
         errors_by_stage=errors.groupby("stage").size().to_dict() if len(errors) else {},
         stage_seconds={k: round(v, 2) for k, v in sorted(stage_seconds.items())},
-        wall_s=time.perf_counter() - t0, manifests=manifests)
+        wall_s=time.perf_counter() - t0, manifests=manifests,
+        filters={str(k): int(v) for k, v in frames["clips"]["status"].value_counts().items()}
+        if len(frames["clips"]) else {}, stages=stages)
     (out / "summary.json").write_text(json.dumps({
         "inputs": summary.inputs, "skipped_inputs": summary.skipped_inputs,
         "counts": summary.counts, "errors_by_stage": summary.errors_by_stage,
-        "stage_seconds": summary.stage_seconds, "config": cfg_dict, "parts": key},
+        "stage_seconds": summary.stage_seconds, "stages": stages,
+        "max_decodes_per_clip": dict(sorted(decodes.items())),
+        "filters": dict(sorted(summary.filters.items())),
+        "wall_s": round(summary.wall_s, 2), "config": cfg_dict, "parts": key},
         indent=2, default=str))
+    from .report import write_report
+
+    write_report(out)
     return summary
+
+
+def stage_table(n_inputs: int, errors: Any, clip_stats: list[dict[str, Any]], clips: Any,
+                seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Items in, out and failed, and seconds, of every stage in DAG order.
+
+    ``prepare`` counts inputs in and clips planned out; every later stage counts the clips that
+    reached it. ``visual`` sub-steps a clip left early (a filter before association) are not
+    counted as reached. A clip's failure is booked to the step it failed in.
+    """
+    failed_at = [st.get("failed") for st in clip_stats]
+    rows = []
+    prep_failed = int((errors["stage"] == "prepare").sum()) if len(errors) else 0
+    rows.append({"stage": "prepare", "in": n_inputs, "out": len(clip_stats),
+                 "failed": prep_failed, "seconds": round(seconds.get("prepare", 0.0), 2)})
+    for name in STAGES[1:]:
+        reached = sum(1 for st in clip_stats if name in st)
+        failed = sum(1 for f in failed_at if f == name)
+        rows.append({"stage": name, "in": reached, "out": reached - failed, "failed": failed,
+                     "seconds": round(seconds.get(name, 0.0), 2)})
+    return rows
+
+
+def _resolve_endpoints(cfg: InpairConfig) -> InpairConfig:
+    """The caption VLM endpoint read from the driver's environment into the config, so that
+    every actor (on any node) uses the same one and the parts key records it."""
+    from dataclasses import replace
+
+    base, model = cfg.caption.resolved()
+    return replace(cfg, caption=replace(cfg.caption, base_url=base, model=model))
 
 
 def _actor_args(res: Any) -> dict[str, Any]:

@@ -21,7 +21,13 @@ import numpy as np
 
 from omni_core.errors import OmniError
 from omni_core.manifests import stable_id
-from omni_core.models.face import FaceModel, IdSimOptions, cosine_matrix, embed_images
+from omni_core.models.face import (
+    FaceModel,
+    IdSimOptions,
+    cosine_matrix,
+    embed_images,
+    face_model_class,
+)
 from omni_core.models.syncnet import SyncOptions, frame_indices_for_fps, track_faces
 
 __all__ = [
@@ -70,6 +76,8 @@ class FaceOptions:
     #: ... if that box is at most this many seconds old (at least one sample; 1 s as
     #: syncnet_python's tracker, 25 missed frames at 25 fps).
     max_gap_s: float = 1.0
+    #: the insightface pack whose ArcFace embeds the faces (and whose SCRFD detects them).
+    pack: str = "buffalo_l"
     #: two clusters of tracks are one person when the mean cosine between their members'
     #: embeddings is at least this (and no two of their tracks share a frame). Not measured
     #: here (no real ArcFace weights offline): a conservative same-person level for ArcFace
@@ -91,6 +99,7 @@ class FaceOptions:
             raise ValueError("faces.max_gap_s must be >= 0")
         if not -1.0 <= self.identity_threshold <= 1.0:
             raise ValueError("faces.identity_threshold must be in [-1, 1]")
+        face_model_class(self.pack)  # an unknown pack fails here, not in an actor
         IdSimOptions(detector=self.backend, det_size=tuple(self.det_size),  # same checks
                      det_thresh=self.det_thresh)
 
@@ -111,6 +120,7 @@ class Track:
     frame_indices: np.ndarray  # (n,) int64 clip frame of each detection
     boxes: np.ndarray  # (n, 4) float32 x0, y0, x1, y1 in frame pixels
     det_scores: np.ndarray  # (n,) float32
+    kps: np.ndarray  # (n, 5, 2) float32 landmarks (eyes, nose, mouth corners) in frame pixels
     sharpness: np.ndarray  # (n,) float64 per detection (nan: empty crop)
     embedding: np.ndarray  # (d,) float32 mean of the L2-normalised embeddings, L2-normalised
     duration_s: float
@@ -263,6 +273,7 @@ def analyze_faces(frames: np.ndarray, fps: float, model: FaceModel,
         track = Track(
             frame_indices=idx, boxes=box_arr,
             det_scores=np.array([d.score for d in dets], dtype=np.float32),
+            kps=np.stack([np.asarray(d.kps, np.float32).reshape(5, 2) for d in dets]),
             sharpness=np.array([face_sharpness(arr[i], b, opts.sharpness_size)
                                 for i, b in zip(idx, box_arr, strict=True)]),
             embedding=_unit(emb).astype(np.float32),

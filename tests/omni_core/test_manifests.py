@@ -49,13 +49,13 @@ def test_validation_on_write(tmp_path):
 
 def test_version_and_name_mismatch_are_clear(tmp_path):
     path = m.write_manifest(m.CLIPS.dummy(1), "clips", tmp_path / "c.parquet")
-    with pytest.raises(ManifestError, match="schema clips v1 found, videos v1 expected"):
+    with pytest.raises(ManifestError, match="schema clips v2 found, videos v1 expected"):
         m.read_manifest(path, "videos")
     table = pq.read_table(path)
     meta = dict(table.schema.metadata)
     meta[m.VERSION_KEY] = b"0"
     pq.write_table(table.replace_schema_metadata(meta), path)
-    with pytest.raises(ManifestError, match="clips v0 found, clips v1 expected"):
+    with pytest.raises(ManifestError, match="clips v0 found, clips v2 expected"):
         m.read_manifest(path)
     plain = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"a": [1]}), plain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,14 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from omni_core.config import load_config
-from omni_core.media import probe
+from omni_core.manifests import CLIP_STATUS
+from omni_core.media import load_audio, probe, read_image
 from omni_core.ray_helpers import shutdown_ray
 from pipelines.inpair.config import InpairConfig
-from pipelines.inpair.dag import TABLES, list_inputs, run_inpair
+from pipelines.inpair.dag import STAGES, TABLES, list_inputs, run_inpair
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +58,24 @@ def test_every_input_is_processed_or_an_error_row(inputs, run):
     every = set(list_inputs(inputs))
     assert summary.inputs == len(every) == 10
     assert set(f["videos"].path) | set(f["errors"].item) == every
-    assert not set(f["videos"].path) & set(f["errors"].item)
+    # a usable video that gives no clip is a videos row and an error row saying why
+    vfr = str(inputs / "broken" / "vfr.mp4")
+    assert set(f["videos"].path) & set(f["errors"].item) == {vfr}
     errors = f["errors"].set_index("item")
+    assert errors.loc[vfr, "reason"].startswith("no clip: no shot holds a 5.04 s clip")
     for name in ("empty", "not_a_video", "truncated_no_moov", "truncated_faststart",
                  "no_audio", "audio_only"):
         assert errors.loc[str(inputs / "broken" / f"{name}.mp4"), "stage"] == "prepare"
     assert "no video stream" in errors.loc[str(inputs / "sample.wav"), "reason"]
-    assert summary.errors_by_stage == {"prepare": 7}
+    assert summary.errors_by_stage == {"prepare": 8}
+    # the debug models run every stage; every clip ends with a status
+    clips = f["clips"]
+    assert len(clips) == 2 and clips.status.notna().all()
+    assert set(clips.status) <= set(CLIP_STATUS)
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert [r["stage"] for r in stages] == list(STAGES)
+    assert stages[0] == {**stages[0], "in": 10, "out": 2, "failed": 8}
+    assert all(r["in"] == 2 and r["failed"] == 0 for r in stages[1:4])
 
 
 def test_clips_are_cut_to_the_model_rate(run):
@@ -164,3 +178,118 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# the whole DAG to training samples: offline backends (LBP faces, mouth-motion association),
+# the annotations test double for stage 2, and a caption VLM stub on 127.0.0.1
+
+
+def _vlm_answer(body: dict) -> str:
+    """What a VLM would reply: one image caption per reference photo sent, tags of real
+    subjects only."""
+    text = json.dumps(body["messages"][1]["content"])
+    n = text.count("Reference photo <img")
+    return json.dumps({"image_captions": [f"a person in photo {k}" for k in range(1, n + 1)],
+                       "scene": "A plain studio backdrop, frontal camera.",
+                       "appearance": "<sub1> faces the camera.",
+                       "actions": "<sub1> talks and then listens.",
+                       "audio_description": f"{n} voice(s) in a quiet room."})
+
+
+@pytest.fixture(scope="module")
+def offline(sample_corpus, tmp_path_factory, chat_stub_module):
+    base_url, stub = chat_stub_module
+    stub["default"] = _vlm_answer
+    out = tmp_path_factory.mktemp("inpair_offline")
+    cfg = load_config(InpairConfig, None, [
+        "ray.num_cpus=2", "ray.include_dashboard=false", "audio.source=annotations",
+        "faces.backend=lbp", "associate.backend=motion", f"caption.base_url={base_url}",
+        "caption.model=stub-vl", "caption.max_retries=0"])
+    try:
+        summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
+    finally:
+        shutdown_ray()
+    return summary, out, stub
+
+
+def test_offline_backends_turn_every_talking_clip_into_a_sample(offline, sample_corpus):
+    from omni_core.captions import parse_caption
+    from omni_core.manifests import read_manifest
+
+    summary, out, stub = offline
+    t = {name: read_manifest(out / f"{name}.parquet", name) for name in TABLES}
+    assert summary.inputs == 6 and len(t["errors"]) == 0
+    assert (t["clips"].status == "sample").all() and len(t["samples"]) == 6
+    assert len(stub["requests"]) == 6  # one caption request per sample
+    run = json.loads((out / "summary.json").read_text())
+    assert run["filters"] == {"sample": 6}
+    # each clip's media is decoded once per stage group (the VLM's 4 frames in caption)
+    assert run["max_decodes_per_clip"] == {"caption video": 1, "visual audio": 1,
+                                           "visual video": 1}
+    refs = t["references"].set_index("reference_id")
+    segs = t["speech_segments"]
+    for s in t["samples"].itertuples():
+        clip = t["clips"].set_index("clip_id").loc[s.clip_id]
+        n = len(s.identity_ids)
+        assert n == s.n_speakers == clip.n_speakers
+        assert len(s.image_reference_ids) == len(s.audio_reference_ids) == n
+        doc = json.loads((out / s.caption_path).read_text())
+        cap = parse_caption(doc["caption"])
+        assert cap.subjects == [f"<sub{k}>" for k in range(1, n + 1)]
+        assert cap.scene and cap.actions and len(cap.image_captions) == n
+        assert "descriptive_fields_missing" not in doc["flags"]
+        assert doc["vlm"]["model"] == "stub-vl"
+        clip_segs = segs[segs.clip_id == s.clip_id]
+        assert cap.speech_text() == " ".join(clip_segs.sort_values("start_s").text)
+        speakers = [sub["speaker"] for sub in doc["subjects"]]
+        for k in range(n):
+            img = refs.loc[s.image_reference_ids[k]]
+            wav = refs.loc[s.audio_reference_ids[k]]
+            assert img.kind == "image" and wav.kind == "audio"
+            # M_v: the crop's frame and box; the box covers that subject's face there
+            assert img.frame_index == s.mask_frames[k]
+            np.testing.assert_allclose(img.box, s.mask_boxes[k])
+            png = read_image(out / img.path)
+            assert png.shape == (512, 512, 3)
+            tracks = t["face_tracks"][t["face_tracks"].identity_id == s.identity_ids[k]]
+            hits = [np.asarray(b) for tr in tracks.itertuples()
+                    for f, b in zip(tr.frame_indices, tr.boxes, strict=True)
+                    if f == img.frame_index]
+            assert len(hits) == 1
+            bx = hits[0]
+            assert img.box[0] <= bx[0] and img.box[1] <= bx[1]
+            assert img.box[2] >= bx[2] and img.box[3] >= bx[3]
+            # M_a: 1-3 s of this subject's own speech, clear of every other speaker's
+            a, b = s.mask_spans[k]
+            assert (a, b) == (wav.start_s, wav.end_s) and 1.0 <= b - a <= 3.0 + 1e-9
+            mine = clip_segs[clip_segs.speaker == speakers[k]]
+            assert ((mine.start_s <= a + 1e-6) & (mine.end_s >= b - 1e-6)).any()
+            others = clip_segs[clip_segs.speaker != speakers[k]]
+            assert not ((others.start_s < b) & (others.end_s > a)).any()
+            audio = load_audio(out / wav.path, 16000)
+            assert abs(len(audio) / 16000 - (b - a)) < 0.002
+
+
+def test_offline_run_scores_against_the_corpus_truth(offline, sample_corpus):
+    from pipelines.inpair.score import score_run
+
+    _, out, _ = offline
+    score = score_run(out, sample_corpus.out).to_dict()
+    assoc, faces = score["overall"]["association"], score["overall"]["faces"]
+    assert assoc["assigned"] == 10 and assoc["correct"] == 10  # every speaker's own face
+    assert faces["found"] == faces["total"] == 12  # the classical backend finds every face
+
+
+def test_report_renders_in_a_headless_browser(offline):
+    import re
+
+    _, out, _ = offline
+    page = out / "report.html"
+    dom = subprocess.run([shutil.which("chromium") or "chromium", "--headless", "--no-sandbox",
+                          "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded and loaded.group(1) == loaded.group(2) == "10"  # one crop per identity
+    for section in ("stages", "filters", "histograms", "contact-sheet", "captions"):
+        assert f'data-testid="{section}"' in dom
