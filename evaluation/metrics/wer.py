@@ -88,30 +88,19 @@ DIRECTION = "lower"
 
 
 @dataclass(frozen=True)
-class WEROptions:
+class WEROptions(WhisperOptions):
     """Every protocol choice of the WER metric; the defaults are seed-tts-eval's.
 
-    Recorded with the results; changing one changes the numbers.
+    The decoding fields are :class:`~omni_core.models.whisper.WhisperOptions`' (same defaults:
+    English forced on the decoder, as seed-tts-eval's English branch; ``first_window``, since
+    the Hugging Face processor upstream truncates to 30 s; greedy search, upstream's
+    ``generate`` defaults; fp32, as upstream ran). Recorded with the results; changing one
+    changes the numbers.
     """
 
     #: Whisper checkpoint: the weights manifest entry :class:`WhisperASR` loads (recorded with
     #: the results; large-v3, the paper's, is the only one registered).
     checkpoint: str = "whisper-large-v3"
-    #: Language forced on the decoder (seed-tts-eval's English branch); ``None`` lets Whisper
-    #: detect it, as no published protocol does.
-    language: str | None = "en"
-    #: Whisper task token.
-    task: Literal["transcribe", "translate"] = "transcribe"
-    #: ``"first_window"``: one decoder pass over the first 30 s (the reference protocol: the
-    #: Hugging Face processor upstream truncates to 30 s). ``"transcribe"``: openai-whisper's
-    #: sliding-window ``transcribe`` (temperature 0 only, no fallback) for clips over 30 s.
-    long_form: Literal["first_window", "transcribe"] = "first_window"
-    #: Only with ``long_form="transcribe"``: feed each window the previous window's text.
-    condition_on_previous_text: bool = True
-    #: ``None`` = greedy search (upstream's ``generate`` defaults); an int = beam search.
-    beam_size: int | None = None
-    #: fp16 inference on CUDA. Upstream ran fp32; CPU always runs fp32.
-    fp16: bool = False
     #: ``"fft"``: ``scipy.signal.resample`` to ``int(n * 16000 / sr)`` samples, as upstream;
     #: ``"soxr"``: :func:`omni_core.media.audio.resample` (soxr HQ). Inputs at 16 kHz are untouched.
     resampler: Literal["fft", "soxr"] = "fft"
@@ -126,9 +115,7 @@ class WEROptions:
     segment_pad_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.long_form not in ("first_window", "transcribe"):
-            raise OmniError(f"WEROptions.long_form must be first_window|transcribe, "
-                            f"got {self.long_form!r}")
+        super().__post_init__()
         if self.resampler not in ("fft", "soxr"):
             raise OmniError(f"WEROptions.resampler must be fft|soxr, got {self.resampler!r}")
         if self.normalization not in ("seed-tts-eval", "none"):
@@ -144,10 +131,9 @@ class WEROptions:
         return asdict(self)
 
     def decoding(self) -> WhisperOptions:
-        """The decoding choices :meth:`WhisperASR.transcribe` reads."""
-        return WhisperOptions(language=self.language, task=self.task, long_form=self.long_form,
-                              condition_on_previous_text=self.condition_on_previous_text,
-                              beam_size=self.beam_size, fp16=self.fp16)
+        """The decoding choices :meth:`WhisperASR.transcribe` reads (a plain WhisperOptions)."""
+        return WhisperOptions(**{f.name: getattr(self, f.name)
+                                 for f in dataclasses.fields(WhisperOptions)})
 
 
 @dataclass(frozen=True)

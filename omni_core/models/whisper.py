@@ -58,7 +58,7 @@ DEBUG_DIMS: dict[str, int] = dict(
 @dataclass(frozen=True)
 class WhisperOptions:
     """Decoding choices of :meth:`WhisperASR.transcribe`; the defaults are the WER protocol's
-    (seed-tts-eval's English branch), and the WER metric passes ``WEROptions.decoding()``."""
+    (seed-tts-eval's English branch); the WER metric's ``WEROptions`` extends this class."""
 
     #: Language forced on the decoder; ``None`` lets Whisper detect it.
     language: str | None = "en"
@@ -76,8 +76,8 @@ class WhisperOptions:
 
     def __post_init__(self) -> None:
         if self.long_form not in ("first_window", "transcribe"):
-            raise OmniError(f"WhisperOptions.long_form must be first_window|transcribe, "
-                            f"got {self.long_form!r}")
+            raise OmniError(f"{type(self).__name__}.long_form must be "
+                            f"first_window|transcribe, got {self.long_form!r}")
 
 
 @dataclass(frozen=True)
