@@ -78,11 +78,7 @@ class Metric(ABC):
         with random weights (``"random"``, seed 0: for throughput on real shapes) or the real
         checkpoint from the weights folder (``omni_core.weights``; a missing file is one clear
         error)."""
-        if self.weights == "debug":
-            return component.debug(seed=0, device=self.device, **kw)
-        if self.weights == "random":
-            return component.random(seed=0, device=self.device, **kw)
-        return component.from_pretrained(root=self.weights, device=self.device, **kw)
+        return component.build(self.weights, self.device, **kw)
 
     @abstractmethod
     def compute(self, inp: InstanceInputs) -> dict[str, float]:

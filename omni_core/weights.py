@@ -1058,6 +1058,20 @@ class PretrainedComponent(ABC):
             paths = {rel: require(name, rel, root, registry=registry) for rel in rels}
         return cls._load(paths, device, **kw).mark_pretrained(folder)
 
+    @classmethod
+    def build(cls, weights: str | os.PathLike[str] = "debug", device: str = "cpu", *,
+              seed: int = 0, **kw: Any) -> Self:
+        """The instance a ``weights`` setting asks for: ``"debug"`` (the tiny random twin),
+        ``"random"`` (the released architecture with seeded random weights) or a weights
+        folder (the real checkpoint, :meth:`from_pretrained`). The one place every config's
+        ``weights`` value is read."""
+        kind = str(weights)
+        if kind == "debug":
+            return cls.debug(seed=seed, device=device, **kw)
+        if kind == "random":
+            return cls.random(seed=seed, device=device, **kw)
+        return cls.from_pretrained(root=kind, device=device, **kw)
+
     def mark_pretrained(self, folder: Path | None) -> Self:
         """Record that this instance holds real weights from ``folder``; for subclasses whose
         ``from_pretrained`` finds its files its own way."""

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKENDS",
     "CLEARVOICE_RATES",
+    "clearvoice_entry",
     "COMMUNITY1_PARAMS",
     "DEBUG_MEL_BINS",
     "DEBUG_SEGMENTATION_STEP",
@@ -727,25 +728,62 @@ def _pipeline_from_config(config: Mapping[str, Any], folder: Path,
 # 1. speech enhancement
 
 
-#: Native sample rate of each ClearerVoice speech-enhancement model.
+#: Native sample rate of each ClearerVoice speech-enhancement model with a registry entry
+#: (``clearvoice_entry``); register another model's checkpoint to add it here.
 CLEARVOICE_RATES: dict[str, int] = {
     "MossFormerGAN_SE_16K": 16000,
-    "FRCRN_SE_16K": 16000,
-    "MossFormer2_SE_48K": 48000,
 }
+
+
+def clearvoice_entry(model: str) -> str:
+    """The weights-registry entry of a ClearerVoice model: ``clearvoice-<model, lower-case,
+    dashes>``."""
+    return "clearvoice-" + model.lower().replace("_", "-")
+
+
+@contextlib.contextmanager
+def _clearvoice_home(model: str, folder: Path) -> Iterator[None]:
+    """A temporary working directory holding ``checkpoints/<model>`` -> ``folder``, with the
+    Hugging Face hub offline: where ClearerVoice looks for its checkpoint, and a guarantee
+    that it cannot download one."""
+    cwd = os.getcwd()
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    with tempfile.TemporaryDirectory(prefix="omni-clearvoice-") as home:
+        (Path(home) / "checkpoints").mkdir()
+        (Path(home) / "checkpoints" / model).symlink_to(folder.resolve(),
+                                                        target_is_directory=True)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.chdir(home)
+        try:
+            yield
+        finally:
+            os.chdir(cwd)
+            if saved is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = saved
 
 
 class Enhancer:
     """Optional speech enhancement with ClearerVoice (``clearvoice``); disabled = identity.
 
-    Disabled by default. Enabled, the package is imported and the model built here, once per
-    actor; a missing package is one :class:`OmniError` saying how to install it. ClearerVoice
-    fetches and caches its own checkpoints (outside the suite's weights registry) and reads
-    files only, so each call goes through a temporary wav; the output is brought back to the
-    input's sample rate and length so that timestamps stay valid.
+    Disabled by default. Enabled, it needs the release's checkpoint in the weights folder
+    (registry entry ``clearvoice-<model>``, e.g. ``clearvoice-mossformergan-se-16k``; fetched
+    with ``omni weights fetch``): a missing file is one :class:`WeightsError` before anything
+    is imported. ClearerVoice looks for ``checkpoints/<model>/`` under the working directory
+    and downloads from the hub only when ``last_best_checkpoint`` is not there; the model is
+    therefore built in a temporary directory whose ``checkpoints/<model>`` points at the
+    registry folder, which :func:`omni_core.weights.require` has checked is complete, so its
+    download path is never taken (``HF_HUB_OFFLINE=1`` is also set while it builds). There is no debug twin: with
+    ``debug`` or ``random`` weights enhancement is refused with a clear error. A missing
+    package is one :class:`OmniError` saying how to install it. ClearerVoice reads files only,
+    so each call goes through a temporary wav; the output is brought back to the input's
+    sample rate and length so that timestamps stay valid.
     """
 
-    def __init__(self, enabled: bool = False, model: str = "MossFormerGAN_SE_16K") -> None:
+    def __init__(self, enabled: bool = False, model: str = "MossFormerGAN_SE_16K",
+                 weights: str | os.PathLike[str] | None = None, *,
+                 registry: Any = None) -> None:
         self.enabled = bool(enabled)
         self.model_name = model
         self._model: Any = None
@@ -754,6 +792,14 @@ class Enhancer:
         if model not in CLEARVOICE_RATES:
             raise OmniError(f"unknown ClearerVoice enhancement model {model!r}; choose one of "
                             f"{', '.join(CLEARVOICE_RATES)}")
+        if weights is None or str(weights) in ("debug", "random"):
+            raise OmniError(
+                "speech enhancement has no debug twin: it needs ClearerVoice's checkpoint in a "
+                f"weights folder (weights: DIR, `omni weights fetch {clearvoice_entry(model)}`)"
+                ", or turn enhancement off (audio.enhance: false)")
+        from omni_core.weights import require
+
+        folder = require(clearvoice_entry(model), None, weights, registry=registry)
         try:
             clearvoice = import_module("clearvoice")
         except ImportError as exc:
@@ -762,7 +808,9 @@ class Enhancer:
                 "`pip install clearvoice` (https://github.com/modelscope/ClearerVoice-Studio), "
                 "or turn enhancement off (audio.enhance: false)") from exc
         try:
-            self._model = clearvoice.ClearVoice(task="speech_enhancement", model_names=[model])
+            with _clearvoice_home(model, folder):
+                self._model = clearvoice.ClearVoice(task="speech_enhancement",
+                                                    model_names=[model])
         except Exception as exc:
             raise OmniError(f"ClearerVoice could not load {model}: {_first_line(exc)}"
                             ) from exc
@@ -871,15 +919,9 @@ class AudioModels:
 
         backend = getattr(options, "diarizer", "pyannote")
         _check_backend(backend)
-        enhancer = Enhancer(enabled=bool(getattr(options, "enhance", False)))
-        kind = str(weights)
-        if kind in ("debug", "random"):
-            build = "debug" if kind == "debug" else "random"
-            diarizer = getattr(Diarizer, build)(seed, device, backend=backend)
-            asr = getattr(WhisperASR, build)(seed, device)
-        else:
-            diarizer = Diarizer.from_pretrained(kind, device, backend=backend)
-            asr = WhisperASR.from_pretrained(kind, device)
+        enhancer = Enhancer(enabled=bool(getattr(options, "enhance", False)), weights=weights)
+        diarizer = Diarizer.build(weights, device, seed=seed, backend=backend)
+        asr = WhisperASR.build(weights, device, seed=seed)
         enhancing = f"ClearerVoice {enhancer.model_name}" if enhancer.enabled else "off"
         return cls(enhancer, diarizer, asr,
                    num_speakers=getattr(options, "num_speakers", None),

@@ -292,19 +292,20 @@ class VisualStage(_Stage):
 
         self.cfg = from_dict(InpairConfig, config)
         self.out = Path(out)
-        self.face_model = _build(face_model_class(self.cfg.faces.pack), self.cfg)
+        self.face_model = face_model_class(self.cfg.faces.pack).build(self.cfg.weights,
+                                                                      self.cfg.device)
         self.syncnet = None
         if self.cfg.associate.backend == "syncnet":
             from omni_core.models.syncnet import SyncNet
 
-            self.syncnet = _build(SyncNet, self.cfg)
+            self.syncnet = SyncNet.build(self.cfg.weights, self.cfg.device)
 
     def process(self, work: ClipWork) -> None:
         import numpy as np
 
         from omni_core.media import read_frames
 
-        from .associate import associate
+        from .associate import associate, dense_boxes, merge_dense
         from .faces import analyze_faces, identity_rows, track_rows
 
         clip, opts = work.clip, self.cfg.clip
@@ -328,7 +329,6 @@ class VisualStage(_Stage):
                            + _rejects(tracks))
 
         self.step(work, "associate")
-        from .references import dense_boxes, merge_dense
 
         n = len(frames)
         per_ident = [merge_dense([dense_boxes(result.tracks[k].frame_indices,
@@ -427,6 +427,8 @@ class CaptionStage(_Stage):
     configured, else empty and flagged) written as JSON, and the ``samples`` row."""
 
     name = "caption"
+    #: frames of the clip sent to the VLM, spread evenly
+    vlm_frames = 4
 
     def __init__(self, config: dict[str, Any], out: str) -> None:
         from omni_core.config import from_dict
@@ -480,28 +482,16 @@ class CaptionStage(_Stage):
             "mask_spans": [s["span"] for s in subjects],
             "caption_flags": flags}]
 
-    #: frames of the clip sent to the VLM, spread evenly
-    vlm_frames = 4
-
 
 def _status(clip: dict[str, Any], status: str, reason: str | None) -> None:
     clip.update(status=status, status_reason=reason)
 
 
 def _rejects(tracks: list[dict[str, Any]]) -> str:
-    reasons = sorted({r.split(" ")[0] for t in tracks if t["reject_reason"]
-                      for r in t["reject_reason"].split("; ")})
-    return f" (rejected: {', '.join(reasons)})" if reasons else ""
+    from .faces import reject_kinds
 
-
-def _build(cls: Any, cfg: InpairConfig) -> Any:
-    """A model wrapper built as ``cfg.weights`` says: debug, random (real size) or a folder."""
-    kind = str(cfg.weights)
-    if kind == "debug":
-        return cls.debug(0, cfg.device)
-    if kind == "random":
-        return cls.random(0, cfg.device)
-    return cls.from_pretrained(kind, cfg.device)
+    kinds = sorted({k for t in tracks for k in reject_kinds(t["reject_reason"])})
+    return f" (rejected: {', '.join(kinds)})" if kinds else ""
 
 
 class FinishStage(_Stage):
@@ -606,7 +596,7 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
             if k not in ("failed", "decodes"):
                 stage_seconds[k] = stage_seconds.get(k, 0.0) + float(v)
     errors = frames["errors"]
-    stages = stage_table(len(inputs), errors, store.clip_stats, frames["clips"], stage_seconds)
+    stages = stage_table(len(inputs), errors, store.clip_stats, stage_seconds)
     summary = RunSummary(
         out=out, inputs=len(inputs), skipped_inputs=len(inputs) - len(todo),
         counts={t: len(df) for t, df in frames.items()},
@@ -629,7 +619,7 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
     return summary
 
 
-def stage_table(n_inputs: int, errors: Any, clip_stats: list[dict[str, Any]], clips: Any,
+def stage_table(n_inputs: int, errors: Any, clip_stats: list[dict[str, Any]],
                 seconds: dict[str, float]) -> list[dict[str, Any]]:
     """Items in, out and failed, and seconds, of every stage in DAG order.
 

@@ -39,6 +39,7 @@ __all__ = [
     "cluster_tracks",
     "face_sharpness",
     "identity_rows",
+    "reject_kinds",
     "track_id",
     "track_rows",
 ]
@@ -237,6 +238,15 @@ def _verdict(track: Track, opts: FaceOptions) -> tuple[bool, str | None]:
         shown = "none" if sharp is None else f"{sharp:.1f}"
         reasons.append(f"blurred (sharpness {shown} < {opts.min_sharpness:g})")
     return (not reasons), ("; ".join(reasons) or None)
+
+
+def reject_kinds(reason: str | None) -> list[str]:
+    """The kinds of a ``reject_reason`` (``small_face``, ``short_track``, ``blurred``): the first
+    word of each ``"; "``-joined part, in order, once each."""
+    if not isinstance(reason, str) or not reason:  # None, or NaN read back from Parquet
+        return []
+    kinds = [p.strip().split(" ", 1)[0] for p in reason.split(";")]
+    return list(dict.fromkeys(k for k in kinds if k))
 
 
 def analyze_faces(frames: np.ndarray, fps: float, model: FaceModel,

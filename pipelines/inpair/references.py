@@ -38,7 +38,6 @@ __all__ = [
     "ReferenceOptions",
     "aligned_crop",
     "augment",
-    "dense_boxes",
     "image_reference",
     "pick_keyframe",
     "subject_order",
@@ -102,30 +101,6 @@ class ReferenceOptions:
 
 # --------------------------------------------------------------------------------------------
 # faces
-
-
-def dense_boxes(frame_indices: Sequence[int], boxes: np.ndarray, n_frames: int) -> np.ndarray:
-    """(n_frames, 4) per-frame boxes of one track: linear interpolation between the sampled
-    detections, NaN before the first and after the last (what the association's crops take)."""
-    idx = np.asarray(frame_indices, dtype=np.float64)
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    out = np.full((n_frames, 4), np.nan)
-    if len(idx) == 0:
-        return out
-    lo, hi = int(idx[0]), min(int(idx[-1]), n_frames - 1)
-    t = np.arange(lo, hi + 1, dtype=np.float64)
-    for c in range(4):
-        out[lo:hi + 1, c] = np.interp(t, idx, b[:, c])
-    return out
-
-
-def merge_dense(tracks: Sequence[np.ndarray]) -> np.ndarray:
-    """One person's per-frame boxes from its tracks' dense boxes (first track wins a frame)."""
-    out = np.array(tracks[0], dtype=np.float64, copy=True)
-    for other in tracks[1:]:
-        free = ~np.isfinite(out[:, 0]) & np.isfinite(other[:, 0])
-        out[free] = other[free]
-    return out
 
 
 def subject_order(centres_x: Sequence[float]) -> list[int]:

@@ -45,6 +45,8 @@ import pyarrow as pa
 from omni_core.errors import ManifestError
 from omni_core.manifests import CLIP_STATUS, read_manifest
 
+from .faces import reject_kinds
+
 TABLES = ("videos", "clips", "speech_segments", "face_tracks", "identities", "references",
           "samples", "errors")
 SECTIONS = ("header", "stages", "errors", "filters", "histograms", "contact-sheet", "captions")
@@ -294,14 +296,6 @@ def errors_section(run: RunData, opts: ReportOptions) -> str:
 
 
 # ----------------------------------------------------------------------------- filters
-
-
-def reject_kinds(reason: str | None) -> list[str]:
-    """The kinds of a ``reject_reason``: the first word of each ``"; "``-joined part."""
-    if not isinstance(reason, str) or not reason:
-        return []
-    kinds = [p.strip().split(" ", 1)[0] for p in str(reason).split(";")]
-    return list(dict.fromkeys(k for k in kinds if k))
 
 
 def filters_section(run: RunData, opts: ReportOptions) -> str:

@@ -47,6 +47,7 @@ import pandas as pd
 
 from omni_core.errors import OmniError
 from omni_core.manifests import get_schema, read_manifest
+from omni_core.models.face import box_iou
 from omni_core.wer import utterance_wer
 
 UNMATCHED = "unmatched"
@@ -288,15 +289,6 @@ def _counts(d: dict[str, int]) -> str:
 
 # --------------------------------------------------------------------------------------------
 # small pure helpers
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two ``x0, y0, x1, y1`` boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def mean_iou(boxes: Iterable[Sequence[float]], box: Sequence[float]) -> float:

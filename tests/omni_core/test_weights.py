@@ -591,6 +591,21 @@ def test_random_builds_the_real_size_with_the_debug_code_path() -> None:
         TinyLinear.random()
 
 
+def test_build_reads_a_weights_setting(tmp_path: Path) -> None:
+    assert RealSizeLinear.build("debug").variant == "debug"
+    assert torch.equal(RealSizeLinear.build("debug", seed=2).layer.weight,
+                       RealSizeLinear.debug(seed=2).layer.weight)
+    real = RealSizeLinear.build("random", seed=1)
+    assert real.variant == "random" and real.layer.weight.shape == (16, 16)
+    src = TinyLinear.debug(seed=5, dim=3)
+    (tmp_path / "tiny-linear").mkdir()
+    torch.save(src.state_dict(), tmp_path / "tiny-linear" / "linear.pt")
+    m = TinyLinear.build(tmp_path, registry=tiny_registry(tmp_path))
+    assert m.variant == "pretrained" and torch.equal(m.layer.weight, src.layer.weight)
+    with pytest.raises(WeightsError, match="linear.pt"):
+        TinyLinear.build(tmp_path / "empty", registry=tiny_registry(tmp_path))
+
+
 def test_load_state_dict_strict_lists_every_mismatch() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     good = {k: torch.ones_like(v) for k, v in model.state_dict().items()}

@@ -23,9 +23,12 @@ from pipelines.inpair.associate import (
     AssociateOptions,
     assign,
     associate,
+    dense_boxes,
     frame_activity,
+    merge_dense,
     pair_scores_motion,
     pair_scores_syncnet,
+    smooth_boxes,
     speaker_order,
 )
 from pipelines.inpair.audio import Turn
@@ -250,3 +253,34 @@ def test_syncnet_pooled_over_the_whole_clip_is_the_evaluators_sync_c(sync_run):
     assert scores[3, 0] == pytest.approx(ref.sync_c, rel=1e-6, abs=1e-9)
     # the speakers' own segments pool fewer windows, hence other curves
     assert scores[0, 0] != pytest.approx(ref.sync_c, rel=1e-6, abs=1e-9)
+
+
+def test_dense_boxes_interpolate_inside_and_nan_outside():
+    d = dense_boxes([2, 6], np.array([[0, 0, 10, 10], [4, 8, 14, 18]], np.float32), 9)
+    assert np.isnan(d[:2]).all() and np.isnan(d[7:]).all()
+    np.testing.assert_allclose(d[4], [2, 4, 12, 14])
+    np.testing.assert_allclose(d[[2, 6]], [[0, 0, 10, 10], [4, 8, 14, 18]])
+    assert np.isnan(dense_boxes([], np.zeros((0, 4)), 3)).all()
+    other = dense_boxes([7, 8], np.array([[1, 1, 2, 2], [1, 1, 2, 2]]), 9)
+    merged = merge_dense([d, other])
+    np.testing.assert_allclose(merged[6], d[6])  # the first track keeps its frames
+    np.testing.assert_allclose(merged[8], [1, 1, 2, 2])
+    assert np.isnan(merged[:2]).all()
+
+
+def test_smooth_boxes_fixes_size_and_median_filters_centres_per_run():
+    rng = np.random.default_rng(0)
+    n = 50
+    boxes = np.tile([100.0, 100.0, 200.0, 200.0], (n, 1))
+    boxes += rng.normal(0, 3, (n, 4))  # detector jitter in position and size
+    boxes[20:23] = np.nan  # a gap splits the track into two runs
+    out = smooth_boxes(boxes, 25.0, 0.4)
+    assert np.isnan(out[20:23]).all() and np.isfinite(out[:20]).all()
+    size = out[:, 2:] - out[:, :2]
+    for run in (slice(0, 20), slice(23, n)):  # one size per run: its median
+        np.testing.assert_allclose(size[run], np.broadcast_to(
+            np.median(boxes[run, 2:] - boxes[run, :2], axis=0), size[run].shape))
+    centre = (out[:, :2] + out[:, 2:]) / 2
+    raw = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert np.nanstd(np.diff(centre[:20], axis=0)) < np.std(np.diff(raw[:20], axis=0))
+    np.testing.assert_allclose(smooth_boxes(boxes, 25.0, 0.0), boxes)  # 0 s: unchanged

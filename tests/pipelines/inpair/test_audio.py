@@ -285,12 +285,42 @@ def test_enhancer_disabled_is_the_identity_and_enabled_needs_clearvoice(clip):
     out = off(clip, 16000)
     assert out.dtype == np.float32 and np.array_equal(out, clip)
     assert np.array_equal(off(np.stack([clip, clip], axis=1)), clip)
-    with pytest.raises(OmniError) as err:
-        Enhancer(enabled=True)
-    assert "pip install clearvoice" in str(err.value) and "audio.enhance: false" in str(
-        err.value)
     with pytest.raises(OmniError, match="unknown ClearerVoice enhancement model"):
         Enhancer(enabled=True, model="NoSuchModel")
+
+
+def test_enhancer_loads_through_the_weights_registry_and_never_downloads(tmp_path, monkeypatch):
+    import os
+
+    from omni_core.errors import WeightsError
+    from pipelines.inpair.audio import _clearvoice_home, clearvoice_entry
+
+    entry = clearvoice_entry("MossFormerGAN_SE_16K")
+    assert entry == "clearvoice-mossformergan-se-16k"
+    for weights in (None, "debug", "random"):  # no debug twin: refused, with the way out
+        with pytest.raises(OmniError, match="no debug twin") as err:
+            Enhancer(enabled=True, weights=weights)
+        assert "audio.enhance: false" in str(err.value)
+    # a weights folder without the checkpoint: one line naming the file and the fetch command
+    with pytest.raises(WeightsError) as err:
+        Enhancer(enabled=True, weights=tmp_path)
+    assert "last_best_checkpoint" in str(err.value)
+    assert f"omni weights fetch {entry}" in str(err.value)
+    # the checkpoint present: next comes the package (not installed in this environment)
+    folder = tmp_path / entry
+    folder.mkdir()
+    (folder / "last_best_checkpoint").write_text("last_best_checkpoint.pt\n")
+    (folder / "last_best_checkpoint.pt").write_bytes(b"weights")
+    with pytest.raises(OmniError, match="pip install clearvoice"):
+        Enhancer(enabled=True, weights=tmp_path)
+    # where ClearerVoice looks: checkpoints/<model> under the working directory, hub offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    cwd = os.getcwd()
+    with _clearvoice_home("MossFormerGAN_SE_16K", folder):
+        assert os.getcwd() != cwd and os.environ["HF_HUB_OFFLINE"] == "1"
+        seen = Path("checkpoints/MossFormerGAN_SE_16K/last_best_checkpoint").read_text()
+        assert seen == "last_best_checkpoint.pt\n"
+    assert os.getcwd() == cwd and os.environ["HF_HUB_OFFLINE"] == "0"
 
 
 # --------------------------------------------------------------------------------------------

@@ -293,3 +293,64 @@ def test_report_renders_in_a_headless_browser(offline):
     assert loaded and loaded.group(1) == loaded.group(2) == "10"  # one crop per identity
     for section in ("stages", "filters", "histograms", "contact-sheet", "captions"):
         assert f'data-testid="{section}"' in dom
+
+
+# --------------------------------------------------------------------------------------------
+# one bad clip in a stage: an error row naming the step and the reason, the next clip goes on
+# (the stage classes called directly, as a Ray actor calls them)
+
+
+def _work(tmp_path, clip_file: str, source: str) -> dict:
+    from pipelines.inpair.dag import ClipWork
+
+    clip = {"clip_id": "c1", "video_id": "v1", "path": clip_file, "start_s": 0.0,
+            "end_s": 5.04, "n_frames": 121, "status": "sample", "n_speakers": 1}
+    work = ClipWork("c1", "v1", source, clip)
+    work.tables["speech_segments"] = [{"speaker": "p0", "start_s": 0.5, "end_s": 2.0,
+                                       "text": "hello there"}]
+    work.subjects = [{"anchor": "<sub1>", "speaker": "p0", "identity_id": "i1",
+                      "image_reference_id": "r1", "audio_reference_id": "r2",
+                      "image_path": "face.png", "frame_index": 0, "box": [0, 0, 1, 1],
+                      "span": [0.5, 1.5]}]
+    return work.to_row()
+
+
+def _config(*overrides: str) -> dict:
+    from omni_core.config import to_dict
+
+    return to_dict(load_config(InpairConfig, None, list(overrides)))
+
+
+def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, judge):
+    import skimage.data
+
+    from omni_core.media import write_image
+    from pipelines.inpair.dag import AudioStage, CaptionStage, ClipWork, VisualStage
+
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
+    write_image(tmp_path / "face.png", skimage.data.astronaut()[:200, 150:350])
+    cases = [
+        # the annotations double on a file outside any sample corpus
+        (AudioStage(_config("audio.source=annotations"), str(tmp_path)), "audio",
+         "not inside a sample corpus", str(tmp_path / "broken.mp4")),
+        # frames that cannot be decoded
+        (VisualStage(_config("faces.backend=lbp", "associate.backend=motion"), str(tmp_path)),
+         "faces", "broken.mp4", str(tmp_path / "broken.mp4")),
+    ]
+    good = sample_corpus.out / "talking" / "talk00_1p.mp4"
+    base_url, stub = judge
+    stub["default"] = "this is not JSON"  # a VLM that never answers as asked
+    cases.append((CaptionStage(_config(f"caption.base_url={base_url}", "caption.model=m",
+                                       "caption.max_retries=0"), str(tmp_path)),
+                  "caption", "caption VLM", str(good)))
+    for stage, step, words, source in cases:
+        row = stage(_work(tmp_path, "broken.mp4" if step != "caption" else str(good), source))
+        work = ClipWork.from_row(row)
+        assert work.failed == step, (step, work.tables)
+        (err,) = work.tables["errors"]
+        assert err["item"] == "c1" and err["stage"] == step and err["reason"]
+        assert words in err["reason"], err
+        assert step in work.stats  # the failing step's time is booked
+        # a clip that failed earlier passes through the next stage untouched
+        again = ClipWork.from_row(stage(row))
+        assert again.tables["errors"] == work.tables["errors"] and again.failed == step

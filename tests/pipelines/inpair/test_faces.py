@@ -21,6 +21,7 @@ from pipelines.inpair.faces import (
     cluster_tracks,
     face_sharpness,
     identity_rows,
+    reject_kinds,
     track_rows,
 )
 
@@ -190,3 +191,10 @@ def test_bad_frames_raise_one_clear_error(model):
         analyze_faces(np.zeros((4, 32, 32), np.uint8), FPS, model, LBP)
     empty = analyze_faces(np.zeros((0, 32, 32, 3), np.uint8), FPS, model, LBP)
     assert empty.tracks == [] and empty.identities == []
+
+
+def test_reject_kinds_reads_a_reject_reason():
+    assert reject_kinds("small_face 40px < 64px; blurred x; small_face y") == [
+        "small_face", "blurred"]
+    assert reject_kinds(None) == [] and reject_kinds("") == []
+    assert reject_kinds(float("nan")) == []  # a null read back from Parquet by pandas

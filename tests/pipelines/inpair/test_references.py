@@ -13,9 +13,7 @@ from pipelines.inpair.references import (
     ReferenceOptions,
     aligned_crop,
     augment,
-    dense_boxes,
     image_reference,
-    merge_dense,
     pick_keyframe,
     subject_order,
     timbre_span,
@@ -28,19 +26,6 @@ def _astronaut_face():
                             IdSimOptions(detector="lbp", pad_retry=False))
     assert len(faces) == 1
     return faces[0]
-
-
-def test_dense_boxes_interpolate_inside_and_nan_outside():
-    d = dense_boxes([2, 6], np.array([[0, 0, 10, 10], [4, 8, 14, 18]], np.float32), 9)
-    assert np.isnan(d[:2]).all() and np.isnan(d[7:]).all()
-    np.testing.assert_allclose(d[4], [2, 4, 12, 14])
-    np.testing.assert_allclose(d[[2, 6]], [[0, 0, 10, 10], [4, 8, 14, 18]])
-    assert np.isnan(dense_boxes([], np.zeros((0, 4)), 3)).all()
-    other = dense_boxes([7, 8], np.array([[1, 1, 2, 2], [1, 1, 2, 2]]), 9)
-    merged = merge_dense([d, other])
-    np.testing.assert_allclose(merged[6], d[6])  # the first track keeps its frames
-    np.testing.assert_allclose(merged[8], [1, 1, 2, 2])
-    assert np.isnan(merged[:2]).all()
 
 
 def test_subject_order_is_left_to_right_ties_in_input_order():

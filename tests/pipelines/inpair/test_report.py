@@ -38,7 +38,6 @@ from pipelines.inpair.report import (
     SECTIONS,
     ReportOptions,
     histogram_bins,
-    reject_kinds,
     waveform_envelope,
     write_report,
 )
@@ -353,9 +352,6 @@ def test_report_survives_a_missing_summary_and_a_corrupt_table(tmp_path: Path) -
 
 
 def test_helpers() -> None:
-    assert reject_kinds("small_face 40px < 64px; blurred x; small_face y") == [
-        "small_face", "blurred"]
-    assert reject_kinds(None) == [] and reject_kinds("") == []
     bins = histogram_bins([0, 1, 1, 3], integer=True)
     assert [(b.lo, b.count) for b in bins] == [(0, 1), (1, 2), (2, 0), (3, 1)]
     bins = histogram_bins([1.0, 2.0, float("nan"), None, 3.0], bins=4)
