@@ -78,7 +78,7 @@ class Metric(ABC):
         with random weights (``"random"``, seed 0: for throughput on real shapes) or the real
         checkpoint from the weights folder (``omni_core.weights``; a missing file is one clear
         error)."""
-        return component.build(self.weights, self.device, **kw)
+        return component.for_weights(self.weights, self.device, **kw)
 
     @abstractmethod
     def compute(self, inp: InstanceInputs) -> dict[str, float]:

@@ -1059,7 +1059,7 @@ class PretrainedComponent(ABC):
         return cls._load(paths, device, **kw).mark_pretrained(folder)
 
     @classmethod
-    def build(cls, weights: str | os.PathLike[str] = "debug", device: str = "cpu", *,
+    def for_weights(cls, weights: str | os.PathLike[str] = "debug", device: str = "cpu", *,
               seed: int = 0, **kw: Any) -> Self:
         """The instance a ``weights`` setting asks for: ``"debug"`` (the tiny random twin),
         ``"random"`` (the released architecture with seeded random weights) or a weights

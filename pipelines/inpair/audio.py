@@ -774,11 +774,11 @@ class Enhancer:
     and downloads from the hub only when ``last_best_checkpoint`` is not there; the model is
     therefore built in a temporary directory whose ``checkpoints/<model>`` points at the
     registry folder, which :func:`omni_core.weights.require` has checked is complete, so its
-    download path is never taken (``HF_HUB_OFFLINE=1`` is also set while it builds). There is no debug twin: with
-    ``debug`` or ``random`` weights enhancement is refused with a clear error. A missing
-    package is one :class:`OmniError` saying how to install it. ClearerVoice reads files only,
-    so each call goes through a temporary wav; the output is brought back to the input's
-    sample rate and length so that timestamps stay valid.
+    download path is never taken (``HF_HUB_OFFLINE=1`` is also set while it builds). There is
+    no debug twin: with ``debug`` or ``random`` weights enhancement is refused with a clear
+    error. A missing package is one :class:`OmniError` saying how to install it. ClearerVoice
+    reads files only, so each call goes through a temporary wav; the output is brought back to
+    the input's sample rate and length so that timestamps stay valid.
     """
 
     def __init__(self, enabled: bool = False, model: str = "MossFormerGAN_SE_16K",
@@ -920,8 +920,8 @@ class AudioModels:
         backend = getattr(options, "diarizer", "pyannote")
         _check_backend(backend)
         enhancer = Enhancer(enabled=bool(getattr(options, "enhance", False)), weights=weights)
-        diarizer = Diarizer.build(weights, device, seed=seed, backend=backend)
-        asr = WhisperASR.build(weights, device, seed=seed)
+        diarizer = Diarizer.for_weights(weights, device, seed=seed, backend=backend)
+        asr = WhisperASR.for_weights(weights, device, seed=seed)
         enhancing = f"ClearerVoice {enhancer.model_name}" if enhancer.enabled else "off"
         return cls(enhancer, diarizer, asr,
                    num_speakers=getattr(options, "num_speakers", None),

@@ -292,13 +292,13 @@ class VisualStage(_Stage):
 
         self.cfg = from_dict(InpairConfig, config)
         self.out = Path(out)
-        self.face_model = face_model_class(self.cfg.faces.pack).build(self.cfg.weights,
-                                                                      self.cfg.device)
+        pack = face_model_class(self.cfg.faces.pack)
+        self.face_model = pack.for_weights(self.cfg.weights, self.cfg.device)
         self.syncnet = None
         if self.cfg.associate.backend == "syncnet":
             from omni_core.models.syncnet import SyncNet
 
-            self.syncnet = SyncNet.build(self.cfg.weights, self.cfg.device)
+            self.syncnet = SyncNet.for_weights(self.cfg.weights, self.cfg.device)
 
     def process(self, work: ClipWork) -> None:
         import numpy as np
@@ -314,8 +314,6 @@ class VisualStage(_Stage):
         result = analyze_faces(frames, opts.fps, self.face_model, self.cfg.faces)
         tracks = track_rows(work.clip_id, result)
         idents = identity_rows(work.clip_id, result)
-        for row in idents:
-            row["margin"] = None
         work.tables["face_tracks"], work.tables["identities"] = tracks, idents
         segments = [(r["speaker"], r["start_s"], r["end_s"])
                     for r in work.tables.get("speech_segments", [])]

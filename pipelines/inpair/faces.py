@@ -347,12 +347,14 @@ def track_rows(clip_id: str, result: FaceResult) -> list[dict[str, Any]]:
 
 
 def identity_rows(clip_id: str, result: FaceResult) -> list[dict[str, Any]]:
-    """``identities`` rows of one clip (speaker and sync confidence are filled later)."""
+    """``identities`` rows of one clip (speaker, association score and margin are filled by
+    the association)."""
     return [{
         "identity_id": _identity_id(clip_id, result, ident),
         "clip_id": clip_id,
         "track_ids": [track_id(clip_id, result.tracks[k]) for k in ident.tracks],
         "speaker": None,
         "sync_confidence": None,
+        "margin": None,
         "embedding": [float(v) for v in ident.embedding],
     } for ident in result.identities]

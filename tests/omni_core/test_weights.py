@@ -591,19 +591,19 @@ def test_random_builds_the_real_size_with_the_debug_code_path() -> None:
         TinyLinear.random()
 
 
-def test_build_reads_a_weights_setting(tmp_path: Path) -> None:
-    assert RealSizeLinear.build("debug").variant == "debug"
-    assert torch.equal(RealSizeLinear.build("debug", seed=2).layer.weight,
+def test_for_weights_reads_a_weights_setting(tmp_path: Path) -> None:
+    assert RealSizeLinear.for_weights("debug").variant == "debug"
+    assert torch.equal(RealSizeLinear.for_weights("debug", seed=2).layer.weight,
                        RealSizeLinear.debug(seed=2).layer.weight)
-    real = RealSizeLinear.build("random", seed=1)
+    real = RealSizeLinear.for_weights("random", seed=1)
     assert real.variant == "random" and real.layer.weight.shape == (16, 16)
     src = TinyLinear.debug(seed=5, dim=3)
     (tmp_path / "tiny-linear").mkdir()
     torch.save(src.state_dict(), tmp_path / "tiny-linear" / "linear.pt")
-    m = TinyLinear.build(tmp_path, registry=tiny_registry(tmp_path))
+    m = TinyLinear.for_weights(tmp_path, registry=tiny_registry(tmp_path))
     assert m.variant == "pretrained" and torch.equal(m.layer.weight, src.layer.weight)
     with pytest.raises(WeightsError, match="linear.pt"):
-        TinyLinear.build(tmp_path / "empty", registry=tiny_registry(tmp_path))
+        TinyLinear.for_weights(tmp_path / "empty", registry=tiny_registry(tmp_path))
 
 
 def test_load_state_dict_strict_lists_every_mismatch() -> None:
