@@ -37,6 +37,10 @@ def run(repeat: int = 1) -> dict[str, Any]:
                  "stage_seconds": s.stage_seconds, "compute_s": round(busy, 2),
                  "wall_over_compute": round(s.wall_s / busy, 2) if busy else None,
                  "clips_per_minute": round(60 * s.counts["clips"] / s.wall_s, 2),
+                 "setup_seconds": s.setup_seconds,
+                 "wall_over_compute_and_setup": round(
+                     s.wall_s / (busy + sum(s.setup_seconds.values())), 2)
+                 if busy else None,
                  "statuses": s.filters,
                  "max_decodes_per_clip": json.loads((s.out / "summary.json").read_text())[
                      "max_decodes_per_clip"]}
@@ -70,6 +74,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['inputs']} talking videos -> {r['clips']} clips in {r['wall_s']} s wall "
         f"({r['clips_per_minute']} clips/min); stages: {stages}; wall / summed stage compute "
         f"= {r['wall_over_compute']} (goal <= 1.3)", "",
+        "Actor setup (model loading, not in stage compute): " + ", ".join(
+            f"{k} {v} s" for k, v in r["setup_seconds"].items())
+        + f"; wall / (compute + setup) = {r['wall_over_compute_and_setup']}", "",
         "Clips per status: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()), "",
         "Most decodes of one clip per stage group (goal 1): " + ", ".join(
             f"{k} {v}" for k, v in r["max_decodes_per_clip"].items()), "",

@@ -28,6 +28,7 @@ import json
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +240,8 @@ class AudioStage(_Stage):
 
     name = "audio"
 
-    def __init__(self, config: dict[str, Any], out: str) -> None:
+    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+        t0 = time.perf_counter()
         from omni_core.config import from_dict
 
         from .audio import AudioModels
@@ -253,6 +255,7 @@ class AudioStage(_Stage):
         else:
             self.double = None
             self.models = AudioModels.load(self.cfg.audio, self.cfg.weights, self.cfg.device)
+        record_setup(out, run, "audio", t0)
 
     def process(self, work: ClipWork) -> None:
         if self.double is not None:
@@ -267,6 +270,35 @@ class AudioStage(_Stage):
              "clip_id": work.clip_id, "speaker": s.speaker, "start_s": s.start_s,
              "end_s": s.end_s, "text": s.text, "confidence": s.confidence}
             for s in segments]
+
+
+SETUP_DIR = "_setup"
+
+
+def record_setup(out: str, run: str | None, group: str, t0: float) -> None:
+    """Book an actor's construction time (model loading) to ``group`` for run ``run``: one
+    small JSON file per actor under ``OUT/_setup/<run>/`` (works across nodes on a shared
+    output folder); :func:`setup_seconds` sums them when the run ends."""
+    if run is None:
+        return
+    folder = Path(out) / SETUP_DIR / run
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{group}-{os.getpid()}-{time.monotonic_ns()}.json"
+    (folder / name).write_text(json.dumps({"group": group,
+                                           "seconds": time.perf_counter() - t0}))
+
+
+def setup_seconds(out: Path, run: str) -> dict[str, float]:
+    """Summed actor construction seconds per stage group of run ``run``; removes the files."""
+    import shutil
+
+    folder = out / SETUP_DIR / run
+    total: dict[str, float] = {}
+    for f in sorted(folder.glob("*.json")):
+        rec = json.loads(f.read_text())
+        total[rec["group"]] = round(total.get(rec["group"], 0.0) + rec["seconds"], 2)
+    shutil.rmtree(out / SETUP_DIR, ignore_errors=True)
+    return dict(sorted(total.items()))
 
 
 def _clip_audio(path: Path, opts: Any) -> Any:
@@ -286,7 +318,8 @@ class VisualStage(_Stage):
 
     name = "faces"
 
-    def __init__(self, config: dict[str, Any], out: str) -> None:
+    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+        t0 = time.perf_counter()
         from omni_core.config import from_dict
         from omni_core.models.face import face_model_class
 
@@ -299,6 +332,7 @@ class VisualStage(_Stage):
             from omni_core.models.syncnet import SyncNet
 
             self.syncnet = SyncNet.for_weights(self.cfg.weights, self.cfg.device)
+        record_setup(out, run, "visual", t0)
 
     def process(self, work: ClipWork) -> None:
         import numpy as np
@@ -428,7 +462,8 @@ class CaptionStage(_Stage):
     #: frames of the clip sent to the VLM, spread evenly
     vlm_frames = 4
 
-    def __init__(self, config: dict[str, Any], out: str) -> None:
+    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+        t0 = time.perf_counter()
         from omni_core.config import from_dict
 
         from .caption import CaptionVLM
@@ -436,6 +471,7 @@ class CaptionStage(_Stage):
         self.cfg = from_dict(InpairConfig, config)
         self.out = Path(out)
         self.vlm = CaptionVLM.from_env(self.cfg.caption)
+        record_setup(out, run, "caption", t0)
 
     def process(self, work: ClipWork) -> None:
         if work.clip.get("status") != "sample":
@@ -522,6 +558,8 @@ class RunSummary:
     manifests: dict[str, Path]
     filters: dict[str, int] = field(default_factory=dict)  # clips per status
     stages: list[dict[str, Any]] = field(default_factory=list)  # see stage_table
+    #: actor construction (model loading) seconds per stage group, summed over actors
+    setup_seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f"in-pair curation: {self.inputs} inputs ({self.skipped_inputs} finished by an "
@@ -540,6 +578,12 @@ class RunSummary:
             f"{s} {v:.1f}" for s, v in self.stage_seconds.items())
             + (f" (wall / summed compute = {self.wall_s / busy:.2f})"
                if busy and self.skipped_inputs < self.inputs else ""))
+        if self.setup_seconds:
+            setup = sum(self.setup_seconds.values())
+            out.append("  actor setup (model loading) seconds: " + ", ".join(
+                f"{s} {v:.1f}" for s, v in self.setup_seconds.items())
+                + (f" (wall / (compute + setup) = {self.wall_s / (busy + setup):.2f})"
+                   if busy + setup else ""))
         out.append(f"  manifests in {self.out}, report {self.out / 'report.html'}")
         return out
 
@@ -558,6 +602,7 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
     store = PartStore(out, key)
     inputs = list_inputs(source)
     todo = [s for s in inputs if not store.input_complete(s)]
+    run = uuid.uuid4().hex  # this invocation: its actors book their setup time under it
     if todo:
         init_ray(cfg.ray)
         ctx = ray.data.DataContext.get_current()
@@ -569,11 +614,14 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         ds = ds.flat_map(PrepareStage, fn_constructor_kwargs={
             "config": cfg_dict, "out": str(out), "parts_key": key},
             **_actor_args(prep))
-        ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
+        ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+                                                "run": run},
                     **_actor_args(cfg.resources.audio))
-        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
+        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+                                                "run": run},
                     **_actor_args(cfg.resources.visual))
-        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out)},
+        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+                                                "run": run},
                     **_actor_args(cfg.resources.caption))
         ds = ds.map(FinishStage, fn_constructor_kwargs={"out": str(out), "parts_key": key},
                     **_actor_args(cfg.resources.finish))
@@ -593,6 +641,7 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         for k, v in st.items():
             if k not in ("failed", "decodes"):
                 stage_seconds[k] = stage_seconds.get(k, 0.0) + float(v)
+    setup = setup_seconds(out, run)
     errors = frames["errors"]
     stages = stage_table(len(inputs), errors, store.clip_stats, stage_seconds)
     summary = RunSummary(
@@ -602,11 +651,11 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         stage_seconds={k: round(v, 2) for k, v in sorted(stage_seconds.items())},
         wall_s=time.perf_counter() - t0, manifests=manifests,
         filters={str(k): int(v) for k, v in frames["clips"]["status"].value_counts().items()}
-        if len(frames["clips"]) else {}, stages=stages)
+        if len(frames["clips"]) else {}, stages=stages, setup_seconds=setup)
     (out / "summary.json").write_text(json.dumps({
         "inputs": summary.inputs, "skipped_inputs": summary.skipped_inputs,
         "counts": summary.counts, "errors_by_stage": summary.errors_by_stage,
-        "stage_seconds": summary.stage_seconds, "stages": stages,
+        "stage_seconds": summary.stage_seconds, "setup_seconds": setup, "stages": stages,
         "max_decodes_per_clip": dict(sorted(decodes.items())),
         "filters": dict(sorted(summary.filters.items())),
         "wall_s": round(summary.wall_s, 2), "config": cfg_dict, "parts": key},

@@ -72,6 +72,12 @@ def test_every_input_is_processed_or_an_error_row(inputs, run):
     clips = f["clips"]
     assert len(clips) == 2 and clips.status.notna().all()
     assert set(clips.status) <= set(CLIP_STATUS)
+    # every model stage's actors booked their construction time; the booking files are gone
+    assert set(summary.setup_seconds) == {"audio", "visual", "caption"}
+    assert summary.setup_seconds["audio"] > 0 and summary.setup_seconds["visual"] > 0
+    assert not (out / "_setup").exists()
+    again = run[1]  # the rerun found everything done: no actor was started
+    assert again.setup_seconds == {} and again.skipped_inputs == again.inputs
     stages = json.loads((out / "summary.json").read_text())["stages"]
     assert [r["stage"] for r in stages] == list(STAGES)
     assert stages[0] == {**stages[0], "in": 10, "out": 2, "failed": 8}
