@@ -21,6 +21,8 @@ BENCHMARKS = {
     # only where an accelerator is present: real-size models, random weights
     "evaluation-gpu": (lambda repeat: evaluation.run_real_size("cuda"),
                        evaluation.markdown_real_size),
+    "curation-gpu": (lambda repeat: curation.run_real_size("cuda"),
+                     curation.markdown_real_size),
 }
 
 

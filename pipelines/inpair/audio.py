@@ -764,6 +764,28 @@ def _clearvoice_home(model: str, folder: Path) -> Iterator[None]:
                 os.environ["HF_HUB_OFFLINE"] = saved
 
 
+def _check_clearvoice_loaded(net: Any, folder: Path, model: str) -> None:
+    """Refuse a checkpoint that does not fill every tensor of ``net``.
+
+    ClearerVoice copies only the checkpoint tensors whose name (with or without ``module.``)
+    and shape match, and silently leaves the rest at their random initialisation; a wrong or
+    truncated checkpoint would otherwise enhance with a half-random network.
+    """
+    import torch
+
+    name = (folder / "last_best_checkpoint").read_text().splitlines()[0].strip()
+    ckpt = torch.load(folder / name, map_location="cpu", weights_only=True)
+    ckpt = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    have = {k.removeprefix("module."): tuple(v.shape) for k, v in ckpt.items()
+            if hasattr(v, "shape")}
+    missing = [k for k, v in net.state_dict().items()
+               if have.get(k.removeprefix("module.")) != tuple(v.shape)]
+    if missing:
+        raise OmniError(f"ClearerVoice checkpoint {folder / name} does not match {model}: "
+                        f"{len(missing)} tensors missing or of another shape (first: "
+                        f"{missing[0]})")
+
+
 class Enhancer:
     """Optional speech enhancement with ClearerVoice (``clearvoice``); disabled = identity.
 
@@ -774,7 +796,8 @@ class Enhancer:
     and downloads from the hub only when ``last_best_checkpoint`` is not there; the model is
     therefore built in a temporary directory whose ``checkpoints/<model>`` points at the
     registry folder, which :func:`omni_core.weights.require` has checked is complete, so its
-    download path is never taken (``HF_HUB_OFFLINE=1`` is also set while it builds). There is
+    download path is never taken (``HF_HUB_OFFLINE=1`` is also set while it builds), and a
+    checkpoint that leaves any tensor of the network unfilled is refused. There is
     no debug twin: with ``debug`` or ``random`` weights enhancement is refused with a clear
     error. A missing package is one :class:`OmniError` saying how to install it. ClearerVoice
     reads files only, so each call goes through a temporary wav; the output is brought back to
@@ -814,6 +837,7 @@ class Enhancer:
         except Exception as exc:
             raise OmniError(f"ClearerVoice could not load {model}: {_first_line(exc)}"
                             ) from exc
+        _check_clearvoice_loaded(self._model.models[0].model, folder, model)
 
     def __call__(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """The enhanced waveform (float32 (n,)); the input itself when disabled."""

@@ -12,7 +12,9 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -306,13 +308,15 @@ def test_enhancer_loads_through_the_weights_registry_and_never_downloads(tmp_pat
         Enhancer(enabled=True, weights=tmp_path)
     assert "last_best_checkpoint" in str(err.value)
     assert f"omni weights fetch {entry}" in str(err.value)
-    # the checkpoint present: next comes the package (not installed in this environment)
+    # the checkpoint present: next comes the package, one line saying how to install it
     folder = tmp_path / entry
     folder.mkdir()
     (folder / "last_best_checkpoint").write_text("last_best_checkpoint.pt\n")
     (folder / "last_best_checkpoint.pt").write_bytes(b"weights")
-    with pytest.raises(OmniError, match="pip install clearvoice"):
-        Enhancer(enabled=True, weights=tmp_path)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "clearvoice", None)  # import clearvoice -> ImportError
+        with pytest.raises(OmniError, match="pip install clearvoice"):
+            Enhancer(enabled=True, weights=tmp_path)
     # where ClearerVoice looks: checkpoints/<model> under the working directory, hub offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     cwd = os.getcwd()
@@ -321,6 +325,48 @@ def test_enhancer_loads_through_the_weights_registry_and_never_downloads(tmp_pat
         seen = Path("checkpoints/MossFormerGAN_SE_16K/last_best_checkpoint").read_text()
         assert seen == "last_best_checkpoint.pt\n"
     assert os.getcwd() == cwd and os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def _mossformergan_checkpoint(weights: Path, drop: int = 0) -> Path:
+    """The release's layout (``last_best_checkpoint`` naming a ``.pt`` with a ``model`` dict)
+    holding ClearerVoice's own MossFormerGAN_SE_16K network, random-initialised with a seed;
+    ``drop`` leaves that many tensors out."""
+    from clearvoice.models.mossformer_gan_se.generator import MossFormerGAN_SE_16K
+
+    from pipelines.inpair.audio import clearvoice_entry
+
+    torch.manual_seed(0)
+    net = MossFormerGAN_SE_16K(SimpleNamespace(fft_len=400, mode="inference")).model
+    state = dict(list(net.state_dict().items())[drop:])
+    folder = weights / clearvoice_entry("MossFormerGAN_SE_16K")
+    folder.mkdir(parents=True)
+    (folder / "last_best_checkpoint").write_text("last_best_checkpoint.pt\n")
+    torch.save({"model": state}, folder / "last_best_checkpoint.pt")
+    return folder
+
+
+def test_enhancer_runs_clearvoices_network_from_the_weights_folder(tmp_path, clip, monkeypatch):
+    """The real upstream path: ClearVoice builds MossFormerGAN_SE_16K, loads our checkpoint
+    from the registry folder (never the hub) and enhances through its file interface."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the enhancer itself must turn the hub off
+    folder = _mossformergan_checkpoint(tmp_path)
+    enh = Enhancer(enabled=True, weights=tmp_path)
+    net = enh._model.models[0].model
+    saved = torch.load(folder / "last_best_checkpoint.pt", weights_only=True)["model"]
+    assert set(net.state_dict()) == set(saved)
+    assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
+    x = clip[: 2 * 16000]
+    y = enh(x, 16000)
+    assert y.dtype == np.float32 and y.shape == x.shape and np.isfinite(y).all()
+    assert not np.allclose(y, x, atol=1e-3)  # the network, not a pass-through
+    y8 = enh(x[::2].copy(), 8000)  # resampled to 16 kHz and back: same length out
+    assert y8.shape == (16000,) and np.isfinite(y8).all()
+    assert np.array_equal(enh(x, 16000), y)  # deterministic
+
+    # a checkpoint that leaves tensors at random init is refused, not silently used
+    with pytest.raises(OmniError, match="does not match MossFormerGAN_SE_16K: 3 tensors"):
+        Enhancer(enabled=True, weights=_mossformergan_checkpoint(tmp_path / "bad", drop=3)
+                 .parent)
 
 
 # --------------------------------------------------------------------------------------------
