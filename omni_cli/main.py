@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from omni_core import __version__
 from omni_core.errors import OmniError
 
-from . import benchmark, curate, doctor, evaluate, probe, samples, weights
+from . import benchmark, curate, doctor, evaluate, probe, samples, train, weights
 
-COMMANDS = (doctor, weights, samples, probe, curate, benchmark, evaluate)
+COMMANDS = (doctor, weights, samples, probe, curate, train, benchmark, evaluate)
 
 DESCRIPTION = """\
 DreamID-Omni suite: curate talking-video training data on Ray, train the dual-stream model,

@@ -6,10 +6,12 @@ import pytest
 
 from omni_core.config import load_config
 from omni_core.ray_helpers import RayConfig
+from omni_model.flavors import FLAVORS
+from omni_model.train import TrainConfig
 from pipelines.inpair.config import InpairConfig
 
 ROOT = Path(__file__).resolve().parent.parent / "configs"
-CLASSES = {"ray": RayConfig, "curate": InpairConfig}
+CLASSES = {"ray": RayConfig, "curate": InpairConfig, "train": TrainConfig}
 FILES = sorted(ROOT.rglob("*.yaml"))
 
 
@@ -26,3 +28,15 @@ def test_config_loads(path):
 
 def test_curate_defaults_file_is_the_dataclass_defaults():
     assert load_config(InpairConfig, ROOT / "curate" / "inpair.yaml") == InpairConfig()
+
+
+def test_one_train_config_per_flavor_and_the_paper_recipe():
+    names = {p.stem for p in (ROOT / "train").glob("*.yaml")}
+    assert names == set(FLAVORS)
+    release = load_config(TrainConfig, ROOT / "train" / "dreamid-omni.yaml")
+    assert release.optim.lr == 1e-5 and release.global_batch == 32
+    assert [release.stage(n).steps for n in (1, 2, 3)] == [10000, 20000, 20000]
+    assert [release.stage(n).masked_loss for n in (1, 2, 3)] == [True, False, False]
+    mix = release.stage(3).tasks
+    assert (mix.r2av, mix.rv2av, mix.ra2v) == (4.0, 3.0, 3.0)
+    assert TrainConfig().stage(3).tasks == mix  # the dataclass defaults are the paper's

@@ -1,0 +1,41 @@
+"""``omni train``: one stage of the progressive multi-task training (omni_model.train)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the dual-stream model (one stage; Ray Train or this process)",
+        description="Train one stage of the curriculum: 1 in-pair reconstruction (masked "
+        "loss), 2 cross-pair, 3 omni-task (R2AV:RV2AV:RA2V = 4:3:3). The stage's latent "
+        "folder comes from `omni latents`; start from a release checkpoint or the previous "
+        "stage's (init=...). Checkpoints go to OUT/stage<N>/checkpoints; --resume continues "
+        "exactly where the last one left off.")
+    p.add_argument("--config", required=True, help="configs/train/<flavor>.yaml")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. stages.1.data=out/latents (repeatable)")
+    p.add_argument("--address", help="Ray cluster to join (host:port or auto); with "
+                   "ray.workers > 0")
+    p.add_argument("--workers", type=int, help="Ray Train workers (0: this process)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omni_core.config import load_config
+    from omni_model.train import TrainConfig, run_training
+
+    overrides = list(args.set)
+    if args.address:
+        overrides.append(f"ray.address={args.address}")
+    if args.workers is not None:
+        overrides.append(f"ray.workers={args.workers}")
+    cfg = load_config(TrainConfig, args.config, overrides)
+    result = run_training(cfg, args.stage, resume=args.resume)
+    last = result.get("last") or {}
+    print(f"train: stage {args.stage} done at step {last.get('step')}, loss "
+          f"{last.get('loss', float('nan')):.4f}; checkpoint {result.get('checkpoint')}")
+    return 0

@@ -1,0 +1,110 @@
+"""State-dict adapter between our model and the released checkpoints.
+
+The DreamID-Omni release (``dreamid_omni.safetensors``) and Ovi's (``model.safetensors``,
+``model_960x960*.safetensors``) store the fusion model's parameters under ``video_model.`` and
+``audio_model.`` with the module names of their code; the release loads them strictly, so the
+file's keys are exactly that layout. Ours uses the same names except one: each block's adaLN
+table is the parameter ``blocks.N.modulation`` here and ``blocks.N.modulation.modulation``
+there (it sits inside a small wrapper module). RoPE tables and the VAE statistics are not in
+the file.
+
+:func:`from_release` and :func:`to_release` rename keys both ways and refuse anything they do
+not know; :func:`load_release` reads a file (safetensors, or a ``torch.load`` checkpoint
+holding the state dict under ``module`` or ``app.model``) into a model built on the meta
+device, so an 11.7B checkpoint is mapped without a second copy in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omni_core.errors import OmniError
+
+from .model import ModelArgs, OmniDiT
+
+_MOD_RELEASE = re.compile(r"^(video_model|audio_model)\.blocks\.(\d+)\.modulation\.modulation$")
+_MOD_OURS = re.compile(r"^(video_model|audio_model)\.blocks\.(\d+)\.modulation$")
+
+
+def release_key(ours: str) -> str:
+    m = _MOD_OURS.match(ours)
+    return f"{ours}.modulation" if m else ours
+
+
+def our_key(release: str) -> str:
+    m = _MOD_RELEASE.match(release)
+    return release[: -len(".modulation")] if m else release
+
+
+def from_release(sd: Mapping[str, Any], expected: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Release keys -> ours. With ``expected`` (our state dict, or its keys and shapes), every
+    key must map onto one of ours with the same shape and none of ours may be left without a
+    value; the error lists the first few differences."""
+    out = {our_key(k): v for k, v in sd.items()}
+    if expected is not None:
+        _check(out, expected, "release checkpoint")
+    return out
+
+
+def to_release(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Our keys -> the release's."""
+    return {release_key(k): v for k, v in sd.items()}
+
+
+def _check(got: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:
+    extra = sorted(set(got) - set(expected))
+    missing = sorted(set(expected) - set(got))
+    shapes = [k for k in set(got) & set(expected)
+              if tuple(got[k].shape) != tuple(expected[k].shape)]
+    if extra or missing or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (first: {', '.join(extra[:3])})")
+        if shapes:
+            k = sorted(shapes)[0]
+            parts.append(f"{len(shapes)} of another shape (first: {k} "
+                         f"{tuple(got[k].shape)} vs {tuple(expected[k].shape)})")
+        raise OmniError(f"{what} does not fit the model: " + "; ".join(parts))
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A release checkpoint's tensors: ``.safetensors`` (memory-mapped), or a ``torch.load``
+    file (``weights_only``) whose state dict is the top level, ``module`` or ``app.model``."""
+    p = Path(path)
+    if not p.is_file():
+        raise OmniError(f"checkpoint not found: {p}")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(obj, dict) and "module" in obj:
+        obj = obj["module"]
+    elif isinstance(obj, dict) and isinstance(obj.get("app"), dict) and "model" in obj["app"]:
+        obj = obj["app"]["model"]
+    if not isinstance(obj, dict):
+        raise OmniError(f"{p}: not a state dict")
+    return obj
+
+
+def load_release(path: str | os.PathLike[str], args: ModelArgs,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+                 ) -> OmniDiT:
+    """Our model holding a released checkpoint: built on the meta device, then the file's
+    tensors assigned in place (cast to ``dtype`` if given, moved to ``device``)."""
+    with torch.device("meta"):
+        model = OmniDiT(args)
+    sd = from_release(read_state_dict(path), model.state_dict())
+    sd = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point()
+                  else v.dtype) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model

@@ -1,0 +1,349 @@
+"""Latent shards: what latent extraction writes once and the trainer streams.
+
+A latent folder holds
+
+* ``index.parquet``: one row per sample (:data:`INDEX_COLUMNS`): its id, the shard file, the
+  number of identities, the voice reference lengths, the latent shapes, whether a
+  source-video latent is stored (for RV2AV) and the prompt text;
+* ``shard-00000.safetensors``, ...: each sample's tensors under ``<sample id>/<name>``
+  (:data:`TENSORS`), in float32 or bfloat16;
+* ``null_text.safetensors``: the text embeddings the condition dropout and guidance use in
+  place of the caption (``empty``; ``video_negative`` and ``audio_negative``, the release's
+  negative prompts);
+* ``meta.json``: the flavor geometry and encoders it was made with.
+
+The trainer reads it through :class:`LatentDataset`: an epoch is a seeded permutation cut
+into micro-batches of one shape each (samples with the same number of identities, voice
+lengths and latent sizes are batched together, so no padding or attention mask is needed),
+and a position (``epoch``, micro-batches consumed) says exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from omni_core.errors import OmniError
+
+INDEX_COLUMNS = ("sample_id", "shard", "n_refs", "voice_lengths", "video_shape",
+                 "audio_len", "has_source", "prompt")
+#: per-sample tensors: video (C, F, H, W) and audio (L, C) targets, text (Lt, D) (the
+#: caption's embedding, unpadded), ref_images (C, K, H, W), ref_voices (sum L_k, C),
+#: video_mask (F, H, W) and audio_mask (L,) (1 = where a reference was cut from: no loss in
+#: stage 1), source_video (C, F, H, W) (latents of the masked target, for RV2AV; optional)
+TENSORS = ("video", "audio", "text", "ref_images", "ref_voices", "video_mask", "audio_mask",
+           "source_video")
+NULL_TEXTS = ("empty", "video_negative", "audio_negative")
+
+
+@dataclass
+class LatentSample:
+    sample_id: str
+    video: torch.Tensor
+    audio: torch.Tensor
+    text: torch.Tensor
+    ref_images: torch.Tensor
+    ref_voices: torch.Tensor
+    voice_lengths: tuple[int, ...]
+    video_mask: torch.Tensor
+    audio_mask: torch.Tensor
+    source_video: torch.Tensor | None = None
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        c, f, h, w = self.video.shape
+        k = self.ref_images.shape[1]
+        problems = []
+        if self.ref_images.shape != (c, k, h, w):
+            problems.append(f"ref_images {tuple(self.ref_images.shape)} vs video {c}x?x{h}x{w}")
+        if len(self.voice_lengths) != k:
+            problems.append(f"{k} identity images but {len(self.voice_lengths)} voices")
+        if self.ref_voices.shape != (sum(self.voice_lengths), self.audio.shape[1]):
+            problems.append(f"ref_voices {tuple(self.ref_voices.shape)} vs voice lengths "
+                            f"{self.voice_lengths}")
+        if self.video_mask.shape != (f, h, w):
+            problems.append(f"video_mask {tuple(self.video_mask.shape)} vs ({f}, {h}, {w})")
+        if self.audio_mask.shape != (self.audio.shape[0],):
+            problems.append(f"audio_mask {tuple(self.audio_mask.shape)}")
+        if self.source_video is not None and self.source_video.shape != self.video.shape:
+            problems.append(f"source_video {tuple(self.source_video.shape)}")
+        if problems:
+            raise OmniError(f"latent sample {self.sample_id}: " + "; ".join(problems))
+
+    @property
+    def n_refs(self) -> int:
+        return int(self.ref_images.shape[1])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {n: getattr(self, n) for n in TENSORS if getattr(self, n) is not None}
+        return {n: t.contiguous() for n, t in out.items()}
+
+
+class ShardWriter:
+    """Writes samples into ``folder`` as shards of ``shard_size`` samples, then the index.
+
+    Each shard is written to a temporary name and renamed, and the index last, so a folder
+    with an ``index.parquet`` is complete. ``dtype`` is the storage dtype of float tensors
+    (masks stay float32 0/1)."""
+
+    def __init__(self, folder: str | os.PathLike[str], shard_size: int = 64,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self.dtype = dtype
+        self._pending: list[LatentSample] = []
+        self._rows: list[dict[str, Any]] = []
+        self._shards = 0
+        self._ids: set[str] = set()
+
+    def add(self, sample: LatentSample) -> None:
+        if sample.sample_id in self._ids:
+            raise OmniError(f"duplicate sample id {sample.sample_id}")
+        self._ids.add(sample.sample_id)
+        self._pending.append(sample)
+        if len(self._pending) >= self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if not self._pending:
+            return
+        name = f"shard-{self._shards:05d}.safetensors"
+        blob = {}
+        for s in self._pending:
+            for k, t in s.tensors().items():
+                keep = t.float() if k.endswith("_mask") else t.to(self.dtype)
+                blob[f"{s.sample_id}/{k}"] = keep.contiguous()
+            self._rows.append({
+                "sample_id": s.sample_id, "shard": name, "n_refs": s.n_refs,
+                "voice_lengths": list(s.voice_lengths), "video_shape": list(s.video.shape),
+                "audio_len": int(s.audio.shape[0]), "has_source": s.source_video is not None,
+                "prompt": s.prompt})
+        tmp = self.folder / f".{name}.tmp"
+        save_file(blob, str(tmp))
+        os.replace(tmp, self.folder / name)
+        self._shards += 1
+        self._pending = []
+
+    def close(self, null_text: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+        """Flush, then write ``null_text.safetensors``, ``meta.json`` and the index."""
+        from safetensors.torch import save_file
+
+        missing = [n for n in NULL_TEXTS if n not in null_text]
+        if missing:
+            raise OmniError(f"null text embeddings missing: {', '.join(missing)}")
+        self._flush()
+        save_file({k: v.float().contiguous() for k, v in null_text.items()},
+                  str(self.folder / "null_text.safetensors"))
+        (self.folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        index = pd.DataFrame(self._rows, columns=list(INDEX_COLUMNS))
+        index = index.sort_values("sample_id", kind="stable").reset_index(drop=True)
+        tmp = self.folder / ".index.parquet.tmp"
+        index.to_parquet(tmp, index=False)
+        os.replace(tmp, self.folder / "index.parquet")
+        return self.folder / "index.parquet"
+
+
+def read_index(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    p = Path(folder) / "index.parquet"
+    if not p.is_file():
+        raise OmniError(f"{folder}: no index.parquet (not a latent folder, or extraction did "
+                        "not finish: run `omni latents` again)")
+    return pd.read_parquet(p)
+
+
+@dataclass
+class Batch:
+    """A micro-batch of one shape. ``text`` is padded with zeros to the model's text length
+    (the release attends to all of it, padding included)."""
+
+    sample_ids: list[str]
+    video: torch.Tensor  # (B, C, F, H, W)
+    audio: torch.Tensor  # (B, L, C)
+    text: torch.Tensor  # (B, text_len, D)
+    ref_images: torch.Tensor  # (B, C, K, H, W)
+    ref_voices: torch.Tensor  # (B, sum L_k, C)
+    voice_lengths: tuple[int, ...]
+    video_mask: torch.Tensor  # (B, F, H, W)
+    audio_mask: torch.Tensor  # (B, L)
+    source_video: torch.Tensor | None  # (B, C, F, H, W) when every sample has one
+
+    @property
+    def size(self) -> int:
+        return len(self.sample_ids)
+
+    def to(self, device: torch.device | str) -> Batch:
+        kw = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+              for k, v in vars(self).items()}
+        return Batch(**kw)
+
+
+def pad_text(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``(Lt, D)`` -> ``(length, D)``: zero-padded, or cut."""
+    if t.shape[0] >= length:
+        return t[:length]
+    return torch.cat([t, t.new_zeros(length - t.shape[0], t.shape[1])])
+
+
+@dataclass
+class Position:
+    """Where a run is in the data: ``epoch`` and micro-batches of that epoch consumed."""
+
+    epoch: int = 0
+    step: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "step": self.step}
+
+
+@dataclass
+class LatentDataset:
+    """Seeded, shape-bucketed micro-batches over a latent folder.
+
+    ``rank``/``world`` split every group of ``world`` consecutive micro-batches between data
+    parallel ranks, so each optimizer step sees ``world x micro_batch x accumulation``
+    samples; the order depends only on ``seed`` and the epoch, never on timing.
+    """
+
+    folder: Path
+    micro_batch: int
+    text_len: int
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    drop_last_partial: bool = True
+    index: pd.DataFrame = field(init=False)
+    null_text: dict[str, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        from safetensors.torch import load_file
+
+        self.folder = Path(self.folder)
+        self.index = read_index(self.folder)
+        if self.index.empty:
+            raise OmniError(f"{self.folder}: the latent index has no samples")
+        self.null_text = load_file(str(self.folder / "null_text.safetensors"))
+        self._open: dict[str, Any] = {}
+
+    def _bucket_key(self, row: pd.Series) -> tuple:
+        return (int(row.n_refs), tuple(int(x) for x in row.voice_lengths),
+                tuple(int(x) for x in row.video_shape), int(row.audio_len),
+                bool(row.has_source))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Micro-batches of row indices for ``epoch``, all ranks', in order."""
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(len(self.index))
+        open_: dict[tuple, list[int]] = {}
+        batches: list[list[int]] = []
+        for i in order:
+            key = self._bucket_key(self.index.iloc[int(i)])
+            cur = open_.setdefault(key, [])
+            cur.append(int(i))
+            if len(cur) == self.micro_batch:
+                batches.append(cur)
+                open_[key] = []
+        if not self.drop_last_partial:
+            batches += [b for b in open_.values() if b]
+        usable = len(batches) - len(batches) % self.world
+        if usable == 0:
+            raise OmniError(f"{self.folder}: {len(self.index)} samples make no full round of "
+                            f"{self.world} micro-batches of {self.micro_batch}")
+        return batches[:usable]
+
+    def steps_per_epoch(self) -> int:
+        """Micro-batches per epoch for one rank."""
+        return len(self.epoch_batches(0)) // self.world
+
+    def iterate(self, start: Position) -> Iterator[tuple[Position, Batch]]:
+        """This rank's micro-batches from ``start`` on, forever (epoch after epoch); each
+        comes with the position just after it."""
+        epoch, step = start.epoch, start.step
+        while True:
+            mine = self.epoch_batches(epoch)[self.rank::self.world]
+            for i in range(step, len(mine)):
+                yield Position(epoch, i + 1), self.load(mine[i])
+            epoch, step = epoch + 1, 0
+
+    def _tensor(self, shard: str, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        f = self._open.get(shard)
+        if f is None:
+            f = self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
+        return f.get_tensor(key).float()
+
+    def load(self, rows: Sequence[int]) -> Batch:
+        recs = [self.index.iloc[i] for i in rows]
+
+        def stack(name: str) -> torch.Tensor:
+            return torch.stack([self._tensor(r.shard, f"{r.sample_id}/{name}") for r in recs])
+
+        has_source = all(bool(r.has_source) for r in recs)
+        return Batch(
+            sample_ids=[str(r.sample_id) for r in recs],
+            video=stack("video"), audio=stack("audio"),
+            text=torch.stack([pad_text(self._tensor(r.shard, f"{r.sample_id}/text"),
+                                       self.text_len) for r in recs]),
+            ref_images=stack("ref_images"), ref_voices=stack("ref_voices"),
+            voice_lengths=tuple(int(x) for x in recs[0].voice_lengths),
+            video_mask=stack("video_mask"), audio_mask=stack("audio_mask"),
+            source_video=stack("source_video") if has_source else None)
+
+    def null(self, name: str, batch: int) -> torch.Tensor:
+        """A null text embedding, padded and repeated: ``(batch, text_len, D)``."""
+        return pad_text(self.null_text[name], self.text_len)[None].expand(batch, -1, -1)
+
+
+def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n: int = 8,
+                        seed: int = 0, identities: Sequence[int] = (1, 2),
+                        with_source: bool = True) -> Path:
+    """A small valid latent folder in one line, for tests and trying the trainer: ``n``
+    samples of the flavor's geometry, smooth random latents (a few low-frequency components
+    per sample, so there is structure to learn), identities cycling through ``identities``,
+    a reference mask on one latent frame region and one audio span per identity. Not data."""
+    from .flavors import get_flavor
+
+    fl = get_flavor(flavor)
+    a, g = fl.args, fl.geometry
+    f, (h, w) = g.latent_frames, g.latent_size
+    la = g.audio_latents
+    gen = torch.Generator().manual_seed(seed)
+
+    def smooth(*shape: int) -> torch.Tensor:
+        base = torch.randn(*shape[:-2], 2, 2, generator=gen)
+        return torch.nn.functional.interpolate(
+            base.reshape(-1, 1, 2, 2), size=shape[-2:], mode="bilinear",
+            align_corners=True).reshape(shape)
+
+    writer = ShardWriter(folder, shard_size=4)
+    for i in range(n):
+        k = identities[i % len(identities)]
+        video = smooth(a.video_channels, f, h, w)
+        audio = smooth(1, 1, la, a.audio_channels)[0, 0]
+        vm = torch.zeros(f, h, w)
+        am = torch.zeros(la)
+        for j in range(k):
+            vm[j % f, : h // 2, j * (w // k): (j + 1) * (w // k)] = 1.0
+            am[j * g.voice_latents: (j + 1) * g.voice_latents] = 1.0
+        writer.add(LatentSample(
+            sample_id=f"dummy-{i:04d}", video=video, audio=audio,
+            text=torch.randn(5 + i % 3, a.text_dim, generator=gen),
+            ref_images=smooth(a.video_channels, k, h, w),
+            ref_voices=smooth(1, 1, k * g.voice_latents, a.audio_channels)[0, 0],
+            voice_lengths=(g.voice_latents,) * k, video_mask=vm, audio_mask=am,
+            source_video=video * (1 - vm)[None] if with_source else None,
+            prompt=f"dummy sample {i}"))
+    null = {name: torch.randn(3, a.text_dim, generator=gen) for name in NULL_TEXTS}
+    writer.close(null, {"flavor": flavor, "dummy": True, "seed": seed})
+    return Path(folder)
