@@ -180,6 +180,10 @@ def _score(m: Metric, inputs: InstanceInputs, out: Path) -> list[dict]:
                 rows += _rows(inputs, m, float(v), "ok", None, only=o.name)
     except OmniError as exc:
         rows = _rows(inputs, m, None, "error", str(exc))
+    except Exception as exc:  # a metric bug or an input it cannot take: a row, not a crash;
+        # not cached, so a fixed metric recomputes it
+        first = (str(exc).splitlines() or [""])[0]
+        return _rows(inputs, m, None, "error", f"{type(exc).__name__}: {first}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"key": key, "rows": rows}))

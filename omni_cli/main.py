@@ -15,9 +15,21 @@ from collections.abc import Sequence
 from omni_core import __version__
 from omni_core.errors import OmniError
 
-from . import benchmark, curate, doctor, evaluate, probe, samples, train, weights
+from . import (
+    benchmark,
+    curate,
+    doctor,
+    evaluate,
+    generate,
+    latents,
+    probe,
+    samples,
+    train,
+    weights,
+)
 
-COMMANDS = (doctor, weights, samples, probe, curate, train, benchmark, evaluate)
+COMMANDS = (doctor, weights, samples, probe, curate, latents, train, generate, benchmark,
+            evaluate)
 
 DESCRIPTION = """\
 DreamID-Omni suite: curate talking-video training data on Ray, train the dual-stream model,

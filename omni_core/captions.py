@@ -170,7 +170,9 @@ def parse_caption(text: str) -> StructuredCaption:
 
 
 def read_caption_text(path: str | Path) -> str:
-    """The raw caption text of a file: a JSON string (released layout) or plain block text."""
+    """The raw caption text of a file: a JSON string (released layout), a JSON object whose
+    ``caption`` field holds it (what curation writes, beside the subjects and flags), or plain
+    block text."""
     p = Path(path)
     try:
         raw = p.read_text(encoding="utf-8")
@@ -180,8 +182,11 @@ def read_caption_text(path: str | Path) -> str:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    if isinstance(value, dict) and isinstance(value.get("caption"), str):
+        value = value["caption"]
     if not isinstance(value, str):
-        raise CaptionError(f"{p}: expected a JSON string holding the caption blocks")
+        raise CaptionError(f"{p}: expected a JSON string holding the caption blocks (or an "
+                           "object with a 'caption' string)")
     return value
 
 

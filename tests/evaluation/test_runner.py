@@ -107,3 +107,28 @@ def test_metric_errors_are_rows_not_crashes(bench, tmp_path):
     assert set(res.status) == {"error", "missing"}
     assert res[res.status == "error"].reason.str.startswith("no face found").all()
     assert run.summary["table"]["r2av"]["broken_test"] == "-"
+
+
+def test_an_unexpected_exception_is_an_error_row_and_is_retried(bench, tmp_path):
+    inst, pred, ids = bench
+    calls = {"n": 0}
+
+    @register
+    class Crashing(Metric):
+        spec = MetricSpec(name="crashing_test", version="1", needs=(),
+                          outputs=(Output("crashing_test", "Crash", "higher"),))
+
+        def compute(self, inp):
+            calls["n"] += 1
+            raise RuntimeError("Given input size: (512x1x1). Output size is too small")
+
+    try:
+        run = evaluate(inst, pred, tmp_path / "o", ["crashing_test"], progress=False)
+        first = calls["n"]
+        evaluate(inst, pred, tmp_path / "o", ["crashing_test"], progress=False)
+    finally:
+        registry.unregister("crashing_test")
+    err = run.results[run.results.status == "error"]
+    assert len(err) == len(ids) - 2  # every readable prediction, none lost
+    assert err.reason.str.startswith("RuntimeError: Given input size").all()
+    assert first == len(ids) - 2 and calls["n"] == 2 * first  # not cached: retried

@@ -99,6 +99,11 @@ def test_bad_timespans(bad):
         parse_timespan(bad)
 
 
+def test_curation_documents_carry_the_caption_under_a_key(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"clip_id": "x", "caption": TWO}))
+    assert read_caption(tmp_path / "c.json") == parse_caption(TWO)
+
+
 def test_bad_files(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"not": "a string"}))
     with pytest.raises(CaptionError, match="expected a JSON string"):

@@ -28,7 +28,7 @@ def test_folder_layout_and_index(latents):
         "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"]
     assert (latents / "null_text.safetensors").is_file() and (latents / "meta.json").is_file()
     assert set(idx.n_refs) == {1, 2}
-    assert all(list(v) == [4] * k for v, k in zip(idx.voice_lengths, idx.n_refs, strict=True))
+    assert all(list(v) == [31] * k for v, k in zip(idx.voice_lengths, idx.n_refs, strict=True))
     assert not list(latents.glob(".*tmp"))  # no temporaries left behind
 
 

@@ -21,6 +21,7 @@ from omni_model.flavors import (
 from omni_model.model import ModelArgs, assemble
 
 DEBUG = get_flavor("debug")
+VL = DEBUG.geometry.voice_latents
 
 
 def _inputs(args: ModelArgs, batch: int = 2, n_refs: int = 1, seed: int = 0):
@@ -51,24 +52,24 @@ def test_forward_shapes_and_velocity_for_every_position():
     v_in = assemble(tv, rv, time_dim=2)
     a_in = assemble(ta, ra, time_dim=1)
     out_v, out_a = model(v_in, a_in, torch.tensor([999.0, 10.0]), text, text,
-                         n_image_refs=2, voice_lengths=(4, 4))
+                         n_image_refs=2, voice_lengths=(VL, VL))
     assert out_v.shape == v_in.shape and out_a.shape == a_in.shape
     assert torch.isfinite(out_v).all() and torch.isfinite(out_a).all()
     # a fresh model's zero head predicts zero velocity (the training-from-scratch init)
     fresh = build_model(a)
     zv, za = fresh(v_in, a_in, torch.tensor([5.0, 5.0]), text, text, n_image_refs=2,
-                   voice_lengths=(4, 4))
+                   voice_lengths=(VL, VL))
     assert torch.all(zv == 0) and torch.all(za == 0)
     with pytest.raises(ValueError, match="not divisible by patch"):
         model(v_in[..., :-1], a_in, torch.tensor([1.0, 1.0]), text, text, n_image_refs=2,
-              voice_lengths=(4, 4))
+              voice_lengths=(VL, VL))
 
 
 def test_without_structural_inputs_the_model_is_exactly_the_r2av_model():
     model = _trained_like()
     tv, rv, ta, ra, text = _inputs(model.args)
     t = torch.tensor([500.0, 500.0])
-    kw = {"n_image_refs": 1, "voice_lengths": (4,)}
+    kw = {"n_image_refs": 1, "voice_lengths": (VL,)}
     r2av = model(torch.cat([tv, rv], 2), torch.cat([ta, ra], 1), t, text, text, **kw)
     none = model(assemble(tv, rv, None, time_dim=2), assemble(ta, ra, None, time_dim=1), t,
                  text, text, **kw)
@@ -85,14 +86,14 @@ def test_without_structural_inputs_the_model_is_exactly_the_r2av_model():
     # a driving audio likewise, on the audio target only
     dri = torch.randn_like(ta)
     y = assemble(ta, ra, dri, time_dim=1)
-    assert torch.equal(y[:, :-4], ta + dri) and torch.equal(y[:, -4:], ra)
+    assert torch.equal(y[:, :-VL], ta + dri) and torch.equal(y[:, -VL:], ra)
 
 
 def test_streams_are_coupled_both_ways():
     model = _trained_like()
     tv, rv, ta, ra, text = _inputs(model.args)
     t = torch.tensor([300.0, 300.0])
-    kw = {"n_image_refs": 1, "voice_lengths": (4,)}
+    kw = {"n_image_refs": 1, "voice_lengths": (VL,)}
     v0, a0 = model(torch.cat([tv, rv], 2), torch.cat([ta, ra], 1), t, text, text, **kw)
     v1, a1 = model(torch.cat([tv, rv], 2), torch.cat([ta + 1.0, ra], 1), t, text, text, **kw)
     assert not torch.allclose(v0, v1)  # audio reaches video through fusion
@@ -108,7 +109,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     def grads() -> list[torch.Tensor]:
         model.zero_grad()
-        v, a = model(*args, n_image_refs=1, voice_lengths=(4,))
+        v, a = model(*args, n_image_refs=1, voice_lengths=(VL,))
         (v.square().mean() + a.square().mean()).backward()
         return [p.grad.clone() for p in model.parameters()]
 
@@ -211,8 +212,8 @@ def test_a_checkpoint_in_the_release_layout_loads_and_predicts_the_same(tmp_path
     args = (torch.cat([tv, rv], 2), torch.cat([ta, ra], 1), torch.tensor([700.0, 3.0]), text,
             text)
     with torch.no_grad():
-        for x, y in zip(model(*args, n_image_refs=1, voice_lengths=(4,)),
-                        loaded(*args, n_image_refs=1, voice_lengths=(4,)), strict=True):
+        for x, y in zip(model(*args, n_image_refs=1, voice_lengths=(VL,)),
+                        loaded(*args, n_image_refs=1, voice_lengths=(VL,)), strict=True):
             assert torch.equal(x, y)
     # the .pt forms the release also accepts
     torch.save({"module": to_release(model.state_dict())}, tmp_path / "a.pt")
@@ -237,7 +238,7 @@ def test_forward_flops_match_torchs_counter():
     counter = FlopCounterMode(display=False)
     # the math backend spells attention out as matmuls, which the counter sees on a CPU
     with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        model(v_in, a_in, torch.tensor([10.0]), text, text, n_image_refs=1, voice_lengths=(4,))
+        model(v_in, a_in, torch.tensor([10.0]), text, text, n_image_refs=1, voice_lengths=(VL,))
     measured = counter.get_total_flops()
     lv = v_in.shape[2] * (v_in.shape[3] // 2) * (v_in.shape[4] // 2)
     ours = forward_flops(a, lv, a_in.shape[1])

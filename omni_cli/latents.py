@@ -1,0 +1,38 @@
+"""``omni latents``: curation manifests -> latent shards for ``omni train``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latents", help="encode curated samples into latent shards (Ray Data; once)",
+        description="Encode every sample of a curation run (video with the Wan2.2 VAE, audio "
+        "and voices with the MMAudio VAE, captions with umT5, reference masks in latent "
+        "space, the masked RV2AV source) into OUT/shard-*.safetensors + OUT/index.parquet. "
+        "A rerun skips what is done; failures are rows of OUT/errors.parquet.")
+    p.add_argument("--curation", required=True, help="output folder of `omni curate inpair`")
+    p.add_argument("--out", required=True, help="latent folder to write")
+    p.add_argument("--flavor", default="debug", help="model flavor (geometry and channels)")
+    p.add_argument("--weights", help="'debug', 'random' or a weights folder (default debug)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a LatentsConfig value, e.g. source_video=false")
+    p.add_argument("--address", help="Ray cluster to join (host:port or auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omni_core.config import load_config
+    from omni_model.latents import LatentsConfig, extract_latents
+
+    overrides = [f"flavor={args.flavor}", *args.set]
+    if args.weights:
+        overrides.append(f"weights={args.weights}")
+    if args.address:
+        overrides.append(f"ray.address={args.address}")
+    cfg = load_config(LatentsConfig, None, overrides)
+    summary = extract_latents(args.curation, args.out, cfg, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0

@@ -1,0 +1,442 @@
+"""Latent extraction: curation manifests -> latent shards, once, as a Ray Data step.
+
+``omni latents --curation OUT_CURATION --out LATENTS --flavor F [--weights W]`` reads the
+``samples`` manifest of an in-pair (or cross-pair) curation run and, per sample, on actors
+that load the encoders once:
+
+* the clip's first ``frames`` frames, resized to cover the flavor's frame and centre-cropped,
+  scaled to [-1, 1] -> the Wan2.2 video VAE -> video latents ``(C, F, h, w)``;
+* the same span of audio at 16 kHz -> the MMAudio VAE -> audio latents ``(L, C)``;
+* each subject's identity crop, letterboxed on white to the frame size -> one latent frame;
+  each subject's timbre reference, the middle ``voice_seconds`` (1 s, as the release) ->
+  ``voice_latents`` audio latents;
+* the caption's prompt text (:meth:`StructuredCaption.prompt_text`) -> umT5;
+* the reference masks in latent space: the latent frame holding each identity crop's frame
+  and the crop's box (after the same resize / crop, rounded outwards to the latent grid), and
+  the audio latents of each timbre span;
+* with ``source_video`` on, the latents of the target video with every subject's head region
+  filled with grey (face track boxes interpolated per frame and widened by ``head_expand``):
+  the RV2AV source.
+
+Each sample's tensors are written as a part (``_parts/<sample id>.safetensors``) by the
+actor, so a killed run resumes where it stopped and a rerun does nothing; the driver then
+packs the parts into shards (:class:`~omni_model.data.ShardWriter`) with the null-text
+embeddings and ``meta.json``. A sample that fails is an ``errors`` row (stage ``latents``,
+with the reason) and never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from omni_core.config import to_dict
+from omni_core.errors import OmniError
+from omni_core.ray_helpers import RayConfig
+
+from .data import NULL_TEXTS, LatentSample, ShardWriter
+from .flavors import Geometry, get_flavor
+
+#: the release's negative prompts (the "empty text" of the guidance, per stream)
+VIDEO_NEGATIVE = "jitter, bad hands, blur, distortion"
+AUDIO_NEGATIVE = "robotic, muffled, echo, distorted"
+
+
+@dataclass
+class LatentsConfig:
+    flavor: str = "debug"
+    weights: str = "debug"  # debug | random | a weights folder (VAEs and text encoder)
+    device: str = "cpu"
+    storage_dtype: str = "bfloat16"  # of the shards ("float32" for exactness)
+    shard_size: int = 64
+    source_video: bool = True
+    head_expand: float = 1.6
+    voice_seconds: float = 1.0
+    video_negative: str = VIDEO_NEGATIVE
+    audio_negative: str = AUDIO_NEGATIVE
+    num_cpus: float = 1.0  # per encoder actor
+    num_gpus: float = 0.0
+    max_actors: int | None = None
+    ray: RayConfig = field(default_factory=lambda: RayConfig(include_dashboard=False))
+
+
+# --------------------------------------------------------------------------------------------
+# geometry of the pixel -> latent mapping
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Resize to cover ``(width, height)`` then centre-crop: ``x' = x * scale - left``."""
+
+    scale: float
+    left: float
+    top: float
+    width: int
+    height: int
+
+    @classmethod
+    def cover(cls, src_w: int, src_h: int, width: int, height: int) -> Fit:
+        scale = max(width / src_w, height / src_h)
+        return cls(scale, (src_w * scale - width) / 2, (src_h * scale - height) / 2, width,
+                   height)
+
+    def box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = box
+        return (x0 * self.scale - self.left, y0 * self.scale - self.top,
+                x1 * self.scale - self.left, y1 * self.scale - self.top)
+
+    def frames(self, frames: np.ndarray) -> np.ndarray:
+        import cv2
+
+        t, h, w, _ = frames.shape
+        nw, nh = max(self.width, round(w * self.scale)), max(self.height, round(h * self.scale))
+        left = int(round((nw - self.width) / 2))
+        top = int(round((nh - self.height) / 2))
+        out = np.empty((t, self.height, self.width, 3), dtype=np.uint8)
+        for i in range(t):
+            r = cv2.resize(frames[i], (nw, nh), interpolation=cv2.INTER_AREA)
+            out[i] = r[top: top + self.height, left: left + self.width]
+        return out
+
+
+def latent_frame(frame_index: int, temporal_stride: int) -> int:
+    """The latent frame a video frame is encoded into by the causal Wan VAE: frame 0 alone,
+    then ``temporal_stride`` frames per latent frame."""
+    return 0 if frame_index <= 0 else (frame_index - 1) // temporal_stride + 1
+
+
+def video_mask(geometry: Geometry, fit: Fit, frames: list[int | None],
+               boxes: list[tuple[float, float, float, float] | None]) -> torch.Tensor:
+    """M_v in latent space ``(F, h, w)``: 1 on each identity crop's box (rounded outwards) in
+    the latent frame of its source frame (``frames``: frame numbers at the geometry's fps);
+    crops outside the encoded frames leave no mark."""
+    f = geometry.latent_frames
+    h, w = geometry.latent_size
+    s = geometry.video_stride[1]
+    m = torch.zeros(f, h, w)
+    for idx, box in zip(frames, boxes, strict=True):
+        if idx is None or box is None or idx >= geometry.frames:
+            continue
+        lf = latent_frame(int(idx), geometry.video_stride[0])
+        x0, y0, x1, y1 = fit.box(tuple(box))
+        c0, r0 = max(0, math.floor(x0 / s)), max(0, math.floor(y0 / s))
+        c1, r1 = min(w, math.ceil(x1 / s)), min(h, math.ceil(y1 / s))
+        if c1 > c0 and r1 > r0:
+            m[lf, r0:r1, c0:c1] = 1.0
+    return m
+
+
+def audio_mask(geometry: Geometry, spans: list[tuple[float, float]]) -> torch.Tensor:
+    """M_a in latent space ``(L,)``: 1 on the latents overlapping each timbre span."""
+    n = geometry.audio_latents
+    rate = geometry.sample_rate / geometry.audio_hop
+    m = torch.zeros(n)
+    for span in spans:
+        if span is None:
+            continue
+        a, b = float(span[0]), float(span[1])
+        i0, i1 = max(0, math.floor(a * rate)), min(n, math.ceil(b * rate))
+        if i1 > i0:
+            m[i0:i1] = 1.0
+    return m
+
+
+def interpolate_boxes(frames: list[int], boxes: list[tuple[float, ...]], n: int
+                      ) -> np.ndarray:
+    """Per-frame boxes ``(n, 4)`` from a track's sampled detections: linear between them,
+    held before the first and after the last (NaN for a track without detections)."""
+    out = np.full((n, 4), np.nan)
+    if not frames:
+        return out
+    fr = np.asarray(frames, dtype=float)
+    bx = np.asarray(boxes, dtype=float)
+    order = np.argsort(fr)
+    fr, bx = fr[order], bx[order]
+    t = np.arange(n, dtype=float)
+    for c in range(4):
+        out[:, c] = np.interp(t, fr, bx[:, c])
+    return out
+
+
+def grey_heads(frames: np.ndarray, tracks: list[np.ndarray], fit: Fit,
+               expand: float) -> np.ndarray:
+    """``frames`` (already fitted) with each track's box, widened ``expand`` times about its
+    centre, filled with mid grey (0 in [-1, 1]) in every frame."""
+    out = frames.copy()
+    h, w = out.shape[1:3]
+    for per_frame in tracks:
+        for i in range(min(len(out), len(per_frame))):
+            if np.isnan(per_frame[i]).any():
+                continue
+            x0, y0, x1, y1 = fit.box(tuple(per_frame[i]))
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hw, hh = (x1 - x0) * expand / 2, (y1 - y0) * expand / 2
+            a, b = max(0, int(cx - hw)), min(w, int(math.ceil(cx + hw)))
+            c, d = max(0, int(cy - hh)), min(h, int(math.ceil(cy + hh)))
+            out[i, c:d, a:b] = 128
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the encoders of one actor
+
+
+class Encoders:
+    """The three encoders of a flavor, loaded once (per actor)."""
+
+    def __init__(self, cfg: LatentsConfig) -> None:
+        from .audio_vae import AudioVAE
+        from .text_encoder import TextEncoder
+        from .video_vae import VideoVAE
+
+        self.cfg = cfg
+        self.flavor = get_flavor(cfg.flavor)
+        self.video = VideoVAE.for_weights(cfg.weights, cfg.device)
+        self.audio = AudioVAE.for_weights(cfg.weights, cfg.device)
+        self.text = TextEncoder.for_weights(cfg.weights, cfg.device, text_len=512)
+        a, g = self.flavor.args, self.flavor.geometry
+        if self.video.z_dim != a.video_channels or self.audio.latent_channels != \
+                a.audio_channels or self.text.dim != a.text_dim:
+            raise OmniError(
+                f"encoders for weights={cfg.weights!r} give video {self.video.z_dim}, audio "
+                f"{self.audio.latent_channels}, text {self.text.dim} channels; flavor "
+                f"{cfg.flavor} needs {a.video_channels}, {a.audio_channels}, {a.text_dim}")
+        if tuple(self.video.stride) != tuple(g.video_stride):
+            raise OmniError(f"video VAE stride {self.video.stride} != flavor's "
+                            f"{g.video_stride}")
+
+    def null_text(self) -> dict[str, torch.Tensor]:
+        from .text_encoder import encode_null_texts
+
+        return encode_null_texts(self.text, self.cfg.video_negative, self.cfg.audio_negative)
+
+    @torch.no_grad()
+    def sample(self, row: dict[str, Any]) -> LatentSample:
+        from omni_core.captions import read_caption
+        from omni_core.media import load_audio, probe, read_frames, read_image
+
+        g = self.flavor.geometry
+        clip = row["clip_path"]
+        info = probe(clip)
+        if not info.n_frames:
+            raise OmniError("clip has no video frames")
+        fit = Fit.cover(int(info.width), int(info.height), g.width, g.height)
+        clip_fps = float(info.fps or g.fps)
+        times = [i / g.fps for i in range(g.frames)]
+        if times[-1] > (info.n_frames - 1) / clip_fps + 1e-6:
+            raise OmniError(f"clip lasts {info.n_frames / clip_fps:.2f} s, "
+                            f"{g.frames / g.fps:.2f} s needed")
+        frames = fit.frames(read_frames(clip, [round(t * clip_fps) for t in times]))
+        n_audio = int(round(g.frames / g.fps * g.sample_rate))
+        wav = load_audio(clip, g.sample_rate)[:n_audio]
+        wav = np.pad(wav, (0, n_audio - len(wav)))
+        video = self._encode_video(frames)
+        audio = self.audio.encode(torch.from_numpy(wav)[None].to(self.cfg.device))[0]
+        audio = _fit_length(audio.float().cpu(), g.audio_latents)
+        refs = [self.video.encode_image(read_image(p), g.height, g.width).float().cpu()
+                for p in row["image_paths"]]
+        voices = []
+        for p in row["audio_paths"]:
+            v = load_audio(p, g.sample_rate)
+            want = int(round(self.cfg.voice_seconds * g.sample_rate))
+            start = max(0, (len(v) - want) // 2)
+            v = np.pad(v[start: start + want], (0, max(0, want - len(v[start:start + want]))))
+            lat = self.audio.encode(torch.from_numpy(v)[None].to(self.cfg.device))[0]
+            voices.append(_fit_length(lat.float().cpu(), g.voice_latents))
+        text = self.text.encode([read_caption(row["caption_path"]).prompt_text()])[0]
+        source = None
+        if self.cfg.source_video:
+            picks = [round(t * clip_fps) for t in times]
+            tracks = [interpolate_boxes(fr, bx, int(info.n_frames))[picks]
+                      for fr, bx in row["tracks"]]
+            source = self._encode_video(grey_heads(frames, tracks, fit, self.cfg.head_expand))
+        return LatentSample(
+            sample_id=row["sample_id"], video=video, audio=audio, text=text,
+            ref_images=torch.cat(refs, dim=1), ref_voices=torch.cat(voices, dim=0),
+            voice_lengths=tuple(int(v.shape[0]) for v in voices),
+            video_mask=video_mask(g, fit, [None if f is None else round(f / clip_fps * g.fps)
+                                           for f in row["mask_frames"]], row["mask_boxes"]),
+            audio_mask=audio_mask(g, row["mask_spans"]), source_video=source,
+            prompt=read_caption(row["caption_path"]).prompt_text())
+
+    def _encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        return self.video.encode(x[None].to(self.cfg.device))[0].float().cpu()
+
+
+def _fit_length(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``(L, C)`` cut or zero-padded to ``n`` rows."""
+    if x.shape[0] >= n:
+        return x[:n]
+    return torch.cat([x, x.new_zeros(n - x.shape[0], x.shape[1])])
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def plan_rows(curation: Path) -> list[dict[str, Any]]:
+    """One work item per curated sample: absolute media paths, masks and the subjects' face
+    tracks (for the RV2AV source)."""
+    from omni_core.manifests import read_manifest
+
+    samples = read_manifest(curation / "samples.parquet", "samples")
+    refs = read_manifest(curation / "references.parquet", "references").set_index(
+        "reference_id")
+    idents = read_manifest(curation / "identities.parquet", "identities").set_index(
+        "identity_id")
+    tracks = read_manifest(curation / "face_tracks.parquet", "face_tracks").set_index(
+        "track_id")
+    rows = []
+    for s in samples.itertuples(index=False):
+        subj_tracks = []
+        for ident in s.identity_ids:
+            for tid in (idents.loc[ident].track_ids if ident in idents.index else []):
+                if tid in tracks.index:
+                    t = tracks.loc[tid]
+                    subj_tracks.append(([int(x) for x in t.frame_indices],
+                                        [tuple(map(float, b)) for b in t.boxes]))
+        rows.append({
+            "sample_id": s.sample_id, "clip_path": str(curation / s.clip_path),
+            "caption_path": str(curation / s.caption_path),
+            "image_paths": [str(curation / refs.loc[r].path) for r in s.image_reference_ids],
+            "audio_paths": [str(curation / refs.loc[r].path) for r in s.audio_reference_ids],
+            "mask_frames": [None if f is None else int(f) for f in s.mask_frames],
+            "mask_boxes": [None if b is None else tuple(map(float, b)) for b in s.mask_boxes],
+            "mask_spans": [None if p is None else (float(p[0]), float(p[1]))
+                           for p in s.mask_spans],
+            "tracks": subj_tracks})
+    return rows
+
+
+def config_key(cfg: LatentsConfig) -> str:
+    """What the latents depend on (not Ray, resources or the device)."""
+    d = to_dict(cfg)
+    for k in ("ray", "num_cpus", "num_gpus", "max_actors", "device", "shard_size"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Actor:
+    """Ray Data callable: encodes each row into a part file (skips finished ones)."""
+
+    def __init__(self, cfg: LatentsConfig, parts: str) -> None:
+        self.cfg = cfg
+        self.parts = Path(parts)
+        self.enc = Encoders(cfg)
+        null = self.parts / "_null_text.safetensors"
+        if not null.exists():
+            from safetensors.torch import save_file
+
+            tmp = self.parts / f".null.{os.getpid()}.tmp"
+            save_file({k: v.contiguous() for k, v in self.enc.null_text().items()}, str(tmp))
+            os.replace(tmp, null)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            s = self.enc.sample(json.loads(row["item"]))
+            _write_part(self.parts, s)
+            return {"sample_id": s.sample_id, "error_type": "", "error": "",
+                    "seconds": time.perf_counter() - t0}
+        except Exception as exc:  # one sample never stops the run
+            sid = json.loads(row["item"])["sample_id"]
+            return {"sample_id": sid, "error_type": type(exc).__name__,
+                    "error": (str(exc).splitlines() or [""])[0] or type(exc).__name__,
+                    "seconds": time.perf_counter() - t0}
+
+
+def _write_part(parts: Path, s: LatentSample) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"voice_lengths": json.dumps(list(s.voice_lengths)), "prompt": s.prompt}
+    tmp = parts / f".{s.sample_id}.tmp"
+    save_file(s.tensors(), str(tmp), metadata=meta)
+    os.replace(tmp, parts / f"{s.sample_id}.safetensors")
+
+
+def _read_part(path: Path) -> LatentSample:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    return LatentSample(sample_id=path.stem, voice_lengths=tuple(json.loads(
+        meta["voice_lengths"])), prompt=meta.get("prompt", ""), **t)
+
+
+@dataclass
+class LatentsSummary:
+    out: Path
+    samples: int
+    written: int
+    skipped: int
+    errors: list[tuple[str, str]]
+    wall_s: float
+
+    def lines(self) -> list[str]:
+        out = [f"latents: {self.samples} samples -> {self.written} in {self.out} "
+               f"({self.skipped} from an earlier run), {len(self.errors)} errors, wall "
+               f"{self.wall_s:.1f} s"]
+        out += [f"  error {sid}: {why}" for sid, why in self.errors[:20]]
+        return out
+
+
+def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str],
+                    cfg: LatentsConfig, progress: bool = True) -> LatentsSummary:
+    import pandas as pd
+    import ray
+
+    from omni_core.manifests import write_manifest
+    from omni_core.ray_helpers import init_ray
+
+    t0 = time.perf_counter()
+    curation, out = Path(curation).resolve(), Path(out).resolve()
+    rows = plan_rows(curation)
+    parts = out / "_parts" / config_key(cfg)
+    parts.mkdir(parents=True, exist_ok=True)
+    todo = [r for r in rows if not (parts / f"{r['sample_id']}.safetensors").exists()]
+    results: list[dict[str, Any]] = []
+    if todo or not (parts / "_null_text.safetensors").exists():
+        init_ray(cfg.ray)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        items = todo or rows[:1]
+        ds = ray.data.from_items([{"item": json.dumps(r)} for r in items])
+        ds = ds.map(_Actor, fn_constructor_args=(cfg, str(parts)),
+                    compute=ray.data.ActorPoolStrategy(
+                        min_size=1, max_size=cfg.max_actors or 1),
+                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        results = list(ds.iter_rows())
+    errors = [(r["sample_id"], r["error_type"], r["error"]) for r in results
+              if r["error_type"]]
+    writer = ShardWriter(out, cfg.shard_size, getattr(torch, cfg.storage_dtype))
+    done = sorted(p for p in parts.glob("*.safetensors") if not p.name.startswith("_"))
+    wanted = {r["sample_id"] for r in rows}
+    for p in done:
+        if p.stem in wanted:
+            writer.add(_read_part(p))
+    from safetensors.torch import load_file
+
+    null = load_file(str(parts / "_null_text.safetensors"))
+    fl = get_flavor(cfg.flavor)
+    writer.close({k: null[k] for k in NULL_TEXTS}, {
+        "flavor": cfg.flavor, "weights": cfg.weights, "config": to_dict(cfg),
+        "geometry": to_dict(fl.geometry), "curation": str(curation)})
+    now = pd.Timestamp.now(tz="UTC")
+    write_manifest(pd.DataFrame([{"item": sid, "stage": "latents", "error_type": kind,
+                                  "reason": why, "time": now} for sid, kind, why in errors],
+                                columns=["item", "stage", "error_type", "reason", "time"]),
+                   "errors", out / "errors.parquet")
+    return LatentsSummary(out, len(rows), len([p for p in done if p.stem in wanted]),
+                          len(rows) - len(todo), [(s, w) for s, _, w in errors],
+                          time.perf_counter() - t0)
