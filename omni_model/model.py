@@ -184,7 +184,11 @@ class FusionCrossAttention(SelfAttention):
 
 
 class Block(nn.Module):
-    """One stream's block; the two streams' blocks are run together by :func:`fused_block`."""
+    """One stream's block. The two streams' blocks interleave (:func:`fused_block`), so a
+    block runs in two calls of :meth:`forward`: ``part="self"`` (adaLN self-attention) and
+    ``part="cross"`` (cross-attention to text and the other stream, then the adaLN FFN).
+    Going through ``forward`` both times is what lets FSDP2 gather and free the block's
+    parameters around each call."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -198,19 +202,16 @@ class Block(nn.Module):
                                  nn.Linear(args.ffn_dim, d))
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d ** 0.5)
 
-    def mods(self, e0: torch.Tensor) -> list[torch.Tensor]:
-        """Shift, scale, gate (self-attention), shift, scale, gate (FFN): each ``(B, L|1, d)``
-        in float32 from ``e0`` ``(B, L|1, 6, d)``."""
-        return list((self.modulation.float() + e0.float()).unbind(2))
-
-    def self_part(self, x: torch.Tensor, m: list[torch.Tensor], rot: torch.Tensor
-                  ) -> torch.Tensor:
-        y = self.self_attn((self.norm1(x).float() * (1 + m[1]) + m[0]).type_as(x), rot)
-        return x + (y.float() * m[2]).type_as(x)
-
-    def cross_ffn_part(self, x: torch.Tensor, m: list[torch.Tensor], context: torch.Tensor,
-                       other: torch.Tensor, rot: torch.Tensor, other_rot: torch.Tensor
-                       ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, part: str, e0: torch.Tensor, rot: torch.Tensor,
+                context: torch.Tensor | None = None, other: torch.Tensor | None = None,
+                other_rot: torch.Tensor | None = None) -> torch.Tensor:
+        # shift, scale, gate (self-attention), shift, scale, gate (FFN): each (B, L|1, d),
+        # float32, from e0 (B, L|1, 6, d)
+        m = list((self.modulation.float() + e0.float()).unbind(2))
+        if part == "self":
+            y = self.self_attn((self.norm1(x).float() * (1 + m[1]) + m[0]).type_as(x), rot)
+            return x + (y.float() * m[2]).type_as(x)
+        assert context is not None and other is not None and other_rot is not None
         x = x + self.cross_attn(self.norm3(x), context, other, rot, other_rot)
         y = self.ffn((self.norm2(x).float() * (1 + m[4]) + m[3]).type_as(x))
         return x + (y.float() * m[5]).type_as(x)
@@ -220,12 +221,11 @@ def fused_block(vb: Block, ab: Block, v: torch.Tensor, a: torch.Tensor,
                 ev: torch.Tensor, ea: torch.Tensor, cv: torch.Tensor, ca: torch.Tensor,
                 rv: torch.Tensor, ra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Block ``i`` of both streams, in the release's order."""
-    mv, ma = vb.mods(ev), ab.mods(ea)
-    a = ab.self_part(a, ma, ra)
-    v = vb.self_part(v, mv, rv)
+    a = ab(a, "self", ea, ra)
+    v = vb(v, "self", ev, rv)
     a_after_self = a
-    a = ab.cross_ffn_part(a, ma, ca, v, ra, rv)
-    v = vb.cross_ffn_part(v, mv, cv, a_after_self, rv, ra)
+    a = ab(a, "cross", ea, ra, ca, v, rv)
+    v = vb(v, "cross", ev, rv, cv, a_after_self, ra)
     return v, a
 
 

@@ -282,9 +282,11 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     if world > 1 and cfg.fsdp:
         from torch.distributed.fsdp import fully_shard
 
+        # each block is called twice per step (its self part, then its cross + FFN part):
+        # keep it gathered between the two calls of the forward pass
         for stream in (model.video_model, model.audio_model):
             for blk in stream.blocks:
-                fully_shard(blk)
+                fully_shard(blk, reshard_after_forward=False)
         fully_shard(model)
     elif world > 1:
         from torch.nn.parallel import DistributedDataParallel

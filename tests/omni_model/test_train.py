@@ -116,3 +116,26 @@ def test_ray_train_with_two_gloo_workers(tmp_path, latents):
     assert state["position"] == {"epoch": 1, "step": 1}
     assert len(load_file(str(ck / "model.safetensors"))) == len(build_model(
         get_flavor("debug").args, "meta").state_dict())
+
+
+def test_fsdp2_trains_like_ddp(tmp_path, latents):
+    """FSDP2 (fully_shard per block, gloo on CPUs) follows the DDP run's loss curve and ends
+    at the same weights, and its checkpoint is the full (unsharded) state dict."""
+    from omni_core.ray_helpers import shutdown_ray
+
+    base = ["stages.1.steps=3", "checkpoint_every=3", "ray.workers=2", "ema_decay=0",
+            "ray.include_dashboard=false", "ray.num_cpus=2", "ray.cpus_per_worker=0.5"]
+    runs = {}
+    for mode in ("ddp", "fsdp"):
+        cfg = _cfg(tmp_path / mode, latents, *base, f"fsdp={'true' if mode == 'fsdp' else 'false'}")
+        try:
+            run_training(cfg, 1)
+        finally:
+            shutdown_ray()
+        runs[mode] = (_curve(tmp_path / mode),
+                      load_file(str(checkpoints(cfg, 1)[-1] / "model.safetensors")))
+    (ddp_curve, ddp_w), (fsdp_curve, fsdp_w) = runs["ddp"], runs["fsdp"]
+    assert fsdp_curve == pytest.approx(ddp_curve, rel=1e-4)
+    assert set(fsdp_w) == set(ddp_w)
+    assert all(fsdp_w[k].shape == ddp_w[k].shape for k in ddp_w)
+    assert all(torch.allclose(fsdp_w[k], ddp_w[k], atol=1e-5) for k in ddp_w)
