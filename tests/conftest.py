@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,6 +112,27 @@ def bench_fixtures(sample_corpus, tmp_path_factory):
     from benchmark.fixtures import build_fixtures
 
     return build_fixtures(sample_corpus.out, tmp_path_factory.mktemp("bench_fixtures"))
+
+
+@pytest.fixture(scope="session")
+def inpair_offline_run(sample_corpus, tmp_path_factory):
+    """An in-pair curation run of the corpus's six talking videos with the offline
+    configuration (configs/curate/inpair-offline.yaml): six samples, twelve identities."""
+    from omni_core.config import load_config
+    from omni_core.ray_helpers import shutdown_ray
+    from pipelines.inpair.config import InpairConfig
+    from pipelines.inpair.dag import run_inpair
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("inpair_offline") / "run"
+    cfg = load_config(InpairConfig, root / "configs" / "curate" / "inpair-offline.yaml",
+                      ["ray.include_dashboard=false"])
+    try:
+        summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
+    finally:
+        shutdown_ray()
+    assert summary.counts["samples"] == 6
+    return out
 
 
 # ---------------------------------------------------------------------------------------

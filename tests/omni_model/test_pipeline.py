@@ -29,20 +29,8 @@ DEBUG = get_flavor("debug")
 
 
 @pytest.fixture(scope="module")
-def curated(sample_corpus, tmp_path_factory):
-    """The offline in-pair configuration on the corpus's talking videos."""
-    from pipelines.inpair.config import InpairConfig
-    from pipelines.inpair.dag import run_inpair
-
-    out = tmp_path_factory.mktemp("curated") / "run"
-    cfg = load_config(InpairConfig, ROOT / "configs" / "curate" / "inpair-offline.yaml",
-                      ["ray.include_dashboard=false"])
-    try:
-        summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
-    finally:
-        shutdown_ray()
-    assert summary.counts["samples"] == 6
-    return out
+def curated(inpair_offline_run):
+    return inpair_offline_run
 
 
 @pytest.fixture(scope="module")
