@@ -1,0 +1,205 @@
+"""Clean cloned voices for cross-pair timbre references (paper.md, "Data construction").
+
+For each speaker, a zero-shot TTS says *other* words in that speaker's voice (so the timbre
+reference cannot leak the target's words), the result is enhanced, and it is kept only if it
+is still the same speaker and says the right words:
+
+* :class:`VoiceCloner` -- ``clone(text, prompt_wav, prompt_rate, prompt_text) -> wav`` at the
+  backend's ``sample_rate``; backends in :data:`CLONERS`:
+
+  - ``cosyvoice``: CosyVoice 2 zero-shot (``inference_zero_shot``). Users install CosyVoice
+    themselves (it is not on PyPI); it is imported only when used, and its absence is one
+    clear error;
+  - ``espeak``: a **test double** for tests and the demo: espeak-ng reads the text with the
+    espeak pitch whose output's median F0 is closest to the prompt's. It mimics pitch only.
+
+* :func:`check_clone` -- speaker similarity (WavLM + ECAPA cosine,
+  :class:`omni_core.models.speaker.SpeakerVerifier`) against the original speech, at least
+  ``min_similarity``; and the words (Whisper, the evaluator's normalisation and WER), at most
+  ``max_wer``. The result says which test failed, so a failure becomes an error row.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from omni_core.errors import OmniError
+
+SAMPLE_RATE = 16000
+
+
+class VoiceCloner(ABC):
+    """A zero-shot voice-cloning backend."""
+
+    name: ClassVar[str]
+    #: True for backends that only stand in for a real one (tests, demo)
+    test_double: ClassVar[bool] = False
+    sample_rate: int = SAMPLE_RATE
+
+    @abstractmethod
+    def clone(self, text: str, prompt_wav: np.ndarray, prompt_rate: int,
+              prompt_text: str) -> np.ndarray:
+        """``text`` in the voice of ``prompt_wav`` (whose words are ``prompt_text``), float32
+        mono at :attr:`sample_rate`."""
+
+
+class CosyVoiceCloner(VoiceCloner):
+    """CosyVoice 2 zero-shot cloning from a local model folder (e.g. CosyVoice2-0.5B)."""
+
+    name = "cosyvoice"
+
+    def __init__(self, model_dir: str | os.PathLike[str] | None, *, fp16: bool = False) -> None:
+        if model_dir is None or not Path(model_dir).is_dir():
+            raise OmniError(f"CosyVoice needs its model folder (clone.model_dir), got "
+                            f"{model_dir!r}: download CosyVoice2-0.5B and point to it")
+        try:
+            from cosyvoice.cli.cosyvoice import CosyVoice2  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise OmniError(
+                "the cosyvoice backend needs CosyVoice, which is not on PyPI: clone "
+                "https://github.com/FunAudioLLM/CosyVoice, `pip install -r requirements.txt` "
+                "there and put it (and third_party/Matcha-TTS) on PYTHONPATH; or use another "
+                "clone backend") from exc
+        self._model = CosyVoice2(str(model_dir), load_jit=False, load_trt=False, fp16=fp16)
+        self.sample_rate = int(self._model.sample_rate)
+
+    def clone(self, text: str, prompt_wav: np.ndarray, prompt_rate: int,
+              prompt_text: str) -> np.ndarray:
+        import torch
+
+        from omni_core.media.audio import resample
+
+        prompt = torch.from_numpy(resample(_mono(prompt_wav), prompt_rate, 16000))[None]
+        chunks = [c["tts_speech"] for c in self._model.inference_zero_shot(
+            text, prompt_text, prompt, stream=False)]
+        if not chunks:
+            raise OmniError("CosyVoice returned no audio")
+        return torch.cat(chunks, dim=1)[0].float().numpy()
+
+
+class EspeakCloner(VoiceCloner):
+    """Test double: espeak-ng speech at the espeak pitch that best matches the prompt's
+    median F0 (searched over :attr:`PITCHES`). It clones nothing but the pitch."""
+
+    name = "espeak"
+    test_double = True
+    PITCHES: ClassVar[tuple[int, ...]] = (10, 25, 40, 55, 70, 85, 99)
+
+    def __init__(self, voice: str = "en-us", speed: int = 160) -> None:
+        self.voice = voice
+        self.speed = speed
+        self.sample_rate = SAMPLE_RATE
+
+    def clone(self, text: str, prompt_wav: np.ndarray, prompt_rate: int,
+              prompt_text: str) -> np.ndarray:
+        from omni_core.media.audio import resample
+
+        target = median_f0(resample(_mono(prompt_wav), prompt_rate, SAMPLE_RATE))
+        pitch = self.pitch_for(target)
+        return _espeak(text, self.voice, pitch, self.speed)
+
+    def pitch_for(self, f0: float | None) -> int:
+        """The espeak pitch whose speech has the median F0 nearest ``f0`` (50 if unknown)."""
+        if f0 is None:
+            return 55
+        table = {p: median_f0(_espeak("one two three four five", self.voice, p, self.speed))
+                 for p in self.PITCHES}
+        known = {p: f for p, f in table.items() if f is not None}
+        if not known:
+            return 55
+        return min(known, key=lambda p: abs(np.log(known[p]) - np.log(f0)))
+
+
+CLONERS: dict[str, type[VoiceCloner]] = {"cosyvoice": CosyVoiceCloner,
+                                          "espeak": EspeakCloner}
+
+
+def make_cloner(name: str, **kw: Any) -> VoiceCloner:
+    try:
+        cls = CLONERS[name]
+    except KeyError:
+        raise OmniError(f"unknown clone backend {name!r}; choose one of "
+                        f"{', '.join(CLONERS)}") from None
+    return cls(**kw)
+
+
+@cache
+def _espeak(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
+    from omni_core.samples.speech import Voice, synthesize
+
+    return synthesize(text, Voice(voice, pitch, speed, "f"), SAMPLE_RATE)
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+def median_f0(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
+    """Median fundamental frequency (Hz) of the voiced frames (librosa's pYIN, 60-500 Hz),
+    ``None`` when nothing is voiced."""
+    import librosa
+
+    x = _mono(wav)
+    if x.size < sample_rate // 10:
+        return None
+    f0, voiced, _ = librosa.pyin(x, fmin=60.0, fmax=500.0, sr=sample_rate,
+                                 frame_length=1024)
+    vals = f0[voiced & np.isfinite(f0)]
+    return float(np.median(vals)) if vals.size else None
+
+
+# --------------------------------------------------------------------------------------------
+# the check
+
+
+@dataclass
+class CloneCheckOptions:
+    min_similarity: float = 0.5  # WavLM-ECAPA cosine with the original speech
+    max_wer: float = 0.2  # normalised word error rate of Whisper's transcript
+
+
+@dataclass
+class CloneCheck:
+    similarity: float
+    wer: float
+    transcript: str
+    passed: bool
+    reason: str  # empty when passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def check_clone(clone: np.ndarray, clone_rate: int, original: np.ndarray,
+                original_rate: int, text: str, verifier: Any, asr: Any,
+                opts: CloneCheckOptions | None = None, language: str | None = "en"
+                ) -> CloneCheck:
+    """Is ``clone`` the speaker of ``original`` saying ``text``? ``verifier`` is a
+    :class:`~omni_core.models.speaker.SpeakerVerifier`, ``asr`` a
+    :class:`~omni_core.models.whisper.WhisperASR`."""
+    from omni_core.media.audio import resample
+    from omni_core.wer import utterance_wer
+    from pipelines.inpair.audio import transcribe
+
+    o = opts or CloneCheckOptions()
+    c16 = resample(_mono(clone), clone_rate, SAMPLE_RATE)
+    o16 = resample(_mono(original), original_rate, SAMPLE_RATE)
+    a, b = verifier.embed(c16), verifier.embed(o16)
+    sim = float(np.dot(a, b) / max(1e-12, float(np.linalg.norm(a) * np.linalg.norm(b))))
+    words = transcribe(asr, c16, SAMPLE_RATE, language=language)
+    hyp = " ".join(w.text for w in words)
+    wer = float(utterance_wer(text, hyp).wer)
+    reasons = []
+    if sim < o.min_similarity:
+        reasons.append(f"speaker similarity {sim:.3f} < {o.min_similarity}")
+    if wer > o.max_wer:
+        reasons.append(f"WER {wer:.3f} > {o.max_wer}")
+    return CloneCheck(sim, wer, hyp, not reasons, "; ".join(reasons))
