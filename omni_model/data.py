@@ -305,6 +305,48 @@ class LatentDataset:
         return pad_text(self.null_text[name], self.text_len)[None].expand(batch, -1, -1)
 
 
+def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``it``'s items, in order, read ahead by a background thread (``depth`` at most), so
+    reading and stacking the next micro-batch overlaps the current step. An exception in the
+    reader is raised here, at the item where it happened."""
+    import queue
+    import threading
+
+    if depth <= 0:
+        yield from it
+        return
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    t = threading.Thread(target=read, daemon=True, name="latent-prefetch")
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
 def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n: int = 8,
                         seed: int = 0, identities: Sequence[int] = (1, 2),
                         with_source: bool = True) -> Path:

@@ -42,7 +42,7 @@ from omni_core.config import to_dict
 from omni_core.errors import OmniError
 from omni_core.ray_helpers import RayConfig
 
-from .data import LatentDataset, Position
+from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
 from .flow import FlowMatching, masked_mse
 from .tasks import Dropout, StreamWeights, TaskMix, build_inputs
@@ -101,6 +101,7 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     fsdp: bool = False  # FSDP2 (fully_shard per block) instead of DDP; GPU workers only
+    prefetch: int = 2  # micro-batches read ahead by a background thread (0: none)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     peak_tflops: float | None = 989.0  # per device, dense bf16 (H100 SXM); None: no MFU
@@ -318,7 +319,7 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
 
     data = LatentDataset(Path(st.data), cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
                          rank=rank, world=world)
-    batches = data.iterate(position)
+    batches = prefetch(data.iterate(position), cfg.prefetch)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and cfg.precision == "bf16"
                 else contextlib.nullcontext())

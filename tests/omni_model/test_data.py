@@ -86,3 +86,25 @@ def test_invalid_samples_and_folders_are_refused(tmp_path, latents):
         writer.close({}, {})
     with pytest.raises(OmniError, match="make no full round"):
         LatentDataset(latents, micro_batch=8, text_len=16, world=2).epoch_batches(0)
+
+
+def test_prefetch_keeps_order_and_reraises_errors(latents):
+    from omni_model.data import prefetch
+
+    ds = LatentDataset(latents, micro_batch=2, text_len=16)
+    plain = ds.iterate(Position())
+    ahead = prefetch(ds.iterate(Position()), depth=2)
+    for _ in range(8):
+        (p1, b1), (p2, b2) = next(plain), next(ahead)
+        assert p1 == p2 and b1.sample_ids == b2.sample_ids and torch.equal(b1.video, b2.video)
+    ahead.close()  # stops the reader thread
+
+    def broken():
+        yield 1
+        raise OmniError("shard-00003 is truncated")
+
+    it = prefetch(broken())
+    assert next(it) == 1
+    with pytest.raises(OmniError, match="truncated"):
+        next(it)
+    assert list(prefetch(iter(range(5)), depth=0)) == list(range(5))
