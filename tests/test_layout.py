@@ -69,3 +69,10 @@ def test_tests_mirror_the_source_tree():
             assert rel.parts[0] in PACKAGES, f"{rel}: tests/<package>/... expected"
             src = ROOT.joinpath(*rel.parts[:-1])
             assert src.is_dir(), f"{rel}: no source folder {src.relative_to(ROOT)}"
+
+
+def test_test_file_names_are_unique():
+    """The test tree has no packages (pytest's default import mode), so two test files with
+    one basename cannot both be collected: give the newer one a more specific name."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
