@@ -36,7 +36,7 @@ import torch
 
 from omni_core.errors import OmniError
 
-from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, Fit, _fit_length
+from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, Fit, _fit_length, voice_latents
 from .model import OmniDiT, assemble
 from .solvers import DEFAULT_GUIDANCE, Guidance, make_solver
 
@@ -135,15 +135,8 @@ class Generator:
         text = self._pad(self.text.encode([parse_caption(inst["caption"]).prompt_text()])[0])
         refs = [self.video_vae.encode_image(read_image(root / p), g.height, g.width).float()
                 for p in inst["image_refs"]]
-        voices = []
-        want = int(round(self.cfg.voice_seconds * g.sample_rate))
-        for p in inst["audio_refs"]:
-            w = load_audio(root / p, g.sample_rate)
-            start = max(0, (len(w) - want) // 2)
-            w = w[start: start + want]
-            w = np.pad(w, (0, want - len(w)))
-            lat = self.audio_vae.encode(torch.from_numpy(w)[None].to(dev))[0].float().cpu()
-            voices.append(_fit_length(lat, g.voice_latents))
+        voices = [voice_latents(self.audio_vae, load_audio(root / p, g.sample_rate), g,
+                                self.cfg.voice_seconds, dev) for p in inst["audio_refs"]]
         if len(refs) != len(voices):
             raise OmniError(f"{len(refs)} identity images but {len(voices)} voices")
         cond = Conditions(text=text, video_negative=self._neg[0], audio_negative=self._neg[1],

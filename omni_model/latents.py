@@ -244,14 +244,9 @@ class Encoders:
         audio = _fit_length(audio.float().cpu(), g.audio_latents)
         refs = [self.video.encode_image(read_image(p), g.height, g.width).float().cpu()
                 for p in row["image_paths"]]
-        voices = []
-        for p in row["audio_paths"]:
-            v = load_audio(p, g.sample_rate)
-            want = int(round(self.cfg.voice_seconds * g.sample_rate))
-            start = max(0, (len(v) - want) // 2)
-            v = np.pad(v[start: start + want], (0, max(0, want - len(v[start:start + want]))))
-            lat = self.audio.encode(torch.from_numpy(v)[None].to(self.cfg.device))[0]
-            voices.append(_fit_length(lat.float().cpu(), g.voice_latents))
+        voices = [voice_latents(self.audio, load_audio(p, g.sample_rate), g,
+                                self.cfg.voice_seconds, self.cfg.device)
+                  for p in row["audio_paths"]]
         text = self.text.encode([read_caption(row["caption_path"]).prompt_text()])[0]
         source = None
         if self.cfg.source_video:
@@ -271,6 +266,19 @@ class Encoders:
     def _encode_video(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
         return self.video.encode(x[None].to(self.cfg.device))[0].float().cpu()
+
+
+def voice_latents(audio_vae: Any, wav: np.ndarray, geometry: Geometry, seconds: float,
+                  device: str) -> torch.Tensor:
+    """A voice reference's latents ``(voice_latents, C)``: the middle ``seconds`` of ``wav``
+    (zero-padded when shorter) through the audio VAE. Latent extraction and sampling both
+    use it, so training and inference see the same slice."""
+    want = int(round(seconds * geometry.sample_rate))
+    start = max(0, (len(wav) - want) // 2)
+    w = wav[start: start + want]
+    w = np.pad(w, (0, want - len(w)))
+    lat = audio_vae.encode(torch.from_numpy(np.ascontiguousarray(w))[None].to(device))[0]
+    return _fit_length(lat.float().cpu(), geometry.voice_latents)
 
 
 def _fit_length(x: torch.Tensor, n: int) -> torch.Tensor:
