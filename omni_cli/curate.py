@@ -26,12 +26,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     ip.add_argument("--weights", help="'debug' (tiny random models) or a weights folder")
     ip.add_argument("--quiet", action="store_true", help="no progress bars")
     ip.set_defaults(func=run)
+    cp = kinds.add_parser(
+        "crosspair", help="in-pair runs -> cross-pair (stage 2) and stage-3 samples",
+        description="Identity retrieval across clips (ArcFace database, verified matches), a "
+        "clean cloned voice per speaker (zero-shot TTS, ClearerVoice, speaker and WER check), "
+        "cross-pair samples in OUT (read by `omni latents`), the stage-3 table with R2AV : "
+        "RV2AV : RA2V in the configured ratio in OUT/stage3, and OUT/report.html. Every "
+        "in-pair sample ends in OUT/crosspair_sources.parquet, every failed voice in "
+        "OUT/errors.parquet; a rerun resumes where a killed run stopped.")
+    cp.add_argument("--inpair", required=True, action="append", metavar="RUN",
+                    help="output folder of `omni curate inpair` (repeatable)")
+    cp.add_argument("--out", required=True, help="output folder")
+    cp.add_argument("--config", help="YAML config (default: the built-in defaults, "
+                    "configs/curate/crosspair.yaml)")
+    cp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. clone.backend=f5-tts (repeatable)")
+    cp.add_argument("--address", help="Ray cluster to join (host:port or auto); "
+                    "default: an embedded local cluster")
+    cp.add_argument("--weights", help="'debug' (tiny random models) or a weights folder")
+    cp.add_argument("--quiet", action="store_true", help="no progress bars")
+    cp.set_defaults(func=run_crosspair)
     sp = kinds.add_parser("score", help="compare a curation run with the sample corpus truth",
-                          description="DER, speaker-face association, transcript WER, face "
+                          description="For a run of `omni curate inpair` on `omni samples "
+                          "make`'s corpus: DER, speaker-face association, transcript WER, face "
                           "detection recall and where every input went, per talking file and "
-                          "overall, for a run of `omni curate inpair` on `omni samples make`'s "
-                          "corpus.")
-    sp.add_argument("--run", required=True, help="output folder of `omni curate inpair`")
+                          "overall. For a run of `omni curate crosspair` on such runs: identity "
+                          "retrieval precision and recall (shown in its report).")
+    sp.add_argument("--run", required=True,
+                    help="output folder of `omni curate inpair` or `omni curate crosspair`")
     sp.add_argument("--corpus", required=True, help="the sample corpus the run curated")
     sp.add_argument("--json", help="where to write the score (default: RUN/score.json)")
     sp.add_argument("--collar", type=float, default=0.0,
@@ -58,17 +80,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_crosspair(args: argparse.Namespace) -> int:
+    from omni_core.config import load_config
+    from pipelines.crosspair.config import CrosspairConfig
+    from pipelines.crosspair.dag import run_crosspair as run_dag
+
+    overrides = list(args.set)
+    if args.address:
+        overrides.append(f"ray.address={args.address}")
+    if args.weights:
+        overrides.append(f"weights={args.weights}")
+    cfg = load_config(CrosspairConfig, args.config, overrides)
+    summary = run_dag(args.inpair, args.out, cfg, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def run_score(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from pipelines.inpair.score import ScoreOptions, score_json, score_run
 
+    path = Path(args.json) if args.json else Path(args.run) / "score.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if (Path(args.run) / "identity_matches.parquet").is_file():  # a cross-pair run
+        from pipelines.crosspair.report import write_report
+        from pipelines.crosspair.score import lines, score_crosspair
+
+        result = score_crosspair(args.run, args.corpus)
+        print("\n".join(lines(result)))
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"  score written to {path}")
+        if path == Path(args.run) / "score.json":
+            print(f"  report updated: {write_report(args.run)}")
+        return 0
     score = score_run(args.run, args.corpus,
                       ScoreOptions(collar=args.collar, skip_overlap=args.skip_overlap))
     print("\n".join(score.lines()))
-    path = Path(args.json) if args.json else Path(args.run) / "score.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(score_json(score), indent=2) + "\n")
     print(f"  score written to {path}")
     return 0

@@ -404,6 +404,77 @@ SAMPLES = register(Schema(
     ),
 ))
 
+IDENTITY_MATCHES = register(Schema(
+    "identity_matches", 1,
+    doc="Cross-pair retrieval: a candidate of the same person in another clip, and the verdict.",
+    key=("query_identity_id", "match_identity_id"),
+    columns=(
+        Column("query_identity_id", STR, doc="the subject looked for"),
+        Column("match_identity_id", STR, doc="an identity of another clip (another video)"),
+        Column("match_clip_id", STR),
+        Column("match_video_id", STR),
+        Column("cosine", F64, doc="of the L2-normalised mean ArcFace embeddings"),
+        Column("rank", I64, doc="1 = the query's most similar candidate"),
+        Column("margin", F64, doc="cosine minus the best cosine below the threshold"),
+        Column("mutual", BOOL, doc="the query is among the match's top-k"),
+        Column("duplicate", BOOL, doc="the crops are the same picture"),
+        Column("verified", BOOL),
+        Column("reason", STR, nullable=True, doc="why it was refused; null when verified"),
+    ),
+))
+
+VOICES = register(Schema(
+    "voices", 1,
+    doc="A cloned timbre reference: the speaker's voice saying other words, and its check.",
+    key=("voice_id",),
+    columns=(
+        Column("voice_id", STR, doc="the audio reference id of the clone"),
+        Column("identity_id", STR, doc="the speaker's identity in the prompt clip"),
+        Column("prompt_reference_id", STR, doc="the in-pair timbre reference cloned from"),
+        Column("prompt_clip_id", STR),
+        Column("backend", STR, doc="clone backend (a test double says so in its name)"),
+        Column("text", STR, doc="what the clone says"),
+        Column("prompt_text", STR, nullable=True, doc="Whisper's transcript of the prompt"),
+        Column("path", STR, nullable=True, doc="16 kHz wav relative to the output root; "
+                                                 "null when the check failed"),
+        Column("duration_s", F64, nullable=True),
+        Column("similarity", F64, nullable=True,
+               doc="WavLM-ECAPA cosine of the clone with the prompt speech"),
+        Column("wer", F64, nullable=True, doc="Whisper transcript of the clone vs the text"),
+        Column("transcript", STR, nullable=True),
+        Column("passed", BOOL),
+        Column("reason", STR, nullable=True, doc="the failed test; null when passed"),
+    ),
+))
+
+SPEAKER_LABELS = register(Schema(
+    "speaker_labels", 1,
+    doc="A multimodal LLM's reading of who says each segment of a multi-speaker clip.",
+    key=("segment_id",),
+    columns=(
+        Column("segment_id", STR),
+        Column("clip_id", STR),
+        Column("speaker", STR, doc="the diarization label"),
+        Column("refined_speaker", STR, doc="the MLLM's label (a speaker of the clip or "
+                                           "'unknown')"),
+    ),
+))
+
+CROSSPAIR_SOURCES = register(Schema(
+    "crosspair_sources", 1,
+    doc="What became of each in-pair sample in cross-pair curation.",
+    key=("inpair_sample_id",),
+    columns=(
+        Column("inpair_sample_id", STR),
+        Column("run", STR, doc="the in-pair run folder"),
+        Column("status", STR, choices=("sample", "no_match", "no_voice"),
+               doc="sample: became a cross-pair sample; no_match: a subject without a "
+                   "verified face in another clip; no_voice: a subject's clone failed"),
+        Column("reason", STR, nullable=True),
+        Column("sample_id", STR, nullable=True, doc="the cross-pair sample"),
+    ),
+))
+
 EVAL_RESULTS = register(Schema(
     "eval_results", 1, doc="One metric on one benchmark instance.",
     key=("instance_id", "metric"),

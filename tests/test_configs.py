@@ -8,10 +8,13 @@ from omni_core.config import load_config
 from omni_core.ray_helpers import RayConfig
 from omni_model.flavors import FLAVORS
 from omni_model.train import TrainConfig
+from pipelines.crosspair.config import CrosspairConfig
 from pipelines.inpair.config import InpairConfig
 
 ROOT = Path(__file__).resolve().parent.parent / "configs"
 CLASSES = {"ray": RayConfig, "curate": InpairConfig, "train": TrainConfig}
+#: configs/curate/crosspair*.yaml configure the cross-pair DAG
+CROSSPAIR = "crosspair"
 FILES = sorted(ROOT.rglob("*.yaml"))
 
 
@@ -22,12 +25,15 @@ def test_every_config_folder_is_mapped():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_loads(path):
-    cfg = load_config(CLASSES[path.relative_to(ROOT).parts[0]], path)
+    cls = CrosspairConfig if path.stem.startswith(CROSSPAIR) else \
+        CLASSES[path.relative_to(ROOT).parts[0]]
+    cfg = load_config(cls, path)
     assert cfg is not None
 
 
 def test_curate_defaults_file_is_the_dataclass_defaults():
     assert load_config(InpairConfig, ROOT / "curate" / "inpair.yaml") == InpairConfig()
+    assert load_config(CrosspairConfig, ROOT / "curate" / "crosspair.yaml") == CrosspairConfig()
 
 
 def test_one_train_config_per_flavor_and_the_paper_recipe():

@@ -502,8 +502,8 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
             )
         if not np.isfinite(a).all():
             raise OmniError("T-Sim input audio contains NaN or infinite samples")
-        device = self.feature_weight.device
-        wav = torch.from_numpy(np.ascontiguousarray(a)).to(device)[None]
+        device = self.feature_weight.device  # below: a copy (the input may be read-only)
+        wav = torch.from_numpy(np.array(a, dtype=np.float32)).to(device)[None]
         return self(wav)[0].float().cpu().numpy()
 
     # -- construction -------------------------------------------------------------------------

@@ -156,12 +156,13 @@ def read_summary(out: Path) -> tuple[dict[str, Any], str | None]:
     return data, None
 
 
-def load_run(out: str | os.PathLike[str]) -> RunData:
+def load_run(out: str | os.PathLike[str], names: Sequence[str] = TABLES) -> RunData:
+    """The summary and the tables ``names`` of the output folder ``out``."""
     root = Path(out)
     summary, problem = read_summary(root)
     tables: dict[str, pd.DataFrame] = {}
     state: dict[str, str] = {}
-    for name in TABLES:
+    for name in names:
         df, st = read_table(root, name)
         state[name] = st
         if df is not None:
@@ -670,28 +671,37 @@ SCRIPT = ("window.addEventListener('load',function(){var im=document.images,ok=0
           "document.body.dataset.imagesLoaded=ok+'/'+im.length;});")
 
 
-def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
-    """The whole page as a string."""
-    o = opts or ReportOptions()
+def page(title: str, sections: Sequence[str]) -> str:
+    """A self-contained HTML page of ``sections`` (the frame every curation report uses)."""
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            f"script-src 'sha256-{digest}'")
-    sections = [header_section(run), stages_section(run), errors_section(run, o),
-                filters_section(run, o), histograms_section(run, o),
-                contact_sheet_section(run, o), captions_section(run, o)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-            f"<title>In-pair curation report: {esc(run.out.name)}</title>"
+            f"<title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(sections)
             + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+
+
+def write_page(root: Path, html_page: str) -> Path:
+    """``root/report.html``, written atomically."""
+    path = root / "report.html"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(html_page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
+    """The whole page as a string."""
+    o = opts or ReportOptions()
+    return page(f"In-pair curation report: {run.out.name}",
+                [header_section(run), stages_section(run), errors_section(run, o),
+                 filters_section(run, o), histograms_section(run, o),
+                 contact_sheet_section(run, o), captions_section(run, o)])
 
 
 def write_report(out: str | os.PathLike[str], options: ReportOptions | None = None) -> Path:
     """Write ``OUT/report.html`` for the curation output folder ``out``; returns its path."""
     root = Path(out)
-    page = render_report(load_run(root), options)
-    path = root / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_page(root, render_report(load_run(root), options))

@@ -68,3 +68,27 @@ def test_the_check_measures_both_and_names_what_failed():
                         CloneCheckOptions(min_similarity=-1.0, max_wer=-1.0))
     assert not words.passed and words.reason.startswith("WER")
     assert set(words.to_dict()) == {"similarity", "wer", "transcript", "passed", "reason"}
+
+
+def test_clone_text_shares_the_fewest_words_with_the_target():
+    from omni_core.wer import normalize_text
+    from pipelines.crosspair.voices import HARVARD, load_texts, pick_text
+
+    said = "the boy was there when the sun rose and the juice of lemons makes fine punch"
+    picks = {pick_text(HARVARD, said, f"speaker{k}") for k in range(20)}
+    words = set(normalize_text(said).split())
+    least = min(len(words & set(normalize_text(t).split())) for t in HARVARD)
+    assert all(len(words & set(normalize_text(t).split())) == least for t in picks)
+    assert len(picks) > 1  # ties spread over speakers by key
+    assert pick_text(HARVARD, said, "speaker3") == pick_text(HARVARD, said, "speaker3")
+    assert load_texts(None) == HARVARD
+
+
+def test_clone_texts_file(tmp_path):
+    from pipelines.crosspair.voices import load_texts
+
+    (tmp_path / "t.txt").write_text("One sentence.\n\n  Two sentences here.  \n")
+    assert load_texts(tmp_path / "t.txt") == ("One sentence.", "Two sentences here.")
+    (tmp_path / "e.txt").write_text("\n \n")
+    with pytest.raises(OmniError, match="no sentence"):
+        load_texts(tmp_path / "e.txt")

@@ -1,0 +1,293 @@
+"""The cross-pair DAG on the sample corpus's offline in-pair run (configs/curate/
+crosspair-offline.yaml: debug ArcFace operating point, espeak test-double voices): every
+in-pair sample accounted for, cloned voices as references, the stage-3 table, the report,
+rerun and kill-and-rerun give the same manifests, failures are error rows, the MLLM label
+check, and the DAG as a Ray job on a local head."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from omni_core.config import load_config, to_dict
+from omni_core.manifests import read_manifest
+from omni_core.ray_helpers import shutdown_ray
+from pipelines.crosspair.config import CrosspairConfig
+from pipelines.crosspair.dag import TABLES, VoiceStage, run_crosspair, voice_units
+from pipelines.crosspair.identity import find_matches, load_database
+from pipelines.crosspair.samples import plan_crosspair
+from pipelines.inpair.score import score_run
+
+ROOT = Path(__file__).resolve().parents[3]
+OFFLINE = ROOT / "configs" / "curate" / "crosspair-offline.yaml"
+
+
+def _cfg(*overrides: str) -> CrosspairConfig:
+    return load_config(CrosspairConfig, OFFLINE, ["ray.include_dashboard=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def crosspair(inpair_offline_run, tmp_path_factory):
+    """(summary, rerun summary, out, manifest bytes of the first run)."""
+    out = tmp_path_factory.mktemp("crosspair") / "out"
+    try:
+        summary = run_crosspair([inpair_offline_run], out, _cfg(), progress=False)
+    finally:
+        shutdown_ray()
+    first = {t: (out / f"{t}.parquet").read_bytes() for t in TABLES}
+    again = run_crosspair([inpair_offline_run], out, _cfg(), progress=False)
+    return summary, again, out, first
+
+
+def test_every_inpair_sample_is_accounted_for(crosspair, inpair_offline_run):
+    summary, _, out, _ = crosspair
+    src = read_manifest(out / "crosspair_sources.parquet", "crosspair_sources")
+    inpair = read_manifest(inpair_offline_run / "samples.parquet", "samples")
+    assert sorted(src.inpair_sample_id) == sorted(inpair.sample_id)
+    # measured: 3 samples have every subject seen in another video; their 4 voices pass
+    assert src.status.value_counts().to_dict() == {"sample": 3, "no_match": 3}
+    samples = read_manifest(out / "samples.parquet", "samples")
+    assert sorted(samples.sample_id) == sorted(src.sample_id.dropna())
+    assert summary.sources == {"sample": 3, "no_match": 3}
+    assert summary.voices["cloned"] == summary.voices["passed"] == 4
+    assert summary.voices["similarity_pass_rate"] == 1.0
+    assert summary.voices["wer_pass_rate"] is None  # words not checked offline
+    assert read_manifest(out / "errors.parquet", "errors").empty
+
+
+def test_samples_use_faces_from_another_video_and_the_cloned_voices(
+        crosspair, inpair_offline_run, sample_corpus):
+    _, _, out, _ = crosspair
+    samples = read_manifest(out / "samples.parquet", "samples")
+    refs = read_manifest(out / "references.parquet", "references").set_index("reference_id")
+    voices = read_manifest(out / "voices.parquet", "voices").set_index("voice_id")
+    clips = read_manifest(inpair_offline_run / "clips.parquet", "clips").set_index("clip_id")
+    truth = pd.read_parquet(sample_corpus.out / "truth" / "people.parquet")
+    source = {(r.file, r.person): r.face_source for r in truth.itertuples()}
+    person = {c.identity_id: source.get((c.file, c.face_person))
+              for c in score_run(inpair_offline_run, sample_corpus.out).identities}
+    said = read_manifest(inpair_offline_run / "speech_segments.parquet", "speech_segments")
+    for s in samples.itertuples():
+        assert s.kind == "crosspair" and list(s.mask_frames) == []
+        for k, ident in enumerate(s.identity_ids):
+            img = refs.loc[s.image_reference_ids[k]]
+            assert clips.video_id[img.source_clip_id] != clips.video_id[s.clip_id]
+            assert person[img.identity_id] == person[ident]
+            v = voices.loc[s.audio_reference_ids[k]]
+            assert v.passed and v.identity_id == ident and v.backend == "espeak"
+            wav, rate = sf.read(out / v.path)
+            assert rate == 16000 and wav.ndim == 1 and abs(len(wav) / rate - v.duration_s) < 0.01
+            assert np.abs(wav).max() > 0.01
+            # the clone says none of the words the speaker says in the target clip
+            target = " ".join(said[said.clip_id == s.clip_id].text.dropna()).lower()
+            assert v.text.lower().rstrip(".") not in target
+
+
+def test_stage3_table_holds_the_mix_and_reads_as_a_curation_folder(crosspair):
+    summary, _, out, _ = crosspair
+    st3 = read_manifest(out / "stage3" / "samples.parquet", "samples")
+    assert sorted(st3.task) == ["r2av", "ra2v", "rv2av"]  # 3 samples at 4:3:3 -> 1/1/1
+    assert summary.stage3_tasks == {"r2av": 1, "rv2av": 1, "ra2v": 1}
+    refs = read_manifest(out / "stage3" / "references.parquet", "references")
+    used = {r for ids in st3.image_reference_ids for r in ids} | \
+        {r for ids in st3.audio_reference_ids for r in ids}
+    assert set(refs.reference_id) == used
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in refs.path)
+    tracks = read_manifest(out / "stage3" / "face_tracks.parquet", "face_tracks")
+    assert set(st3.clip_id) <= set(tracks.clip_id)  # the RV2AV source masks come from these
+
+
+def test_report_and_summary(crosspair):
+    summary, _, out, _ = crosspair
+    page = (out / "report.html").read_text()
+    for testid in ("header", "stages", "errors", "retrieval", "voices", "samples"):
+        assert f'data-testid="{testid}"' in page
+    assert "4 voice(s) cloned, 4 passed" in page and "words not checked" in page
+    assert 'data-task="rv2av"' in page
+    data = json.loads((out / "summary.json").read_text())
+    assert data["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
+    stages = {r["stage"]: r for r in data["stages"]}
+    assert stages["retrieval"]["in"] == 6 and stages["retrieval"]["out"] == 3
+    assert stages["clone"]["in"] == stages["check"]["out"] == 4
+    assert any("cross-pair curation" in line for line in summary.lines())
+
+
+def test_rerun_skips_every_voice_and_writes_the_same_manifests(crosspair):
+    _, again, out, first = crosspair
+    assert again.skipped_voices == 4
+    for t, data in first.items():
+        assert (out / f"{t}.parquet").read_bytes() == data, t
+
+
+def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run, tmp_path):
+    """``kill -9`` of the whole run once its first voice is done; the rerun clones the rest
+    and its manifests equal the uninterrupted run's."""
+    *_, first = crosspair
+    out = tmp_path / "out"
+    omni = Path(sys.executable).with_name("omni")
+    proc = subprocess.Popen(
+        [omni, "curate", "crosspair", "--inpair", inpair_offline_run, "--out", out,
+         "--config", OFFLINE, "--quiet", "--set", "ray.include_dashboard=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not list(out.glob("_parts/*/clips/*/*.json")):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "samples.parquet").exists()  # killed before the merge
+    try:
+        resumed = run_crosspair([inpair_offline_run], out, _cfg(), progress=False)
+    finally:
+        shutdown_ray()
+    assert 0 < resumed.skipped_voices < 4
+    for t, data in first.items():
+        assert (out / f"{t}.parquet").read_bytes() == data, t
+
+
+# --------------------------------------------------------------------------------------------
+# the voices stage in this process: failures become rows
+
+
+@pytest.fixture(scope="module")
+def units(inpair_offline_run):
+    db = load_database([inpair_offline_run])
+    cfg = _cfg()
+    plan = plan_crosspair([inpair_offline_run], db, find_matches(db, cfg.retrieval))
+    return voice_units(plan, [str(inpair_offline_run)], cfg)
+
+
+def _stage(cfg: CrosspairConfig, out: Path) -> VoiceStage:
+    return VoiceStage(to_dict(cfg), str(out), "test")
+
+
+def _run_one(stage: VoiceStage, unit: dict) -> dict:
+    stage({"voice_id": unit["voice_id"], "unit": json.dumps(unit)})
+    return stage.store.clip_part(unit["voice_id"])
+
+
+def test_a_clone_that_fails_its_check_is_an_error_row_and_no_file(units, tmp_path):
+    stage = _stage(_cfg("check.min_similarity=1.01"), tmp_path)
+    part = _run_one(stage, units[0])
+    (voice,) = part["tables"]["voices"]
+    assert not voice["passed"] and voice["path"] is None
+    assert "speaker similarity" in voice["reason"] and voice["similarity"] > 0.5
+    (err,) = part["tables"]["errors"]
+    assert err["stage"] == "check" and err["item"] == units[0]["voice_id"]
+    assert part["stats"]["failed"] == "check"
+    assert not (tmp_path / "voices").exists()
+
+
+def test_an_unreadable_prompt_is_an_error_row(units, tmp_path):
+    bad = dict(units[0], prompt_path=str(tmp_path / "missing.wav"))
+    part = _run_one(_stage(_cfg(), tmp_path), bad)
+    (err,) = part["tables"]["errors"]
+    assert err["stage"] == "prompt"
+    assert part["tables"]["voices"][0]["passed"] is False
+
+
+def test_the_label_check_refuses_a_prompt_the_mllm_gives_to_someone_else(units, tmp_path,
+                                                                         judge):
+    url, state = judge
+    multi = next(u for u in units if len({s["speaker"] for s in u["segments"]}) >= 2)
+    names = sorted({s["speaker"] for s in multi["segments"]})
+    swap = {names[0]: names[1], names[1]: names[0]}
+
+    def answer(body, relabel):
+        lines = [c["text"] for c in body["messages"][-1]["content"] if c["type"] == "text"]
+        n = sum(line.lstrip().startswith("[") for t in lines for line in t.splitlines())
+        order = sorted(multi["segments"], key=lambda s: (s["start_s"], s["end_s"],
+                                                         s["segment_id"]))
+        assert n == len(order)
+        return json.dumps({"segments": [
+            {"id": k + 1, "speaker": relabel.get(s["speaker"], s["speaker"])}
+            for k, s in enumerate(order)]})
+
+    cfg = _cfg("labels.enabled=true", f"labels.base_url={url}", "labels.model=stub",
+               "labels.backoff_s=0")
+    state["default"] = lambda body: answer(body, swap)
+    part = _run_one(_stage(cfg, tmp_path / "a"), multi)
+    (err,) = part["tables"]["errors"]
+    assert err["stage"] == "labels" and "MLLM relabels" in err["reason"]
+    rows = part["tables"]["speaker_labels"]
+    assert len(rows) == len(multi["segments"])
+    assert all(r["refined_speaker"] == swap[r["speaker"]] for r in rows if r["speaker"] in swap)
+    n_images = sum(c["type"] == "image_url" for c in state["requests"][-1]["body"]["messages"][-1]
+                   ["content"])
+    assert n_images == cfg.labels.frames + len(multi["faces"])
+
+    state["default"] = lambda body: answer(body, {})  # the MLLM agrees: the voice is made
+    part = _run_one(_stage(cfg, tmp_path / "b"), multi)
+    assert part["tables"]["errors"] == [] and part["tables"]["voices"][0]["passed"]
+
+
+# --------------------------------------------------------------------------------------------
+# a Ray job on a real head on 127.0.0.1
+
+
+def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    *_, first = crosspair
+    ray_bin = Path(sys.executable).with_name("ray")
+    omni = Path(sys.executable).with_name("omni")
+    gcs, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1",
+                    "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", str(dash), "--num-cpus", "2", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=180)
+    try:
+        client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
+        out = tmp_path / "out"
+        job = client.submit_job(entrypoint=" ".join(
+            [str(omni), "curate", "crosspair", "--inpair", str(inpair_offline_run),
+             "--out", str(out), "--config", str(OFFLINE), "--quiet"]))
+        deadline = time.monotonic() + 300
+        while not (status := client.get_job_status(job)).is_terminal():
+            assert time.monotonic() < deadline, "job did not finish"
+            time.sleep(1)
+        logs = client.get_job_logs(job)
+        assert status == JobStatus.SUCCEEDED, logs[-2000:]
+        assert "cross-pair curation: 1 in-pair run(s), 6 in-pair samples" in logs
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    for t, data in first.items():
+        assert (out / f"{t}.parquet").read_bytes() == data, t
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_score_against_the_corpus_shows_in_the_report(crosspair, sample_corpus, capsys):
+    from omni_cli.main import main
+
+    *_, out, _ = crosspair
+    assert main(["curate", "score", "--run", str(out), "--corpus",
+                 str(sample_corpus.out)]) == 0
+    score = json.loads((out / "score.json").read_text())
+    r = score["retrieval"]
+    # all 14 cross-video same-person pairs found, none wrong (as tests/.../test_identity.py)
+    assert (r["matches"], r["correct"], r["positives"], r["found"]) == (14, 14, 14, 14)
+    assert "precision 1.000" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert 'data-testid="retrieval-score"' in page and "recall 1" in page
