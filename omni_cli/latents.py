@@ -10,9 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "latents", help="encode curated samples into latent shards (Ray Data; once)",
         description="Encode every sample of a curation run (video with the Wan2.2 VAE, audio "
         "and voices with the MMAudio VAE, captions with umT5, reference masks in latent "
-        "space, the masked RV2AV source) into OUT/shard-*.safetensors + OUT/index.parquet. "
+        "space, the masked RV2AV source) into OUT/shard-*.safetensors + OUT/index.parquet, "
+        "with each sample's task (r2av|rv2av|ra2v) from the samples table. "
         "A rerun skips what is done; failures are rows of OUT/errors.parquet.")
-    p.add_argument("--curation", required=True, help="output folder of `omni curate inpair`")
+    p.add_argument("--curation", required=True, help="curation folder with samples.parquet "
+                   "(in-pair, cross-pair or the stage-3 sample table)")
     p.add_argument("--out", required=True, help="latent folder to write")
     p.add_argument("--flavor", default="debug", help="model flavor (geometry and channels)")
     p.add_argument("--weights", help="'debug', 'random' or a weights folder (default debug)")

@@ -9,8 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train the dual-stream model (one stage; Ray Train or this process)",
         description="Train one stage of the curriculum: 1 in-pair reconstruction (masked "
-        "loss), 2 cross-pair, 3 omni-task (R2AV:RV2AV:RA2V = 4:3:3). The stage's latent "
-        "folder comes from `omni latents`; start from a release checkpoint or the previous "
+        "loss), 2 cross-pair, 3 omni-task. The stage's latent folder comes from `omni "
+        "latents` and decides each micro-batch's task (R2AV, RV2AV or RA2V: its samples'; "
+        "stage 3's sample table deals them 4:3:3); start from a release checkpoint or the previous "
         "stage's (init=...). Checkpoints go to OUT/stage<N>/checkpoints; --resume continues "
         "exactly where the last one left off.")
     p.add_argument("--config", required=True, help="configs/train/<flavor>.yaml")

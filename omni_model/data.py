@@ -4,7 +4,9 @@ A latent folder holds
 
 * ``index.parquet``: one row per sample (:data:`INDEX_COLUMNS`): its id, the shard file, the
   number of identities, the voice reference lengths, the latent shapes, whether a
-  source-video latent is stored (for RV2AV) and the prompt text;
+  source-video latent is stored (for RV2AV), the prompt text and the sample's training task
+  (:data:`TASKS`, from the curation's ``samples`` row: stage 3's 4 : 3 : 3 mix is written
+  there);
 * ``shard-00000.safetensors``, ...: each sample's tensors under ``<sample id>/<name>``
   (:data:`TENSORS`), in float32 or bfloat16;
 * ``null_text.safetensors``: the text embeddings the condition dropout and guidance use in
@@ -13,16 +15,17 @@ A latent folder holds
 * ``meta.json``: the flavor geometry and encoders it was made with.
 
 The trainer reads it through :class:`LatentDataset`: an epoch is a seeded permutation cut
-into micro-batches of one shape each (samples with the same number of identities, voice
-lengths and latent sizes are batched together, so no padding or attention mask is needed),
-and a position (``epoch``, micro-batches consumed) says exactly where a run stopped.
+into micro-batches of one shape and one task each (samples with the same task, number of
+identities, voice lengths and latent sizes are batched together, so no padding or attention
+mask is needed and each micro-batch trains one task), and a position (``epoch``,
+micro-batches consumed) says exactly where a run stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,9 @@ import torch
 from omni_core.errors import OmniError
 
 INDEX_COLUMNS = ("sample_id", "shard", "n_refs", "voice_lengths", "video_shape",
-                 "audio_len", "has_source", "prompt")
+                 "audio_len", "has_source", "prompt", "task")
+#: the training tasks (paper.md): references only; + the masked source video; + the audio
+TASKS = ("r2av", "rv2av", "ra2v")
 #: per-sample tensors: video (C, F, H, W) and audio (L, C) targets, text (Lt, D) (the
 #: caption's embedding, unpadded), ref_images (C, K, H, W), ref_voices (sum L_k, C),
 #: video_mask (F, H, W) and audio_mask (L,) (1 = where a reference was cut from: no loss in
@@ -57,11 +62,14 @@ class LatentSample:
     audio_mask: torch.Tensor
     source_video: torch.Tensor | None = None
     prompt: str = ""
+    task: str = "r2av"
 
     def __post_init__(self) -> None:
         c, f, h, w = self.video.shape
         k = self.ref_images.shape[1]
         problems = []
+        if self.task not in TASKS:
+            problems.append(f"unknown task {self.task!r} (one of {', '.join(TASKS)})")
         if self.ref_images.shape != (c, k, h, w):
             problems.append(f"ref_images {tuple(self.ref_images.shape)} vs video {c}x?x{h}x{w}")
         if len(self.voice_lengths) != k:
@@ -128,7 +136,7 @@ class ShardWriter:
                 "sample_id": s.sample_id, "shard": name, "n_refs": s.n_refs,
                 "voice_lengths": list(s.voice_lengths), "video_shape": list(s.video.shape),
                 "audio_len": int(s.audio.shape[0]), "has_source": s.source_video is not None,
-                "prompt": s.prompt})
+                "prompt": s.prompt, "task": s.task})
         tmp = self.folder / f".{name}.tmp"
         save_file(blob, str(tmp))
         os.replace(tmp, self.folder / name)
@@ -159,15 +167,21 @@ def read_index(folder: str | os.PathLike[str]) -> pd.DataFrame:
     if not p.is_file():
         raise OmniError(f"{folder}: no index.parquet (not a latent folder, or extraction did "
                         "not finish: run `omni latents` again)")
-    return pd.read_parquet(p)
+    index = pd.read_parquet(p)
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise OmniError(f"{folder}: the latent index lacks {', '.join(missing)} (written by an "
+                        "older `omni latents`: run it again; finished samples are reused)")
+    return index
 
 
 @dataclass
 class Batch:
-    """A micro-batch of one shape. ``text`` is padded with zeros to the model's text length
-    (the release attends to all of it, padding included)."""
+    """A micro-batch of one shape and one task. ``text`` is padded with zeros to the model's
+    text length (the release attends to all of it, padding included)."""
 
     sample_ids: list[str]
+    task: str  # r2av | rv2av | ra2v: every sample's (the micro-batch trains this task)
     video: torch.Tensor  # (B, C, F, H, W)
     audio: torch.Tensor  # (B, L, C)
     text: torch.Tensor  # (B, text_len, D)
@@ -208,7 +222,7 @@ class Position:
 
 @dataclass
 class LatentDataset:
-    """Seeded, shape-bucketed micro-batches over a latent folder.
+    """Seeded micro-batches over a latent folder, bucketed by task and shape.
 
     ``rank``/``world`` split every group of ``world`` consecutive micro-batches between data
     parallel ranks, so each optimizer step sees ``world x micro_batch x accumulation``
@@ -232,13 +246,22 @@ class LatentDataset:
         self.index = read_index(self.folder)
         if self.index.empty:
             raise OmniError(f"{self.folder}: the latent index has no samples")
+        unknown = sorted(set(self.index.task) - set(TASKS))
+        if unknown:
+            raise OmniError(f"{self.folder}: unknown task(s) {', '.join(map(str, unknown))} in "
+                            f"the latent index (one of {', '.join(TASKS)})")
+        bare = self.index.sample_id[(self.index.task == "rv2av") & ~self.index.has_source]
+        if len(bare):
+            ids = ", ".join(map(str, bare[:10])) + (" ..." if len(bare) > 10 else "")
+            raise OmniError(
+                f"{self.folder}: {len(bare)} rv2av sample(s) without a source-video latent "
+                f"({ids}): run `omni latents` with source_video on (the default)")
         self.null_text = load_file(str(self.folder / "null_text.safetensors"))
         self._open: dict[str, Any] = {}
 
     def _bucket_key(self, row: pd.Series) -> tuple:
-        return (int(row.n_refs), tuple(int(x) for x in row.voice_lengths),
-                tuple(int(x) for x in row.video_shape), int(row.audio_len),
-                bool(row.has_source))
+        return (str(row.task), int(row.n_refs), tuple(int(x) for x in row.voice_lengths),
+                tuple(int(x) for x in row.video_shape), int(row.audio_len))
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """Micro-batches of row indices for ``epoch``, all ranks', in order."""
@@ -289,9 +312,12 @@ class LatentDataset:
         def stack(name: str) -> torch.Tensor:
             return torch.stack([self._tensor(r.shard, f"{r.sample_id}/{name}") for r in recs])
 
+        tasks = {str(r.task) for r in recs}
+        if len(tasks) != 1:
+            raise OmniError(f"a micro-batch mixes tasks {sorted(tasks)}")
         has_source = all(bool(r.has_source) for r in recs)
         return Batch(
-            sample_ids=[str(r.sample_id) for r in recs],
+            sample_ids=[str(r.sample_id) for r in recs], task=tasks.pop(),
             video=stack("video"), audio=stack("audio"),
             text=torch.stack([pad_text(self._tensor(r.shard, f"{r.sample_id}/text"),
                                        self.text_len) for r in recs]),
@@ -349,11 +375,14 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n: int = 8,
                         seed: int = 0, identities: Sequence[int] = (1, 2),
-                        with_source: bool = True) -> Path:
+                        with_source: bool = True,
+                        tasks: Sequence[str] | Mapping[str, float] | str = "r2av") -> Path:
     """A small valid latent folder in one line, for tests and trying the trainer: ``n``
     samples of the flavor's geometry, smooth random latents (a few low-frequency components
     per sample, so there is structure to learn), identities cycling through ``identities``,
-    a reference mask on one latent frame region and one audio span per identity. Not data."""
+    a reference mask on one latent frame region and one audio span per identity, tasks from
+    ``tasks`` (one task, a sequence cycled through, or a mix such as ``{"r2av": 4, "rv2av":
+    3, "ra2v": 3}`` dealt out in proportion, see :func:`deal_tasks`). Not data."""
     from .flavors import get_flavor
 
     fl = get_flavor(flavor)
@@ -368,6 +397,10 @@ def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n
             base.reshape(-1, 1, 2, 2), size=shape[-2:], mode="bilinear",
             align_corners=True).reshape(shape)
 
+    if isinstance(tasks, str):
+        tasks = (tasks,)
+    per_sample = (deal_tasks(tasks, n) if isinstance(tasks, Mapping)
+                  else [tasks[i % len(tasks)] for i in range(n)])
     writer = ShardWriter(folder, shard_size=4)
     for i in range(n):
         k = identities[i % len(identities)]
@@ -385,7 +418,23 @@ def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n
             ref_voices=smooth(1, 1, k * g.voice_latents, a.audio_channels)[0, 0],
             voice_lengths=(g.voice_latents,) * k, video_mask=vm, audio_mask=am,
             source_video=video * (1 - vm)[None] if with_source else None,
-            prompt=f"dummy sample {i}"))
+            prompt=f"dummy sample {i}", task=per_sample[i]))
     null = {name: torch.randn(3, a.text_dim, generator=gen) for name in NULL_TEXTS}
     writer.close(null, {"flavor": flavor, "dummy": True, "seed": seed})
     return Path(folder)
+
+
+def deal_tasks(mix: Mapping[str, float], n: int) -> list[str]:
+    """``n`` tasks in the proportions of ``mix`` (weights), interleaved: each next one is the
+    task furthest behind its share (4 : 3 : 3 over 10 gives exactly 4, 3 and 3)."""
+    weights = {t: float(w) for t, w in mix.items() if float(w) > 0}
+    if not weights or set(weights) - set(TASKS):
+        raise OmniError(f"a task mix needs positive weights of {', '.join(TASKS)}: {dict(mix)}")
+    total = sum(weights.values())
+    counts = dict.fromkeys(weights, 0)
+    out = []
+    for i in range(n):
+        t = max(weights, key=lambda k: (weights[k] * (i + 1) / total - counts[k], weights[k]))
+        counts[t] += 1
+        out.append(t)
+    return out

@@ -18,6 +18,9 @@ that load the encoders once:
   filled with grey (face track boxes interpolated per frame and widened by ``head_expand``):
   the RV2AV source.
 
+The sample row's ``task`` (r2av | rv2av | ra2v; a stage-3 sample table deals them 4 : 3 : 3)
+goes into the latent index: the trainer trains each micro-batch on its samples' task.
+
 Each sample's tensors are written as a part (``_parts/<sample id>.safetensors``) by the
 actor, so a killed run resumes where it stopped and a rerun does nothing; the driver then
 packs the parts into shards (:class:`~omni_model.data.ShardWriter`) with the null-text
@@ -32,7 +35,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +264,7 @@ class Encoders:
             video_mask=video_mask(g, fit, [None if f is None else round(f / clip_fps * g.fps)
                                            for f in row["mask_frames"]], row["mask_boxes"]),
             audio_mask=audio_mask(g, row["mask_spans"]), source_video=source,
-            prompt=read_caption(row["caption_path"]).prompt_text())
+            prompt=read_caption(row["caption_path"]).prompt_text(), task=row["task"])
 
     def _encode_video(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
@@ -293,8 +296,8 @@ def _fit_length(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def plan_rows(curation: Path) -> list[dict[str, Any]]:
-    """One work item per curated sample: absolute media paths, masks and the subjects' face
-    tracks (for the RV2AV source)."""
+    """One work item per curated sample: its task, absolute media paths, masks and the
+    subjects' face tracks (for the RV2AV source)."""
     from omni_core.manifests import read_manifest
 
     samples = read_manifest(curation / "samples.parquet", "samples")
@@ -314,7 +317,7 @@ def plan_rows(curation: Path) -> list[dict[str, Any]]:
                     subj_tracks.append(([int(x) for x in t.frame_indices],
                                         [tuple(map(float, b)) for b in t.boxes]))
         rows.append({
-            "sample_id": s.sample_id, "clip_path": str(curation / s.clip_path),
+            "sample_id": s.sample_id, "task": s.task, "clip_path": str(curation / s.clip_path),
             "caption_path": str(curation / s.caption_path),
             "image_paths": [str(curation / refs.loc[r].path) for r in s.image_reference_ids],
             "audio_paths": [str(curation / refs.loc[r].path) for r in s.audio_reference_ids],
@@ -429,10 +432,10 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
               if r["error_type"]]
     writer = ShardWriter(out, cfg.shard_size, getattr(torch, cfg.storage_dtype))
     done = sorted(p for p in parts.glob("*.safetensors") if not p.name.startswith("_"))
-    wanted = {r["sample_id"] for r in rows}
+    task_of = {r["sample_id"]: r["task"] for r in rows}
     for p in done:
-        if p.stem in wanted:
-            writer.add(_read_part(p))
+        if p.stem in task_of:  # the task from the sample table (a part does not depend on it)
+            writer.add(replace(_read_part(p), task=task_of[p.stem]))
     from safetensors.torch import load_file
 
     null = load_file(str(parts / "_null_text.safetensors"))
@@ -445,6 +448,6 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                                   "reason": why, "time": now} for sid, kind, why in errors],
                                 columns=["item", "stage", "error_type", "reason", "time"]),
                    "errors", out / "errors.parquet")
-    return LatentsSummary(out, len(rows), len([p for p in done if p.stem in wanted]),
+    return LatentsSummary(out, len(rows), len([p for p in done if p.stem in task_of]),
                           len(rows) - len(todo), [(s, w) for s, _, w in errors],
                           time.perf_counter() - t0)

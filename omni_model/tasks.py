@@ -6,10 +6,12 @@ The three tasks of paper.md differ only in the structural inputs added onto the 
 * ``rv2av``: the latents of the target video with the subject region masked (``V_src``);
 * ``ra2v``: the target audio's latents as the driving audio (``A_dri``).
 
-Stage 1 (in-pair) and stage 2 (cross-pair) train R2AV; stage 3 samples the task per
-micro-batch in the ratio R2AV : RV2AV : RA2V = 4 : 3 : 3 (a micro-batch whose samples lack a
-source-video latent falls back to another task). Stage 1 masks the loss where the references
-were cut from the target (``1 - M``); stages 2 and 3 take the full loss.
+Each sample's task comes from the data: the curation's ``samples`` row (``task``), carried
+into the latent index by ``omni latents``; a micro-batch holds samples of one task
+(:class:`~omni_model.data.LatentDataset`, ``Batch.task``). Stage 1 (in-pair) and stage 2
+(cross-pair) samples are R2AV; stage 3's sample table deals R2AV : RV2AV : RA2V = 4 : 3 : 3,
+so its micro-batches come in that ratio. Stage 1 masks the loss where the references were
+cut from the target (``1 - M``); stages 2 and 3 take the full loss.
 
 Condition dropout trains the branches the three-term guidance needs: the text replaced by the
 empty prompt's embedding, the identity images and/or the voices replaced by zeros (at the same
@@ -23,25 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import Batch
+from .data import TASKS, Batch
 from .model import assemble
 
-TASKS = ("r2av", "rv2av", "ra2v")
-
-
-@dataclass
-class TaskMix:
-    """Relative weights of the tasks (``train.tasks``); stage 3's default is 4 : 3 : 3."""
-
-    r2av: float = 4.0
-    rv2av: float = 3.0
-    ra2v: float = 3.0
-
-    def pick(self, generator: torch.Generator, has_source: bool) -> str:
-        w = torch.tensor([self.r2av, self.rv2av if has_source else 0.0, self.ra2v])
-        if float(w.sum()) <= 0:
-            raise ValueError("task weights must not all be zero")
-        return TASKS[int(torch.multinomial(w, 1, generator=generator))]
+__all__ = ["TASKS", "Dropout", "ModelInputs", "StreamWeights", "build_inputs"]
 
 
 @dataclass

@@ -4,11 +4,12 @@
 latent folder (``stages.<n>.data``, written by ``omni latents``) is streamed in seeded,
 shape-bucketed micro-batches; each optimizer step accumulates ``global_batch / (micro_batch x
 workers)`` micro-batches. The loss is flow matching per stream (:mod:`omni_model.flow`),
-masked by ``1 - M`` in stage 1, with condition dropout and, in stage 3, the 4 : 3 : 3 task mix
-(:mod:`omni_model.tasks`).
+masked by ``1 - M`` in stage 1, with condition dropout. Each micro-batch trains the task of
+its samples (``Batch.task``, from the latent index: the curation's sample table decides, and
+stage 3's deals R2AV : RV2AV : RA2V = 4 : 3 : 3; :mod:`omni_model.tasks`).
 
-Every random draw of a step (noise levels, noise, task, dropout) comes from a generator seeded
-by (seed, stage, step, rank, micro-batch), and the data order from (seed, epoch), so a run
+Every random draw of a step (noise levels, noise, dropout) comes from a generator seeded by
+(seed, stage, step, rank, micro-batch), and the data order from (seed, epoch), so a run
 resumed from a checkpoint continues bit for bit like one never stopped: checkpoints hold the
 model, the optimizer, the EMA weights and the data position, written to a temporary folder
 and renamed into place (``OUT/stage<n>/checkpoints/step-<k>``).
@@ -45,7 +46,7 @@ from omni_core.ray_helpers import RayConfig
 from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
 from .flow import FlowMatching, masked_mse
-from .tasks import Dropout, StreamWeights, TaskMix, build_inputs
+from .tasks import Dropout, StreamWeights, build_inputs
 
 
 @dataclass
@@ -53,13 +54,14 @@ class StageConfig:
     data: str | None = None  # latent folder (omni latents)
     steps: int = 10000
     masked_loss: bool = False
-    tasks: TaskMix = field(default_factory=lambda: TaskMix(1.0, 0.0, 0.0))
 
 
 def _default_stages() -> dict[str, StageConfig]:
+    """The paper's: 1 in-pair (masked loss), 2 cross-pair, 3 omni-task (its latent folder's
+    sample table holds the 4 : 3 : 3 task mix)."""
     return {"1": StageConfig(steps=10000, masked_loss=True),
             "2": StageConfig(steps=20000),
-            "3": StageConfig(steps=20000, tasks=TaskMix(4.0, 3.0, 3.0))}
+            "3": StageConfig(steps=20000)}
 
 
 @dataclass
@@ -349,7 +351,7 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
             sigma = cfg.flow.sample_sigma(b, gen)
             noise_v = torch.randn(batch.video.shape, generator=gen).to(device)
             noise_a = torch.randn(batch.audio.shape, generator=gen).to(device)
-            task = st.tasks.pick(gen, batch.source_video is not None)
+            task = batch.task
             inp = build_inputs(batch, sigma.to(device), noise_v, noise_a, task=task,
                                masked_loss=st.masked_loss, dropout=cfg.dropout,
                                null_text=data.null("empty", b).to(device), generator=gen)
@@ -430,7 +432,8 @@ def validation_loss(model: torch.nn.Module, data: LatentDataset, *, batches: int
                     sigmas: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 1234,
                     masked: bool = False, device: torch.device | str = "cpu") -> float:
     """A deterministic loss to compare checkpoints: the first ``batches`` micro-batches of
-    epoch 0, every noise level of ``sigmas``, fixed noise, all conditions kept, R2AV."""
+    epoch 0, every noise level of ``sigmas``, fixed noise, all conditions kept, scored as R2AV
+    whatever the batches' tasks (a stage-3 folder's RV2AV / RA2V samples included)."""
     was = model.training
     model.eval()
     total, n = 0.0, 0

@@ -43,6 +43,5 @@ def test_one_train_config_per_flavor_and_the_paper_recipe():
     assert release.optim.lr == 1e-5 and release.global_batch == 32
     assert [release.stage(n).steps for n in (1, 2, 3)] == [10000, 20000, 20000]
     assert [release.stage(n).masked_loss for n in (1, 2, 3)] == [True, False, False]
-    mix = release.stage(3).tasks
-    assert (mix.r2av, mix.rv2av, mix.ra2v) == (4.0, 3.0, 3.0)
-    assert TrainConfig().stage(3).tasks == mix  # the dataclass defaults are the paper's
+    # the dataclass defaults are the paper's (the 4:3:3 task mix is stage 3's sample table)
+    assert all(release.stage(n) == TrainConfig().stage(n) for n in (1, 2, 3))

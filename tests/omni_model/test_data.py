@@ -108,3 +108,50 @@ def test_prefetch_keeps_order_and_reraises_errors(latents):
     with pytest.raises(OmniError, match="truncated"):
         next(it)
     assert list(prefetch(iter(range(5)), depth=0)) == list(range(5))
+
+
+MIX = {"r2av": 4, "rv2av": 3, "ra2v": 3}
+
+
+def test_micro_batches_hold_one_task_in_the_proportions_of_the_data(tmp_path):
+    from collections import Counter
+
+    folder = write_dummy_latents(tmp_path / "lat", n=40, tasks=MIX)
+    idx = read_index(folder)
+    assert Counter(idx.task) == {"r2av": 16, "rv2av": 12, "ra2v": 12}
+    ds = LatentDataset(folder, micro_batch=2, text_len=16, seed=1)
+    for epoch in (0, 1):
+        batches = ds.epoch_batches(epoch)
+        tasks = []
+        for rows in batches:
+            assert len(set(idx.task.iloc[rows])) == 1  # one task per micro-batch
+            b = ds.load(rows)
+            assert b.task == idx.task.iloc[rows[0]]
+            assert b.task != "rv2av" or b.source_video is not None
+            tasks.append(b.task)
+        # every bucket (task x identity count) is even: all 40 samples are used, 4:3:3
+        assert Counter(tasks) == {"r2av": 8, "rv2av": 6, "ra2v": 6}
+    assert ds.epoch_batches(0) == LatentDataset(folder, 2, 16, seed=1).epoch_batches(0)
+    assert ds.epoch_batches(0) != ds.epoch_batches(1)
+    # a sequence is cycled through, a single task is every sample's
+    assert list(read_index(write_dummy_latents(tmp_path / "seq", n=4, tasks=["ra2v", "r2av"]))
+                .task) == ["ra2v", "r2av", "ra2v", "r2av"]
+    assert set(read_index(write_dummy_latents(tmp_path / "one", n=2)).task) == {"r2av"}
+
+
+def test_rv2av_without_a_source_video_is_refused_when_opened(tmp_path):
+    folder = write_dummy_latents(tmp_path / "lat", n=4, tasks=["r2av", "rv2av"],
+                                 with_source=False)
+    with pytest.raises(OmniError, match=r"2 rv2av sample\(s\) without a source-video latent "
+                       r"\(dummy-0001, dummy-0003\): run `omni latents` with source_video on"):
+        LatentDataset(folder, 1, 16)
+    # without rv2av samples no source is needed
+    LatentDataset(write_dummy_latents(tmp_path / "ok", n=4, tasks=["r2av", "ra2v"],
+                                      with_source=False), 1, 16)
+    with pytest.raises(OmniError, match="unknown task"):
+        write_dummy_latents(tmp_path / "bad", n=1, tasks="t2v")
+    # a folder from before tasks were indexed: extract again (finished parts are reused)
+    idx = read_index(folder)
+    idx.drop(columns="task").to_parquet(folder / "index.parquet", index=False)
+    with pytest.raises(OmniError, match="lacks task .*run it again"):
+        LatentDataset(folder, 1, 16)

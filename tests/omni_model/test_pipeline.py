@@ -50,6 +50,8 @@ def test_latents_of_every_sample_with_masks_where_the_references_were_cut(curate
     idx = read_index(latents)
     samples = read_manifest(curated / "samples.parquet", "samples")
     assert sorted(idx.sample_id) == sorted(samples.sample_id)
+    task = dict(zip(samples.sample_id, samples.task, strict=True))
+    assert [task[s] for s in idx.sample_id] == list(idx.task) == ["r2av"] * 6  # in-pair
     ds = LatentDataset(latents, micro_batch=1, text_len=DEBUG.args.text_len)
     h, w = g.latent_size
     for s in samples.itertuples():
@@ -86,6 +88,9 @@ def test_a_rerun_does_nothing_and_a_bad_sample_is_an_error_row(curated, latents,
     broken = tmp_path / "curated"
     shutil.copytree(curated, broken, ignore=shutil.ignore_patterns("_parts"))
     samples = read_manifest(broken / "samples.parquet", "samples")
+    # a stage-3 sample table: each sample's task goes into the latent index
+    samples["task"] = ["r2av", "rv2av", "ra2v", "r2av", "rv2av", "ra2v"]
+    write_manifest(samples, "samples", broken / "samples.parquet")
     victim = samples.sample_id.iloc[0]
     (broken / samples.clip_path.iloc[0]).write_bytes(b"not a video")
     try:
@@ -95,7 +100,11 @@ def test_a_rerun_does_nothing_and_a_bad_sample_is_an_error_row(curated, latents,
     assert summary.written == 5 and [s for s, _ in summary.errors] == [victim]
     errors = read_manifest(tmp_path / "lat" / "errors.parquet", "errors")
     assert list(errors.item) == [victim] and set(errors.stage) == {"latents"}
-    assert victim not in set(read_index(tmp_path / "lat").sample_id)
+    idx = read_index(tmp_path / "lat")
+    assert victim not in set(idx.sample_id)
+    task = dict(zip(samples.sample_id, samples.task, strict=True))
+    assert list(idx.task) == [task[s] for s in idx.sample_id]
+    assert set(idx.task) == {"r2av", "rv2av", "ra2v"}
 
 
 def test_the_debug_flavor_learns_from_the_corpus_latents(latents, tmp_path):

@@ -1,4 +1,4 @@
-"""Per-task model inputs, condition dropout and the stage-3 task mix."""
+"""Per-task model inputs, condition dropout and per-task loss weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from omni_model.data import LatentDataset, Position, write_dummy_latents
 from omni_model.flow import interpolate
-from omni_model.tasks import Dropout, StreamWeights, TaskMix, build_inputs
+from omni_model.tasks import Dropout, StreamWeights, build_inputs
 
 KEEP_ALL = Dropout(0.0, 0.0, 0.0, 0.0)
 
@@ -70,14 +70,6 @@ def test_dropout_zeroes_references_in_place_and_swaps_the_text(batch):
     assert all(torch.equal(x.dropped[k], y.dropped[k]) for k in x.dropped)
 
 
-def test_task_mix_follows_its_weights_and_falls_back_without_source():
-    mix = TaskMix(4.0, 3.0, 3.0)
-    g = torch.Generator().manual_seed(0)
-    picks = [mix.pick(g, True) for _ in range(4000)]
-    for task, share in (("r2av", 0.4), ("rv2av", 0.3), ("ra2v", 0.3)):
-        assert picks.count(task) / len(picks) == pytest.approx(share, abs=0.03)
-    assert "rv2av" not in {mix.pick(g, False) for _ in range(200)}
-    with pytest.raises(ValueError):
-        TaskMix(0.0, 0.0, 0.0).pick(g, True)
+def test_stream_weights_per_task():
     w = StreamWeights(1.0, 0.5, per_task={"ra2v": {"audio": 0.0}})
     assert w.of("r2av") == (1.0, 0.5) and w.of("ra2v") == (1.0, 0.0)

@@ -4,11 +4,13 @@ Train with two gloo workers. (Learning on the corpus latents: test_pipeline.py.)
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from omni_core.config import load_config
-from omni_model.data import write_dummy_latents
+from omni_model.data import LatentDataset, write_dummy_latents
 from omni_model.flavors import build_model, get_flavor
 from omni_model.train import TrainConfig, checkpoints, run_training
 
@@ -81,18 +83,27 @@ def test_a_killed_run_resumes_the_exact_loss_curve(tmp_path, latents):
                                                                      "step-0000016"]
 
 
-def test_stages_chain_from_the_previous_checkpoint(tmp_path, latents):
-    cfg = _cfg(tmp_path / "run", latents, "stages.1.steps=4", "stages.3.steps=6",
-               "checkpoint_every=100")
+def test_stages_chain_and_stage_3_trains_the_tasks_of_its_data(tmp_path, latents):
+    cfg = _cfg(tmp_path / "run", latents, "stages.1.steps=4", "checkpoint_every=100")
     first = run_training(cfg, 1)
-    cfg3 = _cfg(tmp_path / "run", latents, "stages.3.steps=6", "checkpoint_every=100",
-                f"init={first['checkpoint']}", "init_weights=model")
+    stage1 = (tmp_path / "run" / "stage1" / "metrics.jsonl").read_text().splitlines()
+    assert {t for ln in stage1 for t in json.loads(ln)["task_loss"]} == {"r2av"}
+    # a stage-3 folder dealt 4:3:3 (one identity: one shape); global batch 4 = 2 micro-batches
+    # of 2 a step, so 5 steps are one epoch of 10 micro-batches, 4 r2av, 3 rv2av, 3 ra2v
+    mixed = write_dummy_latents(tmp_path / "mixed", n=20, identities=(1,),
+                                tasks={"r2av": 4, "rv2av": 3, "ra2v": 3})
+    cfg3 = _cfg(tmp_path / "run", latents, f"stages.3.data={mixed}", "stages.3.steps=5",
+                "checkpoint_every=100", f"init={first['checkpoint']}", "init_weights=model")
     third = run_training(cfg3, 3)
-    assert third["last"]["step"] == 6
-    tasks = set()
-    for ln in (tmp_path / "run" / "stage3" / "metrics.jsonl").read_text().splitlines():
-        tasks |= set(json.loads(ln)["task_loss"])
-    assert tasks <= {"r2av", "rv2av", "ra2v"} and len(tasks) >= 2  # the 4:3:3 mix at work
+    assert third["last"]["step"] == 5
+    data = LatentDataset(mixed, cfg3.micro_batch, 16, seed=cfg3.seed)
+    order = [data.load(rows).task for rows in data.epoch_batches(0)]
+    assert Counter(order) == {"r2av": 4, "rv2av": 3, "ra2v": 3}
+    logs = [json.loads(ln) for ln in
+            (tmp_path / "run" / "stage3" / "metrics.jsonl").read_text().splitlines()]
+    for i, log in enumerate(logs):  # each step logs the loss of its micro-batches' tasks
+        assert set(log["task_loss"]) == set(order[2 * i: 2 * i + 2])
+        assert all(math.isfinite(v) for v in log["task_loss"].values())
     with pytest.raises(Exception, match="no latent folder"):
         run_training(load_config(TrainConfig, CONFIG, [f"out={tmp_path}"]), 2)
 
