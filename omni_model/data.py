@@ -35,11 +35,11 @@ import pandas as pd
 import torch
 
 from omni_core.errors import OmniError
+from omni_core.tasks import TASKS, deal_tasks
 
 INDEX_COLUMNS = ("sample_id", "shard", "n_refs", "voice_lengths", "video_shape",
                  "audio_len", "has_source", "prompt", "task")
 #: the training tasks (paper.md): references only; + the masked source video; + the audio
-TASKS = ("r2av", "rv2av", "ra2v")
 #: per-sample tensors: video (C, F, H, W) and audio (L, C) targets, text (Lt, D) (the
 #: caption's embedding, unpadded), ref_images (C, K, H, W), ref_voices (sum L_k, C),
 #: video_mask (F, H, W) and audio_mask (L,) (1 = where a reference was cut from: no loss in
@@ -422,19 +422,3 @@ def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n
     null = {name: torch.randn(3, a.text_dim, generator=gen) for name in NULL_TEXTS}
     writer.close(null, {"flavor": flavor, "dummy": True, "seed": seed})
     return Path(folder)
-
-
-def deal_tasks(mix: Mapping[str, float], n: int) -> list[str]:
-    """``n`` tasks in the proportions of ``mix`` (weights), interleaved: each next one is the
-    task furthest behind its share (4 : 3 : 3 over 10 gives exactly 4, 3 and 3)."""
-    weights = {t: float(w) for t, w in mix.items() if float(w) > 0}
-    if not weights or set(weights) - set(TASKS):
-        raise OmniError(f"a task mix needs positive weights of {', '.join(TASKS)}: {dict(mix)}")
-    total = sum(weights.values())
-    counts = dict.fromkeys(weights, 0)
-    out = []
-    for i in range(n):
-        t = max(weights, key=lambda k: (weights[k] * (i + 1) / total - counts[k], weights[k]))
-        counts[t] += 1
-        out.append(t)
-    return out

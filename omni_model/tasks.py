@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import TASKS, Batch
+from omni_core.tasks import TASKS
+
+from .data import Batch
 from .model import assemble
 
 __all__ = ["TASKS", "Dropout", "ModelInputs", "StreamWeights", "build_inputs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omni_core.errors import OmniError
 from omni_core.ray_helpers import RayConfig
 
 from ..inpair.config import StageResources
@@ -43,10 +44,12 @@ class Stage3Options:
     mix: dict[str, float] = field(default_factory=lambda: dict(TASK_MIX))
 
     def __post_init__(self) -> None:
-        bad = set(self.mix) - set(TASK_MIX)
-        if bad or not self.mix or min(self.mix.values()) < 0 or sum(self.mix.values()) <= 0:
-            raise ValueError(f"stage3.mix: non-negative weights of {', '.join(TASK_MIX)}, "
-                             f"not all zero; got {self.mix}")
+        from omni_core.tasks import deal_tasks
+
+        try:
+            deal_tasks(self.mix, 0)
+        except OmniError as exc:
+            raise ValueError(f"stage3.mix: {exc}") from None
         if not self.pool or set(self.pool) - {"crosspair", "inpair"}:
             raise ValueError(f"stage3.pool: crosspair and/or inpair, got {self.pool}")
 

@@ -150,24 +150,13 @@ def read_manifest_columns(name: str) -> list[str]:
 
 
 def assign_tasks(sample_ids: Sequence[str], mix: Mapping[str, float]) -> dict[str, str]:
-    """One task per sample, the counts in the ratio ``mix`` (largest remainder; ties to the
-    task listed first), which sample gets which by a hash of its id (so adding samples
-    changes few assignments and nothing depends on input order)."""
-    tasks = [t for t in mix if mix[t] > 0]
-    total = sum(mix[t] for t in tasks)
-    n = len(sample_ids)
-    exact = {t: n * mix[t] / total for t in tasks}
-    counts = {t: int(exact[t]) for t in tasks}
-    by_rest = sorted(tasks, key=lambda t: (-(exact[t] - counts[t]), tasks.index(t)))
-    for t in by_rest[: n - sum(counts.values())]:
-        counts[t] += 1
+    """One task per sample, the counts in the ratio ``mix`` (each within one of its exact
+    share, :func:`omni_core.tasks.deal_tasks`); which sample gets which by a hash of its id,
+    so nothing depends on input order."""
+    from omni_core.tasks import deal_tasks
+
     order = sorted(sample_ids, key=lambda s: (stable_id("stage3", s), s))
-    out, i = {}, 0
-    for t in tasks:
-        for s in order[i:i + counts[t]]:
-            out[s] = t
-        i += counts[t]
-    return out
+    return dict(zip(order, deal_tasks(mix, len(order)), strict=True))
 
 
 def stage3_samples(pool: pd.DataFrame, mix: Mapping[str, float]) -> pd.DataFrame:

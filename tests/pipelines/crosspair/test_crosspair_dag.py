@@ -291,3 +291,25 @@ def test_score_against_the_corpus_shows_in_the_report(crosspair, sample_corpus, 
     assert "precision 1.000" in capsys.readouterr().out
     page = (out / "report.html").read_text()
     assert 'data-testid="retrieval-score"' in page and "recall 1" in page
+
+
+def test_stage3_latents_carry_each_samples_task(crosspair, tmp_path):
+    """`omni latents` on OUT/stage3: the index holds each sample's task, RV2AV samples have
+    their masked source video, and the trainer's micro-batches are one task each."""
+    from omni_model.data import LatentDataset, read_index
+    from omni_model.latents import LatentsConfig, extract_latents
+
+    *_, out, _ = crosspair
+    try:
+        summary = extract_latents(out / "stage3", tmp_path / "lat", LatentsConfig(),
+                                  progress=False)
+    finally:
+        shutdown_ray()
+    assert summary.errors == [] and summary.written == 3
+    st3 = read_manifest(out / "stage3" / "samples.parquet", "samples").set_index("sample_id")
+    index = read_index(tmp_path / "lat").set_index("sample_id")
+    assert index.task.to_dict() == st3.task.to_dict()
+    assert index.has_source[index.task == "rv2av"].all()
+    ds = LatentDataset(tmp_path / "lat", micro_batch=1, text_len=16)
+    tasks = sorted(ds.load(b).task for b in ds.epoch_batches(0))
+    assert tasks == ["r2av", "ra2v", "rv2av"]
