@@ -289,16 +289,18 @@ class RunFolder:
         return _fs(self.url(rel))
 
     def local(self, rel: str, *, fetch: bool = True) -> Path:
-        """A local path for ``rel`` (its parent folder exists). For a remote output, ``rel``
-        is downloaded into the staging folder first when ``fetch``, it is not staged yet and
-        the remote has it; pass ``fetch=False`` for a file about to be written."""
+        """A local path for ``rel``. For a remote output, ``rel`` is downloaded into the
+        staging folder first when ``fetch``, it is not staged yet and the remote has it. Pass
+        ``fetch=False`` for a file about to be written: its parent folder is made."""
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fetch and self.remote and not path.exists():
+        if not fetch:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.remote and not path.exists():
             fs, rpath = self._remote(rel)
             try:
                 fs.invalidate_cache(rpath)
                 if fs.isfile(rpath):
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
                     fs.get_file(rpath, str(tmp))
                     os.replace(tmp, path)

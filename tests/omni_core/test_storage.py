@@ -102,7 +102,9 @@ def test_default_cache_is_under_omni_cache(s3, tmp_path, monkeypatch):
 def test_local_run_folder_is_the_folder_itself(tmp_path):
     out = RunFolder(tmp_path / "run")
     assert not out.remote and out.root == tmp_path / "run"
-    p = out.local("clips/v/c.mp4")
+    assert out.local("clips/v/c.mp4") == tmp_path / "run" / "clips" / "v" / "c.mp4"
+    assert not (tmp_path / "run" / "clips").exists()  # reading makes no folder
+    p = out.local("clips/v/c.mp4", fetch=False)  # writing does
     assert p == tmp_path / "run" / "clips" / "v" / "c.mp4" and p.parent.is_dir()
     p.write_bytes(b"clip")
     assert out.publish("clips/v/c.mp4") == str(p) and out.exists("clips/v/c.mp4")
