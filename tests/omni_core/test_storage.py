@@ -51,6 +51,7 @@ def test_remote_listing_matches_the_local_one(s3, tmp_path):
     visible = _tree(tmp_path)
     bucket = s3.bucket()
     s3.upload(tmp_path, f"{bucket}/in")
+    s3.upload(tmp_path / "a.mp4", f"{bucket}/in-other/a.mp4")  # same prefix, another folder
     want = [f"{bucket}/in/{r}" for r in visible]
     assert list_files(f"{bucket}/in") == want
     assert list_files(f"{bucket}/in/") == want
