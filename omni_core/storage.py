@@ -183,6 +183,14 @@ def _version(info: dict[str, Any]) -> str | None:
     return None
 
 
+def _stamp(info: dict[str, Any]) -> str:
+    return f"{int(info.get('size') or 0)} {_version(info)}"
+
+
+def _version_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.version")
+
+
 def stat_key(url: str | os.PathLike[str]) -> list[Any]:
     """[size, mtime in ns] of a local file, [size, ETag or mtime] of a remote object: equal
     keys mean an unchanged input. Raises OSError (FileNotFoundError) when it is gone."""
@@ -289,23 +297,43 @@ class RunFolder:
         return _fs(self.url(rel))
 
     def local(self, rel: str, *, fetch: bool = True) -> Path:
-        """A local path for ``rel``. For a remote output, ``rel`` is downloaded into the
-        staging folder first when ``fetch``, it is not staged yet and the remote has it. Pass
-        ``fetch=False`` for a file about to be written: its parent folder is made."""
+        """A local path for ``rel``. Pass ``fetch=False`` for a file about to be written: its
+        parent folder is made.
+
+        For a remote output with ``fetch``, the staged copy is brought up to date first: it is
+        downloaded when it is missing or is not the remote's current version (a clip recut by
+        another node or another run), so a node never reads a stale copy. The version of a
+        staged copy (what it was uploaded or downloaded as) is kept beside it in a hidden
+        ``.<name>.version`` file. When the remote has no ``rel``, the path is returned as is.
+        """
         path = self.root / rel
         if not fetch:
             path.parent.mkdir(parents=True, exist_ok=True)
-        elif self.remote and not path.exists():
-            fs, rpath = self._remote(rel)
-            try:
-                fs.invalidate_cache(rpath)
-                if fs.isfile(rpath):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
-                    fs.get_file(rpath, str(tmp))
-                    os.replace(tmp, path)
-            except OSError as exc:
-                raise OmniError(f"cannot download {self.url(rel)}: {_reason(exc)}") from exc
+            return path
+        if not self.remote:
+            return path
+        fs, rpath = self._remote(rel)
+        try:
+            info = _fresh_info(fs, rpath)
+        except FileNotFoundError:
+            return path
+        except OSError as exc:
+            raise OmniError(f"cannot read {self.url(rel)}: {_reason(exc)}") from exc
+        if info.get("type", "file") != "file":
+            return path
+        stamp = _stamp(info)
+        mark = _version_file(path)
+        if path.is_file() and mark.is_file() and mark.read_text() == stamp:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
+        try:
+            fs.get_file(rpath, str(tmp))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OmniError(f"cannot download {self.url(rel)}: {_reason(exc)}") from exc
+        mark.write_text(stamp)
         return path
 
     def publish(self, rel: str) -> str:
@@ -313,11 +341,12 @@ class RunFolder:
         returns :meth:`url`."""
         if self.remote:
             fs, rpath = self._remote(rel)
+            local = self.root / rel
             try:
-                fs.put_file(str(self.root / rel), rpath)
+                fs.put_file(str(local), rpath)
+                _version_file(local).write_text(_stamp(_fresh_info(fs, rpath)))
             except OSError as exc:
                 raise OmniError(f"cannot upload {self.url(rel)}: {_reason(exc)}") from exc
-            fs.invalidate_cache(rpath)
         return self.url(rel)
 
     def exists(self, rel: str) -> bool:

@@ -142,7 +142,14 @@ def test_remote_run_folder_stages_publishes_and_fetches(s3, tmp_path):
     assert got == tmp_path / "b" / "clips" / "v" / "c.mp4" and got.read_bytes() == b"the clip"
     assert node_b.read_text("captions/v/c.json") == '{"caption": "é"}'
     assert not node_b.local("clips/v/none.mp4").exists()  # nothing to fetch: a path to write
-    assert node_b.list("") == ["captions/v/c.json", "clips/v/c.mp4"]
+    # node A recuts the clip (same size, other bytes): node B's staged copy is refreshed
+    mine = node_a.local("clips/v/c.mp4", fetch=False)
+    mine.write_bytes(b"new clip")
+    node_a.publish("clips/v/c.mp4")
+    assert node_b.local("clips/v/c.mp4").read_bytes() == b"new clip"
+    inode = mine.stat().st_ino
+    assert node_a.local("clips/v/c.mp4") == mine and mine.stat().st_ino == inode  # no download
+    assert node_b.list("") == ["captions/v/c.json", "clips/v/c.mp4"]  # no .version files
     node_b.remove("clips")
     assert not node_a.exists("clips/v/c.mp4") and node_a.exists("captions/v/c.json")
     with pytest.raises(FileNotFoundError):
