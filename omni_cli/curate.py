@@ -16,8 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or as a row of OUT/errors.parquet; a rerun resumes where a killed run stopped.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     ip = kinds.add_parser("inpair", help="raw videos -> in-pair training samples")
-    ip.add_argument("--input", required=True, help="folder of raw videos (or one file)")
-    ip.add_argument("--out", required=True, help="output folder (manifests, media, parts)")
+    ip.add_argument("--input", required=True, help="folder of raw videos (or one file), or a "
+                    "URL such as s3://bucket/videos (credentials: the standard AWS "
+                    "environment/config)")
+    ip.add_argument("--out", required=True, help="output folder (manifests, media, parts), or "
+                    "a URL such as s3://bucket/run (written through a local staging folder)")
     ip.add_argument("--config", help="YAML config (default: the built-in defaults)")
     ip.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. clip.fps=25 (repeatable)")

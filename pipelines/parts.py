@@ -1,10 +1,12 @@
 """Resumable results of a curation run: one small JSON part per unit of work, merged at the end.
 
 A run writes every finished unit (one input video's probe and clip plan; one clip's rows of
-every manifest table) atomically to ``OUT/_parts/<config hash>/``. A rerun with the same
-configuration skips what has a part, so a killed run resumes where it stopped, and the final
-manifests are the sorted merge of all parts: the same bytes whatever order the units finished
-in, and whether or not the run was interrupted. A different configuration writes to a
+every manifest table) atomically to ``OUT/_parts/<config hash>/``, through the run's
+:class:`omni_core.storage.RunFolder`: for an ``s3://`` output the parts are objects of the
+bucket, so every node of a cluster, and a resumed run on another machine, sees them. A rerun
+with the same configuration skips what has a part, so a killed run resumes where it stopped,
+and the final manifests are the sorted merge of all parts: the same bytes whatever order the
+units finished in, and whether or not the run was interrupted. A different configuration writes to a
 different folder and recomputes everything.
 
 Parts are JSON (plain rows), not pickles: reading them back executes nothing.
@@ -25,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from omni_core.manifests import get_schema, stable_id, write_manifest
+from omni_core.storage import RunFolder, as_run_folder, stat_key
 
 PARTS_DIR = "_parts"
 
@@ -53,54 +56,71 @@ def _plain(value: Any) -> Any:
 
 
 class PartStore:
-    """The parts of one output folder for one configuration."""
+    """The parts of one output (a folder, a URL or a :class:`RunFolder`) for one configuration.
 
-    def __init__(self, out: str | os.PathLike[str], config_key: str) -> None:
-        self.out = Path(out)
-        self.root = self.out / PARTS_DIR / config_key
+    An input's part records the input's :func:`omni_core.storage.stat_key` (size and mtime, or
+    size and ETag for a remote object): a changed input is planned again.
+    """
+
+    def __init__(self, out: RunFolder | str | os.PathLike[str], config_key: str) -> None:
+        self.folder = as_run_folder(out)
+        self.prefix = f"{PARTS_DIR}/{config_key}"
+
+    @property
+    def out(self) -> Path:
+        """The local folder of the output (its staging folder on this node when remote)."""
+        return self.folder.root
+
+    @property
+    def root(self) -> Path:
+        return self.out / self.prefix
 
     # -- inputs: one part per input file, written by the stage that probes and plans it
 
-    def _input_path(self, source: str) -> Path:
-        return self.root / "inputs" / f"{stable_id(source)}.json"
+    def _input_rel(self, source: str) -> str:
+        return f"{self.prefix}/inputs/{stable_id(source)}.json"
+
+    def _read(self, rel: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.folder.read_text(rel))
+        except FileNotFoundError:
+            return None
 
     def input_part(self, source: str) -> dict[str, Any] | None:
-        """The input's part if its file is unchanged since (same size and mtime)."""
-        path = self._input_path(source)
-        if not path.is_file():
+        """The input's part if the input is unchanged since (same :func:`stat_key`)."""
+        part = self._read(self._input_rel(source))
+        if part is None:
             return None
-        part = json.loads(path.read_text())
         try:
-            st = os.stat(source)
+            st = stat_key(source)
         except OSError:
             return part if part.get("stat") is None else None
-        return part if part.get("stat") == [st.st_size, st.st_mtime_ns] else None
+        return part if part.get("stat") == st else None
 
     def put_input(self, source: str, clip_ids: Sequence[str],
                   tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         try:
-            st = os.stat(source)
-            stat: list[int] | None = [st.st_size, st.st_mtime_ns]
+            stat: list[Any] | None = stat_key(source)
         except OSError:
             stat = None
-        self._write(self._input_path(source), {"source": source, "stat": stat,
-                                               "clip_ids": list(clip_ids), "tables": tables})
+        self._write(self._input_rel(source), {"source": source, "stat": stat,
+                                              "clip_ids": list(clip_ids), "tables": tables})
 
     # -- clips: one part per clip, written by the last stage
 
-    def _clip_path(self, clip_id: str) -> Path:
-        return self.root / "clips" / clip_id[:2] / f"{clip_id}.json"
+    def _clip_rel(self, clip_id: str) -> str:
+        return f"{self.prefix}/clips/{clip_id[:2]}/{clip_id}.json"
 
     def clip_done(self, clip_id: str) -> bool:
-        return self._clip_path(clip_id).is_file()
+        return self.folder.exists(self._clip_rel(clip_id))
 
     def put_clip(self, clip_id: str, tables: Mapping[str, Sequence[Mapping[str, Any]]],
                  stats: Mapping[str, Any]) -> None:
-        self._write(self._clip_path(clip_id), {"clip_id": clip_id, "tables": tables,
-                                               "stats": stats})
+        self._write(self._clip_rel(clip_id), {"clip_id": clip_id, "tables": tables,
+                                              "stats": stats})
 
     def clip_part(self, clip_id: str) -> dict[str, Any]:
-        return json.loads(self._clip_path(clip_id).read_text())
+        return json.loads(self.folder.read_text(self._clip_rel(clip_id)))
 
     def input_complete(self, source: str) -> bool:
         part = self.input_part(source)
@@ -121,8 +141,8 @@ class PartStore:
             for t, rs in part["tables"].items():
                 rows.setdefault(t, []).extend(rs)
             for clip_id in part["clip_ids"]:
-                if self.clip_done(clip_id):
-                    cp = self.clip_part(clip_id)
+                cp = self._read(self._clip_rel(clip_id))
+                if cp is not None:
                     for t, rs in cp["tables"].items():
                         rows.setdefault(t, []).extend(rs)
                     stats.append(cp["stats"])
@@ -144,11 +164,14 @@ class PartStore:
         return frames
 
     def write(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, Path]:
-        return {t: write_manifest(df, t, self.out / f"{t}.parquet") for t, df in frames.items()}
+        """Every table as ``OUT/<table>.parquet`` (written locally, then published); returns
+        the local paths."""
+        paths = {}
+        for t, df in frames.items():
+            rel = f"{t}.parquet"
+            paths[t] = write_manifest(df, t, self.folder.local(rel, fetch=False))
+            self.folder.publish(rel)
+        return paths
 
-    @staticmethod
-    def _write(path: Path, obj: Mapping[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_plain(obj), sort_keys=True))
-        os.replace(tmp, path)
+    def _write(self, rel: str, obj: Mapping[str, Any]) -> None:
+        self.folder.write_text(rel, json.dumps(_plain(obj), sort_keys=True))

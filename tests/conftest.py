@@ -105,6 +105,78 @@ def server() -> Iterator[tuple[str, ServerState]]:
 
 
 
+# --------------------------------------------------------------------------------------------
+# the real S3 protocol on 127.0.0.1 (moto's server mode) with fake credentials
+
+
+#: fake credentials set only while an S3 test runs; tests check the secret is never printed
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "OMNITESTKEYID0000000",
+            "AWS_SECRET_ACCESS_KEY": "omni-fake-secret-never-printed-0123456789",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class S3:
+    endpoint: str
+    made: list[str] = field(default_factory=list)
+
+    def fs(self) -> Any:
+        import s3fs
+
+        return s3fs.S3FileSystem(client_kwargs={"endpoint_url": self.endpoint},
+                                 skip_instance_cache=True)
+
+    def bucket(self) -> str:
+        """A new empty bucket; its ``s3://`` URL."""
+        import uuid
+
+        name = f"omni-test-{uuid.uuid4().hex[:12]}"
+        self.fs().mkdir(name)
+        self.made.append(name)
+        return f"s3://{name}"
+
+    def upload(self, local: Path, url: str) -> None:
+        """Every file of a local folder (or the one file) to ``url``."""
+        fs = self.fs()
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        for f in files:
+            rel = "" if f == local else "/" + f.relative_to(local).as_posix()
+            fs.put_file(str(f), url.removeprefix("s3://") + rel)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the session; its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server) -> Iterator[S3]:
+    """For one module: fake AWS credentials and the endpoint in the standard variables
+    (``AWS_ENDPOINT_URL``, which botocore and omni_core.storage honour), no profile or config
+    file of the machine; an :class:`S3` that makes buckets."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in FAKE_AWS.items():
+            mp.setenv(k, v)
+        mp.setenv("AWS_ENDPOINT_URL", s3_server)
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(k, raising=False)
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        yield S3(s3_server)
+
+
 @pytest.fixture(scope="session")
 def bench_fixtures(sample_corpus, tmp_path_factory):
     """The one- and two-person benchmark fixtures in the released layout, with predictions

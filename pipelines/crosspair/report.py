@@ -169,12 +169,12 @@ def samples_section(run: RunData) -> str:
 
 def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
     o = opts or ReportOptions()
-    return page(f"Cross-pair curation report: {run.out.name}",
+    return page(f"Cross-pair curation report: {run.name.rstrip('/').rsplit('/', 1)[-1]}",
                 [header_section(run), stages_section(run), errors_section(run, o),
                  retrieval_section(run, o), voices_section(run, o), samples_section(run)])
 
 
 def write_report(out: str | os.PathLike[str], options: ReportOptions | None = None) -> Path:
     """Write ``OUT/report.html`` for the cross-pair output folder ``out``; returns its path."""
-    root = Path(out)
-    return write_page(root, render_report(load_run(root), options))
+    run = load_run(out)
+    return write_page(run, render_report(run, options))

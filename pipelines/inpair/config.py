@@ -18,11 +18,14 @@ class StageResources:
     """What one actor of a stage reserves, and how many actors at most (None: as many as fit).
 
     Fractional GPUs let several model actors share one GPU (e.g. 0.25 = four per GPU).
+    ``custom``: Ray custom resources per actor, e.g. ``{decode: 1}`` to keep a stage on the
+    nodes that declare ``decode`` (ray_cluster.yaml's ``cpu_worker``; docs/cluster.md).
     """
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_actors: int | None = None
+    custom: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from omni_core.config import to_dict
 from omni_core.errors import OmniError
 from omni_core.manifests import stable_id
 from omni_core.ray_helpers import init_ray, plan_actor_pool
+from omni_core.storage import RunFolder, as_run_folder, join, list_files, local_input
 
 from ..parts import PartStore, config_hash
 from .config import InpairConfig
@@ -59,19 +60,13 @@ STAGES = ("prepare", "cut", "audio", "faces", "associate", "references", "captio
 
 
 def list_inputs(source: str | os.PathLike[str]) -> list[str]:
-    """Every regular file under a folder (sorted, hidden files skipped) or the one file given.
+    """Every regular file under a folder or a URL prefix (``s3://bucket/videos``; sorted,
+    hidden files skipped) or the one file given (:func:`omni_core.storage.list_files`).
 
     Nothing is filtered by extension: a file that is not media becomes an error row, so every
     input is accounted for.
     """
-    root = Path(source)
-    if root.is_file():
-        return [str(root)]
-    if not root.is_dir():
-        raise OmniError(f"input not found: {source}")
-    return sorted(str(p) for p in root.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in
-                                             p.relative_to(root).parts))
+    return list_files(source)
 
 
 def error_row(item: str, stage: str, exc: BaseException) -> dict[str, Any]:
@@ -164,28 +159,29 @@ class PrepareStage:
 
     name = "prepare"
 
-    def __init__(self, config: dict[str, Any], out: str, parts_key: str) -> None:
+    def __init__(self, config: dict[str, Any], out: RunFolder | str, parts_key: str) -> None:
         from omni_core.config import from_dict
 
         self.cfg = from_dict(InpairConfig, config)
-        self.out = Path(out)
-        self.store = PartStore(out, parts_key)
+        self.out = as_run_folder(out)
+        self.store = PartStore(self.out, parts_key)
 
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from omni_core.media import load_audio, probe
 
         from .clip import cut_clip, detect_shots, plan_clips, speech_spans
 
-        source = row["source"]
+        source = row["source"]  # a path or a URL: what the manifests record
         t0 = time.perf_counter()
         tables: dict[str, list[dict[str, Any]]] = {"videos": [], "errors": []}
         works: list[ClipWork] = []
         try:
-            info = probe(source)
+            local = local_input(source)  # a remote input is downloaded to this node's cache
+            info = probe(local)
             if not info.has_video or not info.has_audio:
                 missing = "video" if not info.has_video else "audio"
                 raise OmniError(f"no {missing} stream: a talking clip needs both")
-            content = _sha256(source)
+            content = _sha256(local)
             video_id = stable_id(source, content)
             tables["videos"].append({
                 "video_id": video_id, "path": source, "content_hash": content,
@@ -194,8 +190,8 @@ class PrepareStage:
                 "has_audio": info.has_audio, "audio_codec": info.audio_codec,
                 "sample_rate": info.sample_rate, "vfr": info.vfr})
             opts = self.cfg.clip
-            shots = detect_shots(source, info, opts)
-            speech = speech_spans(load_audio(source, opts.sample_rate), opts.sample_rate)
+            shots = detect_shots(local, info, opts)
+            speech = speech_spans(load_audio(local, opts.sample_rate), opts.sample_rate)
             spans = plan_clips(shots, speech, opts)
             if not spans:  # the input is accounted for: it gave no clip, and why
                 longest = max((b - a for a, b in shots), default=0.0)
@@ -216,7 +212,9 @@ class PrepareStage:
                     continue  # finished by an earlier run: not cut again
                 ts = time.perf_counter()
                 try:
-                    cut = cut_clip(source, span, self.out / rel, opts, info=info)
+                    cut = cut_clip(local, span, self.out.local(rel.as_posix(), fetch=False),
+                                   opts, info=info)
+                    self.out.publish(rel.as_posix())
                     clip_row.update(width=cut.width, height=cut.height)
                 except Exception as exc:
                     work.fail("cut", exc)
@@ -240,14 +238,15 @@ class AudioStage(_Stage):
 
     name = "audio"
 
-    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+    def __init__(self, config: dict[str, Any], out: RunFolder | str,
+                 run: str | None = None) -> None:
         t0 = time.perf_counter()
         from omni_core.config import from_dict
 
         from .audio import AudioModels
 
         self.cfg = from_dict(InpairConfig, config)
-        self.out = Path(out)
+        self.out = as_run_folder(out)
         if self.cfg.audio.source == "annotations":
             from .doubles import AnnotationSpeech
 
@@ -262,7 +261,7 @@ class AudioStage(_Stage):
             segments = self.double.segments(work.source, work.clip["start_s"],
                                             work.clip["end_s"])
         else:
-            audio = _clip_audio(self.out / work.clip["path"], self.cfg.clip)
+            audio = _clip_audio(self.out.local(work.clip["path"]), self.cfg.clip)
             work.decoded(self.name, "audio")
             segments = self.models.segments(audio, self.cfg.clip.sample_rate)
         work.tables["speech_segments"] = [
@@ -275,29 +274,27 @@ class AudioStage(_Stage):
 SETUP_DIR = "_setup"
 
 
-def record_setup(out: str, run: str | None, group: str, t0: float) -> None:
+def record_setup(out: RunFolder | str, run: str | None, group: str, t0: float) -> None:
     """Book an actor's construction time (model loading) to ``group`` for run ``run``: one
-    small JSON file per actor under ``OUT/_setup/<run>/`` (works across nodes on a shared
-    output folder); :func:`setup_seconds` sums them when the run ends."""
+    small JSON file per actor under ``OUT/_setup/<run>/`` (works across nodes: a remote output
+    gets an object per actor); :func:`setup_seconds` sums them when the run ends."""
     if run is None:
         return
-    folder = Path(out) / SETUP_DIR / run
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{group}-{os.getpid()}-{time.monotonic_ns()}.json"
-    (folder / name).write_text(json.dumps({"group": group,
-                                           "seconds": time.perf_counter() - t0}))
+    name = f"{group}-{os.getpid()}-{time.monotonic_ns()}-{uuid.uuid4().hex[:8]}.json"
+    as_run_folder(out).write_text(f"{SETUP_DIR}/{run}/{name}", json.dumps(
+        {"group": group, "seconds": time.perf_counter() - t0}))
 
 
-def setup_seconds(out: Path, run: str) -> dict[str, float]:
+def setup_seconds(out: RunFolder | str | os.PathLike[str], run: str) -> dict[str, float]:
     """Summed actor construction seconds per stage group of run ``run``; removes the files."""
-    import shutil
-
-    folder = out / SETUP_DIR / run
+    folder = as_run_folder(out)
     total: dict[str, float] = {}
-    for f in sorted(folder.glob("*.json")):
-        rec = json.loads(f.read_text())
+    for rel in folder.list(f"{SETUP_DIR}/{run}"):
+        if not rel.endswith(".json"):
+            continue
+        rec = json.loads(folder.read_text(rel))
         total[rec["group"]] = round(total.get(rec["group"], 0.0) + rec["seconds"], 2)
-    shutil.rmtree(out / SETUP_DIR, ignore_errors=True)
+    folder.remove(SETUP_DIR)
     return dict(sorted(total.items()))
 
 
@@ -318,13 +315,14 @@ class VisualStage(_Stage):
 
     name = "faces"
 
-    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+    def __init__(self, config: dict[str, Any], out: RunFolder | str,
+                 run: str | None = None) -> None:
         t0 = time.perf_counter()
         from omni_core.config import from_dict
         from omni_core.models.face import face_model_class
 
         self.cfg = from_dict(InpairConfig, config)
-        self.out = Path(out)
+        self.out = as_run_folder(out)
         pack = face_model_class(self.cfg.faces.pack)
         self.face_model = pack.for_weights(self.cfg.weights, self.cfg.device)
         self.syncnet = None
@@ -343,7 +341,8 @@ class VisualStage(_Stage):
         from .faces import analyze_faces, identity_rows, track_rows
 
         clip, opts = work.clip, self.cfg.clip
-        frames = read_frames(self.out / clip["path"])
+        clip_file = self.out.local(clip["path"])  # fetched once when the output is remote
+        frames = read_frames(clip_file)
         work.decoded("visual", "video")
         result = analyze_faces(frames, opts.fps, self.face_model, self.cfg.faces)
         tracks = track_rows(work.clip_id, result)
@@ -366,7 +365,7 @@ class VisualStage(_Stage):
         per_ident = [merge_dense([dense_boxes(result.tracks[k].frame_indices,
                                               result.tracks[k].boxes, n)
                                   for k in ident.tracks]) for ident in result.identities]
-        audio = _clip_audio(self.out / clip["path"], opts)
+        audio = _clip_audio(clip_file, opts)
         work.decoded("visual", "audio")
         names, scores, assignment = associate(frames, opts.fps, per_ident, audio, segments,
                                               self.cfg.associate, self.syncnet)
@@ -436,8 +435,11 @@ class VisualStage(_Stage):
                 "augment": None if applied is None else json.dumps(applied, sort_keys=True)})
         refs = []
         for (png, crop, wav_path, wav), sub in zip(media, subjects, strict=True):
-            write_image(self.out / png, crop)
-            write_wav(self.out / wav_path, wav, self.cfg.clip.sample_rate)
+            write_image(self.out.local(png.as_posix(), fetch=False), crop)
+            self.out.publish(png.as_posix())
+            write_wav(self.out.local(wav_path.as_posix(), fetch=False), wav,
+                      self.cfg.clip.sample_rate)
+            self.out.publish(wav_path.as_posix())
             refs.append({"reference_id": sub["image_reference_id"],
                          "identity_id": sub["identity_id"], "kind": "image",
                          "path": png.as_posix(), "source_clip_id": work.clip_id,
@@ -462,14 +464,15 @@ class CaptionStage(_Stage):
     #: frames of the clip sent to the VLM, spread evenly
     vlm_frames = 4
 
-    def __init__(self, config: dict[str, Any], out: str, run: str | None = None) -> None:
+    def __init__(self, config: dict[str, Any], out: RunFolder | str,
+                 run: str | None = None) -> None:
         t0 = time.perf_counter()
         from omni_core.config import from_dict
 
         from .caption import CaptionVLM
 
         self.cfg = from_dict(InpairConfig, config)
-        self.out = Path(out)
+        self.out = as_run_folder(out)
         self.vlm = CaptionVLM.from_env(self.cfg.caption)
         record_setup(out, run, "caption", t0)
 
@@ -486,9 +489,9 @@ class CaptionStage(_Stage):
             from omni_core.media import read_frames, read_image, sample_indices
 
             idx = sample_indices(int(work.clip["n_frames"]), self.vlm_frames)
-            frames = read_frames(self.out / work.clip["path"], idx)
+            frames = read_frames(self.out.local(work.clip["path"]), idx)
             work.decoded(self.name, "video")
-            faces = [read_image(self.out / s["image_path"]) for s in subjects]
+            faces = [read_image(self.out.local(s["image_path"])) for s in subjects]
             descriptive = self.vlm.describe(list(frames), faces,
                                             format_transcript(labels, segments))
         cap, flags = assemble_caption(labels, segments, descriptive=descriptive)
@@ -498,11 +501,8 @@ class CaptionStage(_Stage):
                              "identity_id": s["identity_id"]} for s in subjects],
                "caption": cap.render(), "flags": flags,
                "vlm": self.vlm.info() if self.vlm is not None else None}
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        self.out.write_text(rel.as_posix(),
+                            json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         work.tables["samples"] = [{
             "sample_id": stable_id(work.clip_id, "inpair", "r2av"), "kind": "inpair",
             "task": "r2av", "clip_id": work.clip_id, "clip_path": work.clip["path"],
@@ -533,7 +533,7 @@ class FinishStage(_Stage):
 
     name = "finish"
 
-    def __init__(self, out: str, parts_key: str) -> None:
+    def __init__(self, out: RunFolder | str, parts_key: str) -> None:
         self.store = PartStore(out, parts_key)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -548,7 +548,7 @@ class FinishStage(_Stage):
 
 @dataclass
 class RunSummary:
-    out: Path
+    out: Path | str  # the output folder, or its URL when remote
     inputs: int
     skipped_inputs: int
     counts: dict[str, int]
@@ -584,22 +584,28 @@ class RunSummary:
                 f"{s} {v:.1f}" for s, v in self.setup_seconds.items())
                 + (f" (wall / (compute + setup) = {self.wall_s / (busy + setup):.2f})"
                    if busy + setup else ""))
-        out.append(f"  manifests in {self.out}, report {self.out / 'report.html'}")
+        out.append(f"  manifests in {self.out}, report {join(self.out, 'report.html')}")
         return out
 
 
-def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
+def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLike[str],
                config: InpairConfig | None = None, *, progress: bool = True) -> RunSummary:
-    """Run (or resume) the DAG over every file of ``source``; write the manifests to ``out``."""
+    """Run (or resume) the DAG over every file of ``source``; write the manifests to ``out``.
+
+    Both may be local paths or fsspec URLs (``s3://bucket/videos``, ``s3://bucket/run``):
+    remote inputs are downloaded to each node's cache to be decoded, and every file of a
+    remote output is written to the node's staging folder and uploaded
+    (:mod:`omni_core.storage`), so actors on any node need no shared filesystem.
+    """
     import ray
 
     cfg = _resolve_endpoints(config or InpairConfig())
     t0 = time.perf_counter()
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    folder = as_run_folder(out)
+    folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
     key = config_hash({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")})
-    store = PartStore(out, key)
+    store = PartStore(folder, key)
     inputs = list_inputs(source)
     todo = [s for s in inputs if not store.input_complete(s)]
     run = uuid.uuid4().hex  # this invocation: its actors book their setup time under it
@@ -612,18 +618,18 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
                                  override_num_blocks=max(1, len(todo)))
         prep = cfg.resources.prepare
         ds = ds.flat_map(PrepareStage, fn_constructor_kwargs={
-            "config": cfg_dict, "out": str(out), "parts_key": key},
+            "config": cfg_dict, "out": folder, "parts_key": key},
             **_actor_args(prep))
-        ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+        ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
                                                 "run": run},
                     **_actor_args(cfg.resources.audio))
-        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
                                                 "run": run},
                     **_actor_args(cfg.resources.visual))
-        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": str(out),
+        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
                                                 "run": run},
                     **_actor_args(cfg.resources.caption))
-        ds = ds.map(FinishStage, fn_constructor_kwargs={"out": str(out), "parts_key": key},
+        ds = ds.map(FinishStage, fn_constructor_kwargs={"out": folder, "parts_key": key},
                     **_actor_args(cfg.resources.finish))
         for _ in ds.iter_rows():
             pass
@@ -641,18 +647,19 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         for k, v in st.items():
             if k not in ("failed", "decodes"):
                 stage_seconds[k] = stage_seconds.get(k, 0.0) + float(v)
-    setup = setup_seconds(out, run)
+    setup = setup_seconds(folder, run)
     errors = frames["errors"]
     stages = stage_table(len(inputs), errors, store.clip_stats, stage_seconds)
     summary = RunSummary(
-        out=out, inputs=len(inputs), skipped_inputs=len(inputs) - len(todo),
+        out=folder.out if folder.remote else Path(folder.out), inputs=len(inputs),
+        skipped_inputs=len(inputs) - len(todo),
         counts={t: len(df) for t, df in frames.items()},
         errors_by_stage=errors.groupby("stage").size().to_dict() if len(errors) else {},
         stage_seconds={k: round(v, 2) for k, v in sorted(stage_seconds.items())},
         wall_s=time.perf_counter() - t0, manifests=manifests,
         filters={str(k): int(v) for k, v in frames["clips"]["status"].value_counts().items()}
         if len(frames["clips"]) else {}, stages=stages, setup_seconds=setup)
-    (out / "summary.json").write_text(json.dumps({
+    folder.local("summary.json", fetch=False).write_text(json.dumps({
         "inputs": summary.inputs, "skipped_inputs": summary.skipped_inputs,
         "counts": summary.counts, "errors_by_stage": summary.errors_by_stage,
         "stage_seconds": summary.stage_seconds, "setup_seconds": setup, "stages": stages,
@@ -660,9 +667,10 @@ def run_inpair(source: str | os.PathLike[str], out: str | os.PathLike[str],
         "filters": dict(sorted(summary.filters.items())),
         "wall_s": round(summary.wall_s, 2), "config": cfg_dict, "parts": key},
         indent=2, default=str))
+    folder.publish("summary.json")
     from .report import write_report
 
-    write_report(out)
+    write_report(folder)
     return summary
 
 
@@ -698,7 +706,10 @@ def _resolve_endpoints(cfg: InpairConfig) -> InpairConfig:
 
 def _actor_args(res: Any) -> dict[str, Any]:
     plan = plan_actor_pool(res.num_cpus, res.num_gpus, max_size=res.max_actors)
-    return {"compute": plan.strategy(), **plan.ray_remote_args()}
+    args = {"compute": plan.strategy(), **plan.ray_remote_args()}
+    if res.custom:
+        args["resources"] = dict(res.custom)
+    return args
 
 
 def _sha256(path: str) -> str:

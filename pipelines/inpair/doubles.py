@@ -18,6 +18,7 @@ import pandas as pd
 
 from omni_core.errors import OmniError
 from omni_core.manifests import read_manifest
+from omni_core.storage import exists, is_remote, local_input
 
 from .audio import Segment
 
@@ -28,12 +29,24 @@ def _turns(table: str) -> pd.DataFrame:
     return turns[turns.source == "generated"]
 
 
-def _find_truth(source: Path) -> tuple[Path, str]:
-    for parent in source.parents:
-        table = parent / "truth" / "turns.parquet"
-        if table.is_file():
-            return table, source.relative_to(parent).as_posix()
-    raise OmniError(f"audio.source=annotations: {source} is not inside a sample corpus "
+def _find_truth(source: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The corpus's turns table (a local file) and the input's name inside the corpus; the
+    corpus may be a folder or a URL prefix (a corpus copied to a bucket)."""
+    s = os.fspath(source)
+    if is_remote(s):
+        scheme, _, path = s.partition("://")
+        parts = path.split("/")
+        for k in range(len(parts) - 1, 0, -1):
+            table = f"{scheme}://{'/'.join(parts[:k])}/truth/turns.parquet"
+            if exists(table):
+                return local_input(table), "/".join(parts[k:])
+    else:
+        path_ = Path(s).resolve()
+        for parent in path_.parents:
+            table_ = parent / "truth" / "turns.parquet"
+            if table_.is_file():
+                return table_, path_.relative_to(parent).as_posix()
+    raise OmniError(f"audio.source=annotations: {s} is not inside a sample corpus "
                     "(no truth/turns.parquet above it)")
 
 
@@ -46,7 +59,7 @@ class AnnotationSpeech:
 
     def segments(self, source: str | os.PathLike[str], start_s: float,
                  end_s: float) -> list[Segment]:
-        table, name = _find_truth(Path(source).resolve())
+        table, name = _find_truth(source)
         rows = _turns(str(table))
         rows = rows[(rows.file == name) & (rows.end_s > start_s) & (rows.start_s < end_s)]
         out = []

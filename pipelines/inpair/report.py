@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from omni_core.errors import ManifestError
+from omni_core.errors import ManifestError, OmniError
 from omni_core.manifests import CLIP_STATUS, read_manifest
+from omni_core.storage import RunFolder, as_run_folder, is_remote
 
 from .faces import reject_kinds
 
@@ -125,6 +126,23 @@ class RunData:
     tables: dict[str, pd.DataFrame]
     state: dict[str, str]  # table -> "ok" | "absent" | "unreadable: ..."
     problems: list[str] = field(default_factory=list)
+    #: the run's output when it is remote (``out`` is then this node's staging folder)
+    folder: RunFolder | None = None
+
+    @property
+    def name(self) -> str:
+        """Where the run is, as a person names it: the folder, or the URL when remote."""
+        return self.folder.out if self.folder is not None else str(self.out)
+
+    def path(self, rel: str) -> Path:
+        """A local path of the run's file ``rel`` (fetched from a remote output when needed;
+        it may not exist: the readers report a missing file)."""
+        if self.folder is not None:
+            try:
+                return self.folder.local(rel)
+            except OmniError:
+                pass
+        return self.out / rel
 
     def table(self, name: str) -> pd.DataFrame | None:
         df = self.tables.get(name)
@@ -156,9 +174,22 @@ def read_summary(out: Path) -> tuple[dict[str, Any], str | None]:
     return data, None
 
 
-def load_run(out: str | os.PathLike[str], names: Sequence[str] = TABLES) -> RunData:
-    """The summary and the tables ``names`` of the output folder ``out``."""
-    root = Path(out)
+def load_run(out: RunFolder | str | os.PathLike[str], names: Sequence[str] = TABLES
+             ) -> RunData:
+    """The summary and the tables ``names`` of the run at a folder, a URL (``s3://...``,
+    read through a local staging folder) or a :class:`RunFolder`."""
+    if isinstance(out, RunFolder) or is_remote(out):
+        folder = as_run_folder(out)
+        root = folder.root
+    else:
+        folder, root = None, Path(out)
+    remote = folder if folder is not None and folder.remote else None
+    if remote is not None:  # stage what the page reads (the driver has it staged already)
+        for rel in ["summary.json"] + [f"{name}.parquet" for name in names]:
+            try:
+                remote.local(rel)
+            except OmniError:
+                pass
     summary, problem = read_summary(root)
     tables: dict[str, pd.DataFrame] = {}
     state: dict[str, str] = {}
@@ -169,7 +200,7 @@ def load_run(out: str | os.PathLike[str], names: Sequence[str] = TABLES) -> RunD
             tables[name] = df
     problems = [problem] if problem else []
     problems += [f"{t}: {s}" for t, s in state.items() if s.startswith("unreadable")]
-    return RunData(root, summary, tables, state, problems)
+    return RunData(root, summary, tables, state, problems, folder=remote)
 
 
 # ----------------------------------------------------------------------------- small builders
@@ -218,7 +249,7 @@ def header_section(run: RunData) -> str:
     skipped = s.get("skipped_inputs")
     wall = s.get("wall_s")
     facts = [
-        ("output folder", str(run.out)),
+        ("output folder", run.name),
         ("inputs", fmt_num(inputs) if inputs is not None else "none"),
         ("finished by an earlier run", fmt_num(skipped) if skipped is not None else "none"),
         ("wall time", f"{fmt_num(wall)} s" if isinstance(wall, int | float) else "none"),
@@ -538,7 +569,7 @@ def identity_card(run: RunData, identity_id: str, refs: pd.DataFrame,
                          f"{esc(fmt_num(r['sync_confidence']))}")
     if len(images):
         im = images.iloc[0]
-        uri = thumbnail_data_uri(run.out / str(im["path"]), opts.thumb_px, opts.jpeg_quality)
+        uri = thumbnail_data_uri(run.path(str(im["path"])), opts.thumb_px, opts.jpeg_quality)
         if uri is None:
             picture = (f'<div class="missing" data-testid="identity-crop-missing">image '
                        f"{esc(im['path'])} is missing or unreadable</div>")
@@ -555,7 +586,7 @@ def identity_card(run: RunData, identity_id: str, refs: pd.DataFrame,
                    "no image reference</div>")
     if len(audios):
         au = audios.iloc[0]
-        mono = read_mono(run.out / str(au["path"]), opts.max_wave_s)
+        mono = read_mono(run.path(str(au["path"])), opts.max_wave_s)
         if mono is None:
             wave = (f'<div class="missing" data-testid="waveform-missing">audio '
                     f"{esc(au['path'])} is missing or unreadable</div>")
@@ -612,7 +643,7 @@ def read_caption(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def caption_block(run: RunData, sample: Mapping[str, Any]) -> str:
-    data, problem = read_caption(run.out / str(sample["caption_path"]))
+    data, problem = read_caption(run.path(str(sample["caption_path"])))
     head = (f"<h3>{esc(sample['sample_id'])}</h3><p>{esc(sample['kind'])} / "
             f"{esc(sample['task'])}, clip {esc(sample['clip_id'])}, "
             f"{esc(fmt_num(sample['n_speakers']))} speaker(s)</p>")
@@ -683,25 +714,31 @@ def page(title: str, sections: Sequence[str]) -> str:
             + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def write_page(root: Path, html_page: str) -> Path:
-    """``root/report.html``, written atomically."""
-    path = root / "report.html"
+def write_page(run: RunData, html_page: str) -> Path:
+    """``report.html`` of ``run``, written atomically (and uploaded when the run is remote);
+    returns its local path."""
+    path = run.out / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html_page, encoding="utf-8")
     os.replace(tmp, path)
+    if run.folder is not None:
+        run.folder.publish("report.html")
     return path
 
 
 def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
     """The whole page as a string."""
     o = opts or ReportOptions()
-    return page(f"In-pair curation report: {run.out.name}",
+    return page(f"In-pair curation report: {run.name.rstrip('/').rsplit('/', 1)[-1]}",
                 [header_section(run), stages_section(run), errors_section(run, o),
                  filters_section(run, o), histograms_section(run, o),
                  contact_sheet_section(run, o), captions_section(run, o)])
 
 
-def write_report(out: str | os.PathLike[str], options: ReportOptions | None = None) -> Path:
-    """Write ``OUT/report.html`` for the curation output folder ``out``; returns its path."""
-    root = Path(out)
-    return write_page(root, render_report(load_run(root), options))
+def write_report(out: RunFolder | str | os.PathLike[str],
+                 options: ReportOptions | None = None) -> Path:
+    """Write ``OUT/report.html`` for the curation output ``out`` (a folder, a URL or a
+    :class:`RunFolder`; a remote output gets it uploaded); returns its local path."""
+    run = load_run(out)
+    return write_page(run, render_report(run, options))

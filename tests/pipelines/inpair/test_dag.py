@@ -203,15 +203,19 @@ def _vlm_answer(body: dict) -> str:
                        "audio_description": f"{n} voice(s) in a quiet room."})
 
 
+def _offline_config(base_url: str) -> InpairConfig:
+    return load_config(InpairConfig, None, [
+        "ray.num_cpus=2", "ray.include_dashboard=false", "audio.source=annotations",
+        "faces.backend=lbp", "associate.backend=motion", f"caption.base_url={base_url}",
+        "caption.model=stub-vl", "caption.max_retries=0"])
+
+
 @pytest.fixture(scope="module")
 def offline(sample_corpus, tmp_path_factory, chat_stub_module):
     base_url, stub = chat_stub_module
     stub["default"] = _vlm_answer
     out = tmp_path_factory.mktemp("inpair_offline")
-    cfg = load_config(InpairConfig, None, [
-        "ray.num_cpus=2", "ray.include_dashboard=false", "audio.source=annotations",
-        "faces.backend=lbp", "associate.backend=motion", f"caption.base_url={base_url}",
-        "caption.model=stub-vl", "caption.max_retries=0"])
+    cfg = _offline_config(base_url)
     try:
         summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
     finally:
@@ -299,6 +303,84 @@ def test_report_renders_in_a_headless_browser(offline):
     assert loaded and loaded.group(1) == loaded.group(2) == "10"  # one crop per identity
     for section in ("stages", "filters", "histograms", "contact-sheet", "captions"):
         assert f'data-testid="{section}"' in dom
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and output in S3 (a real S3 server on 127.0.0.1): the same run as the local one
+
+
+def _content(df: pd.DataFrame) -> pd.DataFrame:
+    """A table without its id and path columns (ids derive from the source, which is a URL
+    here), cells as text, rows sorted: what must not depend on where the files live."""
+    keep = [c for c in df.columns if not c.endswith(("_id", "_ids", "path"))]
+    text = df[keep].map(lambda v: json.dumps(v.tolist() if isinstance(v, np.ndarray) else v,
+                                             default=str, sort_keys=True))
+    return text.sort_values(keep).reset_index(drop=True)
+
+
+def _digests(paths) -> list[str]:
+    import hashlib
+
+    return sorted(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths)
+
+
+def test_inputs_and_output_in_s3_give_the_local_run(offline, sample_corpus, chat_stub_module,
+                                                    s3, tmp_path, monkeypatch):
+    """The offline DAG with ``--input s3://.../talking --out s3://.../run``: every table equals
+    the local run's but for ids and paths (ids derive from the source, here a URL), the media
+    are the same bytes, everything is in the bucket, and a rerun on a machine with an empty
+    staging folder finds every part in the bucket and writes byte-identical manifests."""
+    from omni_core.manifests import read_manifest
+    from omni_core.storage import RunFolder
+
+    _, local, _ = offline
+    bucket = s3.bucket()
+    fs = s3.fs()
+    s3.upload(sample_corpus.out / "talking", f"{bucket}/corpus/talking")
+    s3.upload(sample_corpus.out / "truth" / "turns.parquet",
+              f"{bucket}/corpus/truth/turns.parquet")  # what the annotations double reads
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node1"))  # input cache and staging
+    cfg = _offline_config(chat_stub_module[0])
+    try:
+        summary = run_inpair(f"{bucket}/corpus/talking", f"{bucket}/run", cfg, progress=False)
+    finally:
+        shutdown_ray()
+    assert summary.out == f"{bucket}/run" and summary.inputs == 6
+    assert summary.counts["samples"] == 6 and summary.setup_seconds
+    remote = RunFolder(f"{bucket}/run", staging=tmp_path / "check")
+    t = {name: read_manifest(remote.local(f"{name}.parquet"), name) for name in TABLES}
+    here = {name: read_manifest(local / f"{name}.parquet", name) for name in TABLES}
+    # the recorded source is the URL; the rest of every table is the local run's
+    names = sorted(p.name for p in (sample_corpus.out / "talking").iterdir())
+    assert sorted(t["videos"].path) == [f"{bucket}/corpus/talking/{n}" for n in names]
+    for name in TABLES:
+        pd.testing.assert_frame_equal(_content(t[name]), _content(here[name]), obj=name)
+    # every media file is in the bucket, with the local run's bytes
+    clips = [remote.local(p) for p in t["clips"].path]
+    refs = [remote.local(p) for p in t["references"].path]
+    assert _digests(clips) == _digests(local / p for p in here["clips"].path)
+    assert _digests(refs) == _digests(local / p for p in here["references"].path)
+    caps = [json.loads(remote.read_text(p)) for p in t["samples"].caption_path]
+    local_caps = [json.loads((local / p).read_text()) for p in here["samples"].caption_path]
+    assert sorted(c["caption"] for c in caps) == sorted(c["caption"] for c in local_caps)
+    for rel in ("summary.json", "report.html"):
+        assert remote.exists(rel)
+    assert not remote.exists("_setup")
+    # a rerun on another machine: nothing staged there; every part is found in the bucket
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node2"))
+    node2 = RunFolder(f"{bucket}/run", staging=tmp_path / "node2" / "run")
+    again = run_inpair(f"{bucket}/corpus/talking", node2, cfg, progress=False)
+    assert again.skipped_inputs == again.inputs == 6 and again.setup_seconds == {}
+    for name in TABLES:
+        assert (tmp_path / "node2" / "run" / f"{name}.parquet").read_bytes() == \
+            remote.local(f"{name}.parquet").read_bytes(), name
+    assert fs.cat_file(f"{bucket}/run/clips.parquet".removeprefix("s3://")) == \
+        remote.local("clips.parquet").read_bytes()
+    # its report embeds the crops it fetched from the bucket
+    page = (tmp_path / "node2" / "run" / "report.html").read_text()
+    assert page.count('data-testid="identity-crop"') == 10
+    assert 'data-testid="identity-crop-missing"' not in page
+    assert f"{bucket}/run" in page
 
 
 # --------------------------------------------------------------------------------------------

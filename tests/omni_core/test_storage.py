@@ -1,0 +1,204 @@
+"""omni_core.storage: local paths and s3:// URLs (a real S3 server on 127.0.0.1, moto)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from omni_core.errors import OmniError
+from omni_core.storage import (
+    RunFolder,
+    exists,
+    is_remote,
+    join,
+    list_files,
+    local_input,
+    stat_key,
+)
+
+
+def _tree(root: Path) -> list[str]:
+    """A folder with nested files, hidden files and a hidden folder; the visible rel paths."""
+    for rel, data in {"a.mp4": b"aa", "sub/b.mp4": b"bbb", "sub/deeper/c.txt": b"c",
+                      ".hidden.mp4": b"h", ".cache/d.mp4": b"d", "sub/.e.mp4": b"e"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return ["a.mp4", "sub/b.mp4", "sub/deeper/c.txt"]
+
+
+def test_urls_and_paths():
+    assert is_remote("s3://b/k") and is_remote("gs://b") and is_remote("memory://x")
+    assert not is_remote("/data/x") and not is_remote("rel/x") and not is_remote("file:///x")
+    assert join("s3://b/run/", "clips/a.mp4") == "s3://b/run/clips/a.mp4"
+    assert join("/data/run", "clips/a.mp4") == "/data/run/clips/a.mp4"
+    assert join("s3://b/run", "") == "s3://b/run"
+
+
+def test_local_listing_skips_hidden_parts(tmp_path):
+    visible = _tree(tmp_path)
+    want = [str(tmp_path / r) for r in visible]
+    assert list_files(tmp_path) == want
+    assert list_files(f"file://{tmp_path}") == want
+    assert list_files(tmp_path / "a.mp4") == [str(tmp_path / "a.mp4")]
+    with pytest.raises(OmniError, match="input not found"):
+        list_files(tmp_path / "nope")
+
+
+def test_remote_listing_matches_the_local_one(s3, tmp_path):
+    visible = _tree(tmp_path)
+    bucket = s3.bucket()
+    s3.upload(tmp_path, f"{bucket}/in")
+    s3.upload(tmp_path / "a.mp4", f"{bucket}/in-other/a.mp4")  # same prefix, another folder
+    want = [f"{bucket}/in/{r}" for r in visible]
+    assert list_files(f"{bucket}/in") == want
+    assert list_files(f"{bucket}/in/") == want
+    assert list_files(f"{bucket}/in/sub/b.mp4") == [f"{bucket}/in/sub/b.mp4"]
+    assert exists(f"{bucket}/in/sub") and not exists(f"{bucket}/in/zzz")
+    with pytest.raises(OmniError, match="input not found"):
+        list_files(f"{bucket}/missing")
+    with pytest.raises(OmniError, match="input not found"):
+        list_files("s3://omni-no-such-bucket-xyz/videos")
+
+
+def test_local_input_is_the_path_itself(tmp_path):
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"x")
+    assert local_input(str(f)) == f and local_input(f"file://{f}") == f
+    st = f.stat()
+    assert stat_key(str(f)) == [st.st_size, st.st_mtime_ns]
+
+
+def test_remote_input_is_cached_and_fetched_again_when_it_changes(s3, tmp_path):
+    bucket = s3.bucket()
+    fs = s3.fs()
+    url = f"{bucket}/videos/talk.mp4"
+    fs.pipe_file(url.removeprefix("s3://"), b"first version")
+    cache = tmp_path / "cache"
+    one = local_input(url, cache)
+    assert one.read_bytes() == b"first version" and one.name == "talk.mp4"
+    assert cache in one.parents and not list(one.parent.glob(".*"))  # no temporary left
+    key = stat_key(url)
+    mtime = one.stat().st_mtime_ns
+    assert local_input(url, cache) == one and one.stat().st_mtime_ns == mtime  # reused
+    fs.pipe_file(url.removeprefix("s3://"), b"other version")  # same size, new ETag
+    assert stat_key(url) != key and stat_key(url)[0] == key[0]
+    two = local_input(url, cache)
+    assert two != one and two.read_bytes() == b"other version"
+    with pytest.raises(OmniError, match="input not found"):
+        local_input(f"{bucket}/videos/none.mp4", cache)
+
+
+def test_default_cache_is_under_omni_cache(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "omni"))
+    bucket = s3.bucket()
+    s3.fs().pipe_file(f"{bucket}/x.bin".removeprefix("s3://"), b"123")
+    path = local_input(f"{bucket}/x.bin")
+    assert (tmp_path / "omni" / "inputs") in path.parents
+    assert RunFolder(f"{bucket}/run").root.parent == tmp_path / "omni" / "runs"
+
+
+def test_local_run_folder_is_the_folder_itself(tmp_path):
+    out = RunFolder(tmp_path / "run")
+    assert not out.remote and out.root == tmp_path / "run"
+    assert out.local("clips/v/c.mp4") == tmp_path / "run" / "clips" / "v" / "c.mp4"
+    assert not (tmp_path / "run" / "clips").exists()  # reading makes no folder
+    p = out.local("clips/v/c.mp4", fetch=False)  # writing does
+    assert p == tmp_path / "run" / "clips" / "v" / "c.mp4" and p.parent.is_dir()
+    p.write_bytes(b"clip")
+    assert out.publish("clips/v/c.mp4") == str(p) and out.exists("clips/v/c.mp4")
+    out.write_text("_parts/k/x.json", '{"a": 1}')
+    assert out.read_text("_parts/k/x.json") == '{"a": 1}'
+    assert not [f for f in (tmp_path / "run" / "_parts" / "k").iterdir() if f.name != "x.json"]
+    assert out.list("_parts") == ["_parts/k/x.json"] and out.list("nope") == []
+    out.remove("_parts")
+    assert not out.exists("_parts") and out.exists("clips/v/c.mp4")
+    with pytest.raises(FileNotFoundError):
+        out.read_text("missing.json")
+    assert pickle.loads(pickle.dumps(out)) == out
+    assert RunFolder(f"file://{tmp_path}/run") == out
+
+
+def test_remote_run_folder_stages_publishes_and_fetches(s3, tmp_path):
+    bucket = s3.bucket()
+    fs = s3.fs()
+    node_a = RunFolder(f"{bucket}/run/", staging=tmp_path / "a")
+    assert node_a.remote and node_a.out == f"{bucket}/run" and node_a.root == tmp_path / "a"
+    p = node_a.local("clips/v/c.mp4", fetch=False)
+    assert p == tmp_path / "a" / "clips" / "v" / "c.mp4"
+    p.write_bytes(b"the clip")
+    assert not node_a.exists("clips/v/c.mp4")  # written, not published yet
+    assert node_a.publish("clips/v/c.mp4") == f"{bucket}/run/clips/v/c.mp4"
+    assert fs.cat_file(f"{bucket}/run/clips/v/c.mp4".removeprefix("s3://")) == b"the clip"
+    node_a.write_text("captions/v/c.json", '{"caption": "é"}')
+    assert fs.cat_file(f"{bucket}/run/captions/v/c.json".removeprefix("s3://")).decode() \
+        == '{"caption": "é"}'
+    # another node (its own staging folder) sees what node A published
+    node_b = pickle.loads(pickle.dumps(RunFolder(f"{bucket}/run", staging=tmp_path / "b")))
+    assert node_b.exists("clips/v/c.mp4") and not node_b.exists("clips/v/d.mp4")
+    got = node_b.local("clips/v/c.mp4")
+    assert got == tmp_path / "b" / "clips" / "v" / "c.mp4" and got.read_bytes() == b"the clip"
+    assert node_b.read_text("captions/v/c.json") == '{"caption": "é"}'
+    assert not node_b.local("clips/v/none.mp4").exists()  # nothing to fetch: a path to write
+    # node A recuts the clip (same size, other bytes): node B's staged copy is refreshed
+    mine = node_a.local("clips/v/c.mp4", fetch=False)
+    mine.write_bytes(b"new clip")
+    node_a.publish("clips/v/c.mp4")
+    assert node_b.local("clips/v/c.mp4").read_bytes() == b"new clip"
+    inode = mine.stat().st_ino
+    assert node_a.local("clips/v/c.mp4") == mine and mine.stat().st_ino == inode  # no download
+    assert node_b.list("") == ["captions/v/c.json", "clips/v/c.mp4"]  # no .version files
+    node_b.remove("clips")
+    assert not node_a.exists("clips/v/c.mp4") and node_a.exists("captions/v/c.json")
+    with pytest.raises(FileNotFoundError):
+        node_b.read_text("missing.json")
+
+
+def test_parts_on_a_remote_output_resume_on_another_machine(s3, tmp_path):
+    from pipelines.parts import PartStore
+
+    bucket = s3.bucket()
+    fs = s3.fs()
+    source = f"{bucket}/in/talk.mp4"
+    fs.pipe_file(source.removeprefix("s3://"), b"video bytes")
+    first = PartStore(RunFolder(f"{bucket}/run", staging=tmp_path / "node1"), "k1")
+    first.put_input(source, ["c1", "c2"], {"videos": [{"video_id": "v"}]})
+    first.put_clip("c1", {"clips": [{"clip_id": "c1"}]}, {"audio": 1.0})
+    assert fs.exists(f"{bucket}/run/_parts/k1/clips/c1/c1.json".removeprefix("s3://"))
+    # a fresh machine: nothing staged, only the bucket
+    again = PartStore(f"{bucket}/run", "k1")
+    again.folder = RunFolder(f"{bucket}/run", staging=tmp_path / "node2")
+    part = again.input_part(source)
+    assert part is not None and part["stat"] == stat_key(source)
+    assert again.clip_done("c1") and not again.clip_done("c2")
+    assert not again.input_complete(source)
+    again.put_clip("c2", {"clips": [{"clip_id": "c2"}]}, {"audio": 2.0})
+    assert first.input_complete(source)
+    assert not (tmp_path / "node2" / "_parts").exists()  # parts go straight to the bucket
+    # another configuration sees nothing; a changed input is planned again
+    assert PartStore(f"{bucket}/run", "k2").input_part(source) is None
+    fs.pipe_file(source.removeprefix("s3://"), b"other bytes")
+    assert again.input_part(source) is None
+
+
+def test_credentials_are_never_printed(s3, tmp_path, capsys):
+    from conftest import FAKE_AWS
+
+    secret, key_id = FAKE_AWS["AWS_SECRET_ACCESS_KEY"], FAKE_AWS["AWS_ACCESS_KEY_ID"]
+    bucket = s3.bucket()
+    out = RunFolder(f"{bucket}/run", staging=tmp_path / "s")
+    texts = [repr(out), pickle.dumps(out).decode("latin-1"), json.dumps(out.__dict__)]
+    for call in (lambda: list_files("s3://omni-no-such-bucket-xyz/x"),
+                 lambda: local_input("s3://omni-no-such-bucket-xyz/x.mp4", tmp_path),
+                 lambda: RunFolder("s3://omni-no-such-bucket-xyz/run").publish("nothing.txt"),
+                 lambda: stat_key("s3://omni-no-such-bucket-xyz/x.mp4")):
+        with pytest.raises((OmniError, OSError)) as info:
+            call()
+        texts.append(str(info.value))
+        texts.append(repr(info.value))
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    for text in texts:
+        assert secret not in text and key_id not in text, text
