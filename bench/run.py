@@ -12,18 +12,21 @@ from pathlib import Path
 from omni_core import __version__
 from omni_core.doctor import git_commit
 
-from . import curation, evaluation, media, training
+from . import crosspair, curation, evaluation, media, training
 
 BENCHMARKS = {
     "media": (media.run, media.markdown),
     "evaluation": (evaluation.run, evaluation.markdown),
     "curation": (curation.run, curation.markdown),
+    "crosspair": (crosspair.run, crosspair.markdown),
     "training": (training.run, training.markdown),
     # only where an accelerator is present: real-size models, random weights
     "evaluation-gpu": (lambda repeat: evaluation.run_real_size("cuda"),
                        evaluation.markdown_real_size),
     "curation-gpu": (lambda repeat: curation.run_real_size("cuda"),
                      curation.markdown_real_size),
+    "crosspair-gpu": (lambda repeat: crosspair.run_real_size("cuda"),
+                      crosspair.markdown_real_size),
     "training-gpu": (lambda repeat: training.run_real_size(),
                      training.markdown_real_size),
 }

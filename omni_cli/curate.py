@@ -67,17 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=run_score)
 
 
-def run(args: argparse.Namespace) -> int:
-    from omni_core.config import load_config
-    from pipelines.inpair.config import InpairConfig
-    from pipelines.inpair.dag import run_inpair
-
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` values, then ``--address`` and ``--weights`` as config overrides."""
     overrides = list(args.set)
     if args.address:
         overrides.append(f"ray.address={args.address}")
     if args.weights:
         overrides.append(f"weights={args.weights}")
-    cfg = load_config(InpairConfig, args.config, overrides)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from omni_core.config import load_config
+    from pipelines.inpair.config import InpairConfig
+    from pipelines.inpair.dag import run_inpair
+
+    cfg = load_config(InpairConfig, args.config, _overrides(args))
     summary = run_inpair(args.input, args.out, cfg, progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0
@@ -88,12 +93,7 @@ def run_crosspair(args: argparse.Namespace) -> int:
     from pipelines.crosspair.config import CrosspairConfig
     from pipelines.crosspair.dag import run_crosspair as run_dag
 
-    overrides = list(args.set)
-    if args.address:
-        overrides.append(f"ray.address={args.address}")
-    if args.weights:
-        overrides.append(f"weights={args.weights}")
-    cfg = load_config(CrosspairConfig, args.config, overrides)
+    cfg = load_config(CrosspairConfig, args.config, _overrides(args))
     summary = run_dag(args.inpair, args.out, cfg, progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0

@@ -206,8 +206,13 @@ def read_manifest(path: str | os.PathLike, schema: str | Schema | None = None) -
     """Read a manifest file or shard directory, check its schema stamp and validate it.
 
     ``schema`` defaults to the one stamped in the file. A different name or version is an
-    error that says which was found and which was expected.
+    error that says which was found and which was expected. A remote file (``s3://...``) is
+    read from a local copy (:func:`omni_core.storage.local_input`).
     """
+    from .storage import is_remote, local_input
+
+    if is_remote(path):
+        path = local_input(path)
     files = manifest_files(path)
     expected = get_schema(schema) if schema is not None else None
     tables = []

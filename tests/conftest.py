@@ -177,6 +177,59 @@ def s3(s3_server) -> Iterator[S3]:
         yield S3(s3_server)
 
 
+# --------------------------------------------------------------------------------------------
+# a real Ray head on 127.0.0.1 for job-submission tests
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head() -> Iterator[Any]:
+    """A Ray head started with ``ray start --head`` on 127.0.0.1 (2 CPUs, GCS and dashboard on
+    free ports); its :class:`ray.job_submission.JobSubmissionClient`. Stopped afterwards
+    (``ray stop --force``: every Ray process of the machine)."""
+    import os
+    import subprocess
+    import sys
+
+    from ray.job_submission import JobSubmissionClient
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1",
+                    "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", str(dash), "--num-cpus", "2", "--disable-usage-stats"],
+                   check=True, capture_output=True, env=env, timeout=180)
+    try:
+        yield JobSubmissionClient(f"http://127.0.0.1:{dash}")
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def run_job(client: Any, argv: list[str], timeout_s: float = 300) -> str:
+    """Submit ``argv`` as a job, wait for it to succeed; its logs."""
+    import time
+
+    from ray.job_submission import JobStatus
+
+    job = client.submit_job(entrypoint=" ".join(argv))
+    deadline = time.monotonic() + timeout_s
+    while not (status := client.get_job_status(job)).is_terminal():
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-2000:]
+    return logs
+
+
 @pytest.fixture(scope="session")
 def bench_fixtures(sample_corpus, tmp_path_factory):
     """The one- and two-person benchmark fixtures in the released layout, with predictions

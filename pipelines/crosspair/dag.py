@@ -21,6 +21,8 @@
 Each voice is one part (:mod:`pipelines.parts`): a rerun skips the finished ones, and the
 manifests are the sorted merge of the parts, so a killed run resumed gives the same
 manifests as one never interrupted. OUT/summary.json and OUT/report.html describe the run.
+The in-pair runs and OUT may be folders or URLs (``s3://...``, :mod:`omni_core.storage`):
+actors read media through local copies and publish what they write.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -39,6 +40,7 @@ from omni_core.config import to_dict
 from omni_core.errors import OmniError
 from omni_core.manifests import read_manifest, stable_id, write_manifest
 from omni_core.ray_helpers import init_ray
+from omni_core.storage import RunFolder, as_run_folder, exists, join, local_input
 
 from ..inpair.dag import _actor_args, error_row, record_setup, setup_seconds
 from ..parts import PartStore, config_hash
@@ -53,7 +55,7 @@ VOICE_STEPS = ("labels", "prompt", "clone", "enhance", "check")
 
 @dataclass
 class CrosspairSummary:
-    out: Path
+    out: str  # the output folder or URL
     runs: list[str]
     inpair_samples: int
     counts: dict[str, int]
@@ -86,8 +88,8 @@ class CrosspairSummary:
                 f"{s} {n}" for s, n in sorted(self.errors_by_stage.items())))
         out += [f"  {r['stage']:<10} in {r['in']:>5}  out {r['out']:>5}  failed {r['failed']:>4}"
                 f"  {r['seconds']:>8.1f} s" for r in self.stages]
-        out.append(f"  manifests in {self.out}, stage-3 table in {self.out / 'stage3'}, "
-                   f"report {self.out / 'report.html'}")
+        out.append(f"  manifests in {self.out}, stage-3 table in {join(self.out, 'stage3')}, "
+                   f"report {join(self.out, 'report.html')}")
         return out
 
 
@@ -100,7 +102,7 @@ class VoiceStage:
 
     name = "voices"
 
-    def __init__(self, config: dict[str, Any], out: str, parts_key: str,
+    def __init__(self, config: dict[str, Any], out: RunFolder | str, parts_key: str,
                  run: str | None = None) -> None:
         t0 = time.perf_counter()
         from omni_core.config import from_dict
@@ -111,7 +113,7 @@ class VoiceStage:
         from .voices import make_cloner
 
         self.cfg = from_dict(CrosspairConfig, config)
-        self.out = Path(out)
+        self.folder = as_run_folder(out)
         self.store = PartStore(out, parts_key)
         c = self.cfg.clone
         kw: dict[str, Any] = {}
@@ -173,8 +175,8 @@ class VoiceStage:
             n = max(1, self.cfg.labels.frames)
             total = int(unit["n_frames"])
             idx = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
-            frames = list(read_frames(unit["clip_path"], idx))
-            faces = {sp: read_image(path) for sp, path in unit["faces"].items()}
+            frames = list(read_frames(local_input(unit["clip_path"]), idx))
+            faces = {sp: read_image(local_input(path)) for sp, path in unit["faces"].items()}
             self._refined[clip] = refine_speakers(self.cfg.labels, frames, faces,
                                                   unit["segments"], clip_id=clip)
         ref = self._refined[clip]
@@ -191,7 +193,7 @@ class VoiceStage:
         from .voices import SAMPLE_RATE, check_clone
 
         c = self.cfg.clone
-        prompt = load_audio(unit["prompt_path"], SAMPLE_RATE)
+        prompt = load_audio(local_input(unit["prompt_path"]), SAMPLE_RATE)
         if self.cloner.needs_prompt_text:
             words = transcribe(self.asr, prompt, SAMPLE_RATE, language=c.language)
             voice["prompt_text"] = " ".join(w.text for w in words).strip()
@@ -210,9 +212,10 @@ class VoiceStage:
                      reason=check.reason or None)
         if not check.passed:
             raise OmniError(f"clone check failed: {check.reason}")
-        rel = Path("voices") / f"{unit['voice_id']}.wav"
-        write_wav(self.out / rel, wav, SAMPLE_RATE)
-        voice["path"] = rel.as_posix()
+        rel = f"voices/{unit['voice_id']}.wav"
+        write_wav(self.folder.local(rel, fetch=False), wav, SAMPLE_RATE)
+        self.folder.publish(rel)
+        voice["path"] = rel
 
 
 def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[str, Any]]:
@@ -225,19 +228,18 @@ def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[s
     speaker_of: dict[str, str] = {}
     clips: dict[str, tuple[str, int]] = {}  # clip -> (absolute path, frames)
     faces: dict[str, dict[str, str]] = {}  # clip -> speaker -> its image reference
-    for run in runs:
-        root = Path(run)
-        segs = read_manifest(root / "speech_segments.parquet", "speech_segments")
+    for root in runs:
+        segs = read_manifest(join(root, "speech_segments.parquet"), "speech_segments")
         for s in segs.itertuples():
             segments.setdefault(s.clip_id, []).append({
                 "segment_id": s.segment_id, "clip_id": s.clip_id, "speaker": s.speaker,
                 "start_s": float(s.start_s), "end_s": float(s.end_s), "text": s.text})
-        ids = read_manifest(root / "identities.parquet", "identities")
+        ids = read_manifest(join(root, "identities.parquet"), "identities")
         speaker_of.update({i.identity_id: i.speaker for i in ids.itertuples()
                            if isinstance(i.speaker, str)})
-        for c in read_manifest(root / "clips.parquet", "clips").itertuples():
+        for c in read_manifest(join(root, "clips.parquet"), "clips").itertuples():
             if isinstance(c.path, str):
-                clips[c.clip_id] = (str(root / c.path), int(c.n_frames))
+                clips[c.clip_id] = (join(root, c.path), int(c.n_frames))
     refs = plan.references
     for r in refs[refs.kind == "image"].itertuples():
         if r.identity_id in speaker_of:
@@ -260,7 +262,8 @@ def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[s
 
 def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None, *,
                   progress: bool = True) -> CrosspairSummary:
-    """Run the cross-pair DAG over the in-pair output folders ``runs`` into ``out``."""
+    """Run the cross-pair DAG over the in-pair outputs ``runs`` into ``out`` (folders or
+    URLs)."""
     import ray
 
     from .identity import find_matches, load_database
@@ -274,17 +277,18 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
 
     cfg = _resolve_endpoints(cfg or CrosspairConfig())
     t0 = time.perf_counter()
-    runs = sorted(str(Path(r).resolve()) for r in runs)
+    runs = sorted(RunFolder(r).out for r in runs)
     for r in runs:
-        if not (Path(r) / "samples.parquet").is_file():
+        if not exists(join(r, "samples.parquet")):
             raise OmniError(f"{r} is not an in-pair run (no samples.parquet): run "
                             f"`omni curate inpair` first")
-    outp = Path(out).resolve()
+    folder = RunFolder(out)
+    outp = folder.root  # this node's folder of the output (its staging folder when remote)
     outp.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
     key = config_hash({"config": {k: v for k, v in cfg_dict.items()
                                   if k not in ("ray", "resources")}, "runs": runs})
-    store = PartStore(outp, key)
+    store = PartStore(folder, key)
     seconds: dict[str, float] = {}
 
     ts = time.perf_counter()
@@ -304,7 +308,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
         ds = ray.data.from_items([{"voice_id": u["voice_id"], "unit": json.dumps(u)}
                                   for u in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map(VoiceStage, fn_constructor_kwargs={
-            "config": cfg_dict, "out": str(outp), "parts_key": key, "run": run},
+            "config": cfg_dict, "out": folder, "parts_key": key, "run": run},
             **_actor_args(cfg.resources.voices))
         for _ in ds.iter_rows():
             pass
@@ -330,34 +334,35 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     samples, refs, sources = build_crosspair(plan, voices)
     sources_df = _frame(plan.sources + sources, "crosspair_sources", ["inpair_sample_id"])
     errors = _frame(errors_rows, "errors", ["stage", "item", "reason"])
-    write_manifest(matches.assign(reason=[r or None for r in matches.reason]),
-                   "identity_matches", outp / "identity_matches.parquet")
-    write_manifest(voices, "voices", outp / "voices.parquet")
-    labels = pd.DataFrame(labels_rows).drop_duplicates("segment_id") if labels_rows else []
-    write_manifest(_frame(labels.to_dict("records") if len(labels) else [], "speaker_labels",
-                          ["clip_id", "segment_id"]),
-                   "speaker_labels", outp / "speaker_labels.parquet")
-    write_manifest(sources_df, "crosspair_sources", outp / "crosspair_sources.parquet")
-    write_manifest(errors, "errors", outp / "errors.parquet")
-    write_sample_folder(outp, samples, refs, runs)
+    labels = pd.DataFrame(labels_rows).drop_duplicates("segment_id").to_dict("records") \
+        if labels_rows else []
+    for table, df in (
+            ("identity_matches", matches.assign(reason=[r or None for r in matches.reason])),
+            ("voices", voices),
+            ("speaker_labels", _frame(labels, "speaker_labels", ["clip_id", "segment_id"])),
+            ("crosspair_sources", sources_df), ("errors", errors)):
+        write_manifest(df, table, folder.local(f"{table}.parquet", fetch=False))
+        folder.publish(f"{table}.parquet")
+    write_sample_folder(folder, "", samples, refs, runs)
 
     pool = [samples] if "crosspair" in cfg.stage3.pool else []
-    refs3 = [absolute(refs, outp, "path")]
+    refs3 = [absolute(refs, folder.out, "path")]
     if "inpair" in cfg.stage3.pool:
         for r in runs:
-            s = read_manifest(Path(r) / "samples.parquet", "samples")
-            pool.append(absolute(absolute(s, Path(r), "clip_path"), Path(r), "caption_path"))
+            s = read_manifest(join(r, "samples.parquet"), "samples")
+            pool.append(absolute(absolute(s, r, "clip_path"), r, "caption_path"))
         refs3.append(plan.references)
     pool_df = pd.concat(pool, ignore_index=True) if pool else samples.iloc[:0]
     stage3 = stage3_samples(pool_df, cfg.stage3.mix)
-    write_sample_folder(outp / "stage3", stage3,
+    write_sample_folder(folder, "stage3", stage3,
                         pd.concat(refs3, ignore_index=True).drop_duplicates("reference_id"),
                         runs)
     seconds["samples"] = time.perf_counter() - ts
 
-    summary = _summary(outp, runs, plan, matches, voices, sources_df, stage3, errors, seconds,
-                       setup_seconds(outp, run), len(units) - len(todo), t0, stats, cfg)
-    (outp / "summary.json").write_text(json.dumps({
+    summary = _summary(folder.out, runs, plan, matches, voices, sources_df, stage3, errors,
+                       seconds, setup_seconds(folder, run), len(units) - len(todo), t0, stats,
+                       cfg)
+    folder.write_text("summary.json", json.dumps({
         "runs": runs, "inpair_samples": summary.inpair_samples, "counts": summary.counts,
         "sources": summary.sources, "retrieval": summary.retrieval, "voices": summary.voices,
         "stage3_tasks": summary.stage3_tasks, "errors_by_stage": summary.errors_by_stage,
@@ -367,7 +372,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
         indent=2, default=str))
     from .report import write_report
 
-    write_report(outp)
+    write_report(folder)
     return summary
 
 
@@ -395,7 +400,7 @@ def _frame(rows: list[dict[str, Any]], table: str, keys: list[str]) -> pd.DataFr
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _summary(out: Path, runs: list[str], plan: Any, matches: pd.DataFrame,
+def _summary(out: str, runs: list[str], plan: Any, matches: pd.DataFrame,
              voices: pd.DataFrame, sources: pd.DataFrame, stage3: pd.DataFrame,
              errors: pd.DataFrame, seconds: dict[str, float], setup: dict[str, float],
              skipped: int, t0: float, stats: list[dict[str, Any]], cfg: CrosspairConfig

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import pandas as pd
 
 from omni_core.errors import OmniError
 from omni_core.manifests import read_manifest
+from omni_core.storage import join, local_input
 
 
 @dataclass
@@ -53,22 +53,23 @@ class RetrievalOptions:
 def load_database(runs: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     """One row per identity of the in-pair ``runs``: ``identity_id``, ``clip_id``,
     ``video_id``, ``run`` (its folder), ``embedding`` (L2-normalised float32), and its image
-    reference if it has one (``reference_id``, ``path`` absolute, ``frame_index``, ``box``).
-    Identities without an embedding are left out."""
+    reference if it has one (``reference_id``, ``path`` absolute: a path or a URL like the
+    run's, ``frame_index``, ``box``). Runs are folders or URLs (``s3://...``). Identities
+    without an embedding are left out."""
     frames = []
     for run in runs:
-        root = Path(run)
-        ids = read_manifest(root / "identities.parquet", "identities")
-        clips = read_manifest(root / "clips.parquet", "clips")[["clip_id", "video_id"]]
-        refs = read_manifest(root / "references.parquet", "references")
+        root = os.fspath(run)
+        ids = read_manifest(join(root, "identities.parquet"), "identities")
+        clips = read_manifest(join(root, "clips.parquet"), "clips")[["clip_id", "video_id"]]
+        refs = read_manifest(join(root, "references.parquet"), "references")
         refs = refs[refs.kind == "image"][["identity_id", "reference_id", "path",
                                            "frame_index", "box"]]
         refs = refs.drop_duplicates("identity_id")
         df = ids[["identity_id", "clip_id", "embedding"]].merge(clips, on="clip_id",
                                                                 how="left")
         df = df.merge(refs, on="identity_id", how="left")
-        df["path"] = [None if pd.isna(p) else str(root / p) for p in df.path]
-        df["run"] = str(root)
+        df["path"] = [None if pd.isna(p) else join(root, p) for p in df.path]
+        df["run"] = root
         frames.append(df)
     if not frames:
         raise OmniError("no in-pair runs given")
@@ -96,7 +97,7 @@ def thumbnails(paths: Iterable[str | None], size: int = 64) -> list[np.ndarray |
         if p is None:
             out.append(None)
             continue
-        g = cv2.cvtColor(read_image(p), cv2.COLOR_RGB2GRAY)
+        g = cv2.cvtColor(read_image(local_input(p)), cv2.COLOR_RGB2GRAY)
         out.append(cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32))
     return out
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from omni_core.storage import RunFolder
+
 from ..inpair import report as inpair_report
 from ..inpair.report import (
     NONE,
@@ -47,8 +49,11 @@ TABLES = ("identity_matches", "voices", "crosspair_sources", "samples", "referen
           "errors")
 
 
-def load_run(out: str | os.PathLike[str]) -> RunData:
+def load_run(out: RunFolder | str | os.PathLike[str]) -> RunData:
+    """The run at a folder, a URL or a :class:`RunFolder` (remote tables are staged)."""
     run = inpair_report.load_run(out, TABLES)
+    run.path("stage3/samples.parquet")  # staged when remote
+    run.path("score.json")
     stage3, st = read_table(run.out / "stage3", "samples")
     run.state["stage3/samples"] = st
     if stage3 is not None:
@@ -137,7 +142,7 @@ def voices_section(run: RunData, opts: ReportOptions, n_cards: int = 8) -> str:
     for r in v.head(n_cards).itertuples():
         wave: Any = "—"
         if isinstance(r.path, str):
-            got = read_mono(run.out / r.path, opts.max_wave_s)
+            got = read_mono(run.path(r.path), opts.max_wave_s)
             if got is not None:
                 wave = Html(svg_waveform(*waveform_envelope(got[0], opts.wave_columns)))
         rows.append((r.voice_id, "passed" if r.passed else (r.reason or "failed"), r.text,
@@ -174,7 +179,9 @@ def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
                  retrieval_section(run, o), voices_section(run, o), samples_section(run)])
 
 
-def write_report(out: str | os.PathLike[str], options: ReportOptions | None = None) -> Path:
-    """Write ``OUT/report.html`` for the cross-pair output folder ``out``; returns its path."""
+def write_report(out: RunFolder | str | os.PathLike[str],
+                 options: ReportOptions | None = None) -> Path:
+    """Write ``OUT/report.html`` for the cross-pair output ``out`` (a folder, a URL or a
+    :class:`RunFolder`; uploaded when remote); returns its local path."""
     run = load_run(out)
     return write_page(run, render_report(run, options))

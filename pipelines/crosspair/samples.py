@@ -16,6 +16,10 @@ so the masks are empty (stage 2 takes the full loss).
 5. :func:`write_sample_folder`: samples with the references, clips, identities and face
    tracks they use, as a curation output folder ``omni latents`` reads (foreign media paths
    absolute).
+
+In-pair runs and the output may be folders or URLs (``s3://...``, :mod:`omni_core.storage`):
+media paths taken from a run are joined to the run's location, so they are URLs for a remote
+run.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ from typing import Any
 import pandas as pd
 
 from omni_core.manifests import read_manifest, stable_id, write_manifest
+from omni_core.storage import RunFolder, is_remote, join
 
 
-def absolute(df: pd.DataFrame, root: Path, column: str) -> pd.DataFrame:
-    """``column``'s relative paths made absolute under ``root`` (absolute ones kept)."""
+def absolute(df: pd.DataFrame, root: str | os.PathLike[str], column: str) -> pd.DataFrame:
+    """``column``'s relative paths made absolute under ``root`` (a folder or a URL; absolute
+    paths and URLs kept)."""
     df = df.copy()
-    df[column] = [str(root / p) if isinstance(p, str) else p for p in df[column]]
+    df[column] = [p if not isinstance(p, str) or is_remote(p) or Path(p).is_absolute()
+                  else join(root, p) for p in df[column]]
     return df
 
 
@@ -57,8 +64,8 @@ class Plan:
 
 
 def read_references(runs: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
-    return pd.concat([absolute(read_manifest(Path(r) / "references.parquet", "references"),
-                               Path(r), "path") for r in sorted(map(str, runs))],
+    return pd.concat([absolute(read_manifest(join(r, "references.parquet"), "references"),
+                               r, "path") for r in sorted(map(os.fspath, runs))],
                      ignore_index=True).drop_duplicates("reference_id")
 
 
@@ -72,13 +79,12 @@ def plan_crosspair(runs: Sequence[str | os.PathLike[str]], db: pd.DataFrame,
     ranked = {q: g.sort_values("rank").match_identity_id.tolist()
               for q, g in ok.groupby("query_identity_id")}
     candidates, sources, prompts = [], [], {}
-    for run in sorted(map(str, runs)):
-        root = Path(run)
-        samples = read_manifest(root / "samples.parquet", "samples")
+    for run in sorted(map(os.fspath, runs)):
+        samples = read_manifest(join(run, "samples.parquet"), "samples")
         for s in samples.itertuples(index=False):
             row = s._asdict()
-            row["clip_path"] = str(root / s.clip_path)
-            row["caption_path"] = str(root / s.caption_path)
+            row["clip_path"] = join(run, s.clip_path)
+            row["caption_path"] = join(run, s.caption_path)
             chosen = [next((images[m] for m in ranked.get(ident, []) if m in images), None)
                       for ident in s.identity_ids]
             lost = [f"<sub{k + 1}>" for k, c in enumerate(chosen) if c is None]
@@ -174,29 +180,31 @@ def stage3_samples(pool: pd.DataFrame, mix: Mapping[str, float]) -> pd.DataFrame
     return out.sort_values("sample_id").reset_index(drop=True)
 
 
-def write_sample_folder(out: str | os.PathLike[str], samples: pd.DataFrame,
+def write_sample_folder(out: RunFolder, prefix: str, samples: pd.DataFrame,
                         references: pd.DataFrame, runs: Sequence[str | os.PathLike[str]]
-                        ) -> Path:
-    """``samples`` as a curation output folder ``omni latents`` reads: ``samples``, the
-    ``references`` they use, and the ``clips``, ``identities`` and ``face_tracks`` of their
-    target clips (from the in-pair ``runs``; clip paths absolute)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+                        ) -> list[str]:
+    """``samples`` as a curation output folder ``omni latents`` reads, at ``prefix`` inside
+    ``out`` (``""``: the output itself): ``samples``, the ``references`` they use, and the
+    ``clips``, ``identities`` and ``face_tracks`` of their target clips (from the in-pair
+    ``runs``; clip paths absolute). Returns the files written (published when remote)."""
     used = {r for col in ("image_reference_ids", "audio_reference_ids")
             for ids in samples[col] for r in ids}
-    write_manifest(samples, "samples", out / "samples.parquet")
-    write_manifest(references[references.reference_id.isin(used)], "references",
-                   out / "references.parquet")
+    tables = {"samples": samples,
+              "references": references[references.reference_id.isin(used)]}
     clips = set(samples.clip_id)
-    for table in ("clips", "identities", "face_tracks"):
+    for table, key in (("clips", "clip_id"), ("identities", "identity_id"),
+                       ("face_tracks", "track_id")):
         parts = []
-        for run in sorted(map(str, runs)):
-            df = read_manifest(Path(run) / f"{table}.parquet", table)
+        for run in sorted(map(os.fspath, runs)):
+            df = read_manifest(join(run, f"{table}.parquet"), table)
             df = df[df.clip_id.isin(clips)]
-            parts.append(absolute(df, Path(run), "path") if table == "clips" else df)
-        merged = pd.concat(parts, ignore_index=True)
-        key = "clip_id" if table == "clips" else \
-            ("identity_id" if table == "identities" else "track_id")
-        write_manifest(merged.sort_values(key).reset_index(drop=True), table,
-                       out / f"{table}.parquet")
-    return out
+            parts.append(absolute(df, run, "path") if table == "clips" else df)
+        tables[table] = pd.concat(parts, ignore_index=True).sort_values(key) \
+            .reset_index(drop=True)
+    written = []
+    for table, df in tables.items():
+        rel = f"{prefix}/{table}.parquet" if prefix else f"{table}.parquet"
+        write_manifest(df, table, out.local(rel, fetch=False))
+        out.publish(rel)
+        written.append(rel)
+    return written

@@ -194,37 +194,14 @@ def median_f0(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
 # --------------------------------------------------------------------------------------------
 # what the clones say
 
-#: Harvard sentences (IEEE 1969 recommended practice for speech quality measurements; public
-#: domain): phonetically balanced, neutral, none of them conversational
-HARVARD = (
-    "The birch canoe slid on the smooth planks.",
-    "Glue the sheet to the dark blue background.",
-    "It's easy to tell the depth of a well.",
-    "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.",
-    "The juice of lemons makes fine punch.",
-    "The box was thrown beside the parked truck.",
-    "The hogs were fed chopped corn and garbage.",
-    "Four hours of steady work faced us.",
-    "A large size in stockings is hard to sell.",
-    "The boy was there when the sun rose.",
-    "A rod is used to catch pink salmon.",
-    "The source of the huge river is the clear spring.",
-    "Kick the ball straight and follow through.",
-    "Help the woman get back to her feet.",
-    "A pot of tea helps to pass the evening.",
-    "Smoky fires lack flame and heat.",
-    "The soft cushion broke the man's fall.",
-    "The salt breeze came across from the sea.",
-    "The girl at the booth sold fifty bonds.",
-)
-
-
 def load_texts(path: str | os.PathLike[str] | None) -> tuple[str, ...]:
-    """The sentences clones may say: one per line of ``path`` (blank lines skipped), or
-    :data:`HARVARD`."""
+    """The sentences clones may say: one per line of ``path`` (blank lines skipped), or the
+    Harvard sentences (IEEE 1969; public domain) of :data:`omni_core.samples.speech.SENTENCES`:
+    phonetically balanced and neutral."""
     if path is None:
-        return HARVARD
+        from omni_core.samples.speech import SENTENCES
+
+        return SENTENCES
     lines = tuple(x.strip() for x in Path(path).read_text().splitlines() if x.strip())
     if not lines:
         raise OmniError(f"clone.texts: {path} holds no sentence")

@@ -882,7 +882,8 @@ def transcribe(model: WhisperASR, waveform: np.ndarray, sample_rate: int = SAMPL
 
     x = _mono(waveform)
     if sample_rate != SAMPLE_RATE:
-        x = np.ascontiguousarray(resample(x, sample_rate, SAMPLE_RATE), dtype=np.float32)
+        x = resample(x, sample_rate, SAMPLE_RATE)
+    x = np.array(x, dtype=np.float32)  # a writable copy: whisper wraps it in a tensor
     duration = len(x) / SAMPLE_RATE
     if len(x) == 0:
         return []

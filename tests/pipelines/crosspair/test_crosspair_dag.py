@@ -238,44 +238,19 @@ def test_the_label_check_refuses_a_prompt_the_mllm_gives_to_someone_else(units, 
 # a Ray job on a real head on 127.0.0.1
 
 
-def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_path,
+                                           ray_head):
+    from conftest import run_job
 
     *_, first = crosspair
-    ray_bin = Path(sys.executable).with_name("ray")
     omni = Path(sys.executable).with_name("omni")
-    gcs, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-                    "--dashboard-port", str(dash), "--num-cpus", "2", "--disable-usage-stats"],
-                   check=True, capture_output=True, env=env, timeout=180)
-    try:
-        client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
-        out = tmp_path / "out"
-        job = client.submit_job(entrypoint=" ".join(
-            [str(omni), "curate", "crosspair", "--inpair", str(inpair_offline_run),
-             "--out", str(out), "--config", str(OFFLINE), "--quiet"]))
-        deadline = time.monotonic() + 300
-        while not (status := client.get_job_status(job)).is_terminal():
-            assert time.monotonic() < deadline, "job did not finish"
-            time.sleep(1)
-        logs = client.get_job_logs(job)
-        assert status == JobStatus.SUCCEEDED, logs[-2000:]
-        assert "cross-pair curation: 1 in-pair run(s), 6 in-pair samples" in logs
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    out = tmp_path / "out"
+    logs = run_job(ray_head, [str(omni), "curate", "crosspair", "--inpair",
+                              str(inpair_offline_run), "--out", str(out), "--config",
+                              str(OFFLINE), "--quiet"])
+    assert "cross-pair curation: 1 in-pair run(s), 6 in-pair samples" in logs
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_score_against_the_corpus_shows_in_the_report(crosspair, sample_corpus, capsys):
@@ -313,3 +288,44 @@ def test_stage3_latents_carry_each_samples_task(crosspair, tmp_path):
     ds = LatentDataset(tmp_path / "lat", micro_batch=1, text_len=16)
     tasks = sorted(ds.load(b).task for b in ds.epoch_batches(0))
     assert tasks == ["r2av", "ra2v", "rv2av"]
+
+
+# --------------------------------------------------------------------------------------------
+# in-pair run and output in S3 (a real S3 server on 127.0.0.1)
+
+#: columns holding where a file is (a URL for a remote run, a path for a local one)
+WHERE = {"run", "path", "clip_path", "caption_path"}
+
+
+def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offline_run, s3,
+                                                        tmp_path, monkeypatch):
+    """``--inpair s3://.../inpair --out s3://.../cross``: every table equals the local run's
+    but for where files are (URLs), the clones are in the bucket with the same bytes, and a
+    rerun on a machine with nothing staged finds every voice's part in the bucket."""
+    from omni_core.storage import RunFolder
+
+    *_, local, _ = crosspair
+    bucket = s3.bucket()
+    s3.upload(inpair_offline_run, f"{bucket}/inpair")
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node1"))
+    try:
+        summary = run_crosspair([f"{bucket}/inpair"], f"{bucket}/cross", _cfg(), progress=False)
+    finally:
+        shutdown_ray()
+    assert summary.out == f"{bucket}/cross" and summary.sources == {"sample": 3, "no_match": 3}
+    remote = RunFolder(f"{bucket}/cross", staging=tmp_path / "check")
+    for name in TABLES:
+        got = read_manifest(remote.local(f"{name}.parquet"), name)
+        want = read_manifest(local / f"{name}.parquet", name)
+        keep = [c for c in want.columns if c not in WHERE]
+        pd.testing.assert_frame_equal(got[keep], want[keep], obj=name)
+    refs = read_manifest(remote.local("stage3/references.parquet"), "references")
+    assert all(p.startswith(f"{bucket}/") for p in refs.path)  # stage 3 points into S3
+    voices = read_manifest(remote.local("voices.parquet"), "voices")
+    for p in voices.path:
+        assert remote.local(p).read_bytes() == (local / p).read_bytes()
+    assert remote.exists("report.html") and remote.exists("summary.json")
+
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node2"))
+    again = run_crosspair([f"{bucket}/inpair"], f"{bucket}/cross", _cfg(), progress=False)
+    assert again.skipped_voices == 4

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from omni_core.manifests import read_manifest
+from omni_core.storage import RunFolder
 from pipelines.crosspair.identity import RetrievalOptions, find_matches, load_database
 from pipelines.crosspair.samples import (
     assign_tasks,
@@ -86,7 +87,10 @@ def test_a_failed_voice_drops_its_samples_with_the_reason(inpair_offline_run, tm
     assert set(audio.path) <= {f"voices/{v}.wav" for v in audio.reference_id}
     assert audio.start_s.isna().all()  # nothing cut from the target: no mask
 
-    out = write_sample_folder(tmp_path / "x", samples, refs, [run])
+    written = write_sample_folder(RunFolder(tmp_path / "x"), "", samples, refs, [run])
+    assert sorted(written) == sorted(f"{t}.parquet" for t in (
+        "samples", "references", "clips", "identities", "face_tracks"))
+    out = tmp_path / "x"
     back = read_manifest(out / "samples.parquet", "samples")
     assert list(back.sample_id) == list(samples.sample_id)
     assert set(read_manifest(out / "clips.parquet", "clips").clip_id) == set(samples.clip_id)

@@ -71,8 +71,9 @@ def test_the_check_measures_both_and_names_what_failed():
 
 
 def test_clone_text_shares_the_fewest_words_with_the_target():
+    from omni_core.samples.speech import SENTENCES as HARVARD
     from omni_core.wer import normalize_text
-    from pipelines.crosspair.voices import HARVARD, load_texts, pick_text
+    from pipelines.crosspair.voices import load_texts, pick_text
 
     said = "the boy was there when the sun rose and the juice of lemons makes fine punch"
     picks = {pick_text(HARVARD, said, f"speaker{k}") for k in range(20)}

@@ -144,46 +144,19 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
         assert (out / f"{t}.parquet").read_bytes() == data, t
 
 
-def test_runs_as_a_ray_job_on_a_local_head(inputs, run, tmp_path):
+def test_runs_as_a_ray_job_on_a_local_head(inputs, run, tmp_path, ray_head):
     """A real head on 127.0.0.1, the DAG submitted through the Job Submission API, then the
     same manifests as the embedded run."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from conftest import run_job
 
     *_, first = run
-    ray_bin = Path(sys.executable).with_name("ray")
     omni = Path(sys.executable).with_name("omni")
-    gcs, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-                    "--dashboard-port", str(dash), "--num-cpus", "2", "--disable-usage-stats"],
-                   check=True, capture_output=True, env=env, timeout=180)
-    try:
-        client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
-        out = tmp_path / "out"
-        job = client.submit_job(entrypoint=" ".join(
-            [str(omni), "curate", "inpair", "--input", str(inputs), "--out", str(out),
-             "--quiet"]))
-        deadline = time.monotonic() + 300
-        while not (status := client.get_job_status(job)).is_terminal():
-            assert time.monotonic() < deadline, "job did not finish"
-            time.sleep(1)
-        logs = client.get_job_logs(job)
-        assert status == JobStatus.SUCCEEDED, logs[-2000:]
-        assert "in-pair curation: 10 inputs" in logs
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    out = tmp_path / "out"
+    logs = run_job(ray_head, [str(omni), "curate", "inpair", "--input", str(inputs), "--out",
+                              str(out), "--quiet"])
+    assert "in-pair curation: 10 inputs" in logs
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------

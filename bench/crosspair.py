@@ -1,0 +1,137 @@
+"""Cross-pair curation benchmark: the DAG over an offline in-pair run of the sample corpus.
+
+:func:`run` (this machine, ``configs/curate/crosspair-offline.yaml``: debug ArcFace operating
+point, espeak-ng test-double voices): voices per minute, per-step compute seconds, actor
+setup, and wall / summed compute. The in-pair run it reads is made first (offline
+configuration on the corpus's talking videos, ``copies`` times under other names so that
+every person appears in several videos and there is more to clone).
+
+:func:`run_real_size` (an accelerator): the same in-pair run, then the voices with the
+real-size models and random weights on the device: F5-TTS v1 Base (``clone.backend
+f5-tts``), WavLM-large + ECAPA and Whisper large-v3, the voice actors at ``gpu_fraction`` of a
+GPU; per-step items per compute second and the GPU busy share. Random weights make every
+output meaningless (Whisper decodes to its token limit, so ``prompt`` and ``check`` are upper
+bounds); the point is the cost of the models.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omni_core.config import load_config
+from omni_core.ray_helpers import shutdown_ray
+from omni_core.samples import make_corpus
+from pipelines.crosspair.config import CrosspairConfig
+from pipelines.crosspair.dag import run_crosspair
+from pipelines.inpair.config import InpairConfig
+from pipelines.inpair.dag import run_inpair
+
+from .curation import OFFLINE as INPAIR_OFFLINE
+from .curation import GpuBusy, replicate
+
+OFFLINE = INPAIR_OFFLINE.with_name("crosspair-offline.yaml")
+
+
+def inpair_run(folder: Path, copies: int) -> Path:
+    """An offline in-pair run of the corpus's talking videos (``copies`` copies of each)."""
+    corpus = make_corpus(folder / "corpus", seed=0)
+    talking = corpus.out / "talking"
+    if copies > 1:
+        talking = replicate(talking, folder / "copies", copies)
+    cfg = load_config(InpairConfig, INPAIR_OFFLINE, ["ray.include_dashboard=false"])
+    try:
+        run_inpair(talking, folder / "inpair", cfg, progress=False)
+    finally:
+        shutdown_ray()
+    return folder / "inpair"
+
+
+def measure(inpair: Path, out: Path, overrides: list[str]) -> dict[str, Any]:
+    cfg = load_config(CrosspairConfig, OFFLINE, ["ray.include_dashboard=false", *overrides])
+    try:
+        s = run_crosspair([inpair], out, cfg, progress=False)
+    finally:
+        shutdown_ray()
+    voice_steps = {r["stage"]: r for r in s.stages if r["stage"] not in ("retrieval",
+                                                                          "samples")}
+    busy = sum(r["seconds"] for r in voice_steps.values())
+    setup = sum(s.setup_seconds.values())
+    return {"inpair_samples": s.inpair_samples, "sources": s.sources,
+            "voices": s.voices["cloned"], "passed": s.voices["passed"],
+            "samples": s.counts["samples"], "stage3": s.stage3_tasks,
+            "wall_s": round(s.wall_s, 2),
+            "voices_per_minute": round(60 * s.voices["cloned"] / s.wall_s, 2),
+            "stages": {r["stage"]: {**r, "items_per_s": round(r["in"] / r["seconds"], 3)
+                                    if r["seconds"] else None} for r in s.stages},
+            "voice_compute_s": round(busy, 2), "setup_seconds": s.setup_seconds,
+            "wall_over_compute": round(s.wall_s / busy, 2) if busy else None,
+            "wall_over_compute_and_setup": round(s.wall_s / (busy + setup), 2)
+            if busy + setup else None}
+
+
+def run(repeat: int = 1, copies: int = 2) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="omni-bench-crosspair-") as tdir:
+        inpair = inpair_run(Path(tdir), copies)
+        best: dict[str, Any] | None = None
+        for i in range(repeat):
+            r = measure(inpair, Path(tdir) / f"out{i}", [])
+            if best is None or r["wall_s"] < best["wall_s"]:
+                best = r
+        assert best is not None
+        best["copies"] = copies
+    return best
+
+
+def markdown(r: dict[str, Any]) -> str:
+    return "\n".join(["## Cross-pair curation (debug models, espeak-ng voices, embedded Ray, "
+                      "this machine)", "", *_lines(r)])
+
+
+def _lines(r: dict[str, Any]) -> list[str]:
+    setup = ", ".join(f"{k} {v} s" for k, v in r["setup_seconds"].items()) or "none"
+    lines = [
+        f"{r['inpair_samples']} in-pair samples ({r.get('copies', 1)} copies of the corpus's "
+        f"talking videos) -> {r['voices']} voices cloned ({r['passed']} passed), "
+        f"{r['samples']} cross-pair samples, stage 3 " + ", ".join(
+            f"{k} {v}" for k, v in r["stage3"].items())
+        + f" in {r['wall_s']} s wall ({r['voices_per_minute']} voices/min); voice steps' "
+        f"compute {r['voice_compute_s']} s, wall / compute = {r['wall_over_compute']}; actor "
+        f"setup: {setup}; wall / (compute + setup) = {r['wall_over_compute_and_setup']}", "",
+        "| step | in | out | failed | compute s | items / compute s |",
+        "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['in']} | {v['out']} | {v['failed']} | {v['seconds']} | "
+              f"{v['items_per_s']} |" for k, v in r["stages"].items()]
+    return [*lines, ""]
+
+
+def run_real_size(device: str = "cuda", weights: str = "random", backend: str = "f5-tts",
+                  gpu_fraction: float = 0.5, copies: int = 1,
+                  inpair: Path | None = None) -> dict[str, Any]:
+    """The voices with the real-size models and ``weights`` on ``device`` (see the module
+    docstring). ``inpair``: an offline in-pair run to read (default: made here)."""
+    gpu = device.startswith("cuda")
+    overrides = [f"weights={weights}", f"device={device}", f"clone.backend={backend}"]
+    if gpu:
+        overrides.append(f"resources.voices.num_gpus={gpu_fraction}")
+    with tempfile.TemporaryDirectory(prefix="omni-bench-crosspair-gpu-") as tdir:
+        src = inpair if inpair is not None else inpair_run(Path(tdir), copies)
+        with GpuBusy() as busy:
+            r = measure(src, Path(tdir) / "out", overrides)
+    device_name = device
+    if gpu:
+        import torch
+
+        device_name = torch.cuda.get_device_name(torch.device(device))
+    return {**r, "device": device_name, "weights": weights, "backend": backend,
+            "gpu_fraction": gpu_fraction if gpu else None,
+            "gpu_busy_share": busy.share if gpu else None}
+
+
+def markdown_real_size(r: dict[str, Any]) -> str:
+    share = "n/a" if r["gpu_busy_share"] is None else f"{100 * r['gpu_busy_share']:.1f} %"
+    return "\n".join([
+        f"## Cross-pair voices, real-size models with {r['weights']} weights "
+        f"({r['backend']}, {r['device']})", "",
+        f"GPU busy {share}; voice actors at {r['gpu_fraction']} GPU each", "", *_lines(r)])
