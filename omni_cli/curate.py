@@ -106,13 +106,13 @@ def run_score(args: argparse.Namespace) -> int:
     from pipelines.inpair.score import ScoreOptions, score_json, score_run
 
     path = Path(args.json) if args.json else Path(args.run) / "score.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     if (Path(args.run) / "identity_matches.parquet").is_file():  # a cross-pair run
         from pipelines.crosspair.report import write_report
         from pipelines.crosspair.score import lines, score_crosspair
 
         result = score_crosspair(args.run, args.corpus)
         print("\n".join(lines(result)))
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"  score written to {path}")
         if path == Path(args.run) / "score.json":
@@ -121,6 +121,7 @@ def run_score(args: argparse.Namespace) -> int:
     score = score_run(args.run, args.corpus,
                       ScoreOptions(collar=args.collar, skip_overlap=args.skip_overlap))
     print("\n".join(score.lines()))
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(score_json(score), indent=2) + "\n")
     print(f"  score written to {path}")
     return 0

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", required=True, help="bench_instances .parquet")
     p.add_argument("--out", required=True, help="folder for the mp4 files")
     p.add_argument("--flavor", default="debug")
-    p.add_argument("--checkpoint", help="release .safetensors or a training checkpoint "
-                   "folder (default: seeded random init)")
+    p.add_argument("--checkpoint", help="release .safetensors, a training checkpoint "
+                   "folder, or a weights entry (dreamid-omni, ovi: from the --weights folder); "
+                   "default: seeded random init")
     p.add_argument("--weights", help="encoders: 'debug', 'random' or a weights folder")
     p.add_argument("--solver", choices=("unipc", "euler"))
     p.add_argument("--steps", type=int)

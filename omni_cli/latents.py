@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "space, the masked RV2AV source) into OUT/shard-*.safetensors + OUT/index.parquet, "
         "with each sample's task (r2av|rv2av|ra2v) from the samples table. "
         "A rerun skips what is done; failures are rows of OUT/errors.parquet.")
-    p.add_argument("--curation", required=True, help="curation folder with samples.parquet "
-                   "(in-pair, cross-pair or the stage-3 sample table)")
+    p.add_argument("--curation", required=True, help="curation folder or URL (s3://...) with "
+                   "samples.parquet (in-pair, cross-pair or the stage-3 sample table)")
     p.add_argument("--out", required=True, help="latent folder to write")
     p.add_argument("--flavor", default="debug", help="model flavor (geometry and channels)")
     p.add_argument("--weights", help="'debug', 'random' or a weights folder (default debug)")

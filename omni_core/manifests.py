@@ -507,6 +507,27 @@ ERRORS = register(Schema(
     ),
 ))
 
+
+def error_row(item: str, stage: str, exc: BaseException) -> dict[str, Any]:
+    """An ``errors`` row: ``exc``'s type and the first line of its message (one line, never
+    a traceback), with the time it happened (ISO, UTC)."""
+    import time
+
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return {"item": item, "stage": stage, "error_type": type(exc).__name__, "reason": reason,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def errors_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``errors`` rows (:func:`error_row`) as a validated table sorted by stage, item and
+    reason (so a rerun writes the same order)."""
+    if not rows:
+        return ERRORS.empty()
+    df = pd.DataFrame(list(rows))
+    df["time"] = pd.to_datetime(df["time"], utc=True)
+    df = ERRORS.validate_frame(df)
+    return df.sort_values(["stage", "item", "reason"], kind="stable").reset_index(drop=True)
+
 BENCH_INSTANCES = register(Schema(
     "bench_instances", 1,
     doc="A benchmark instance: what a model is given, and what the metrics compare against.",

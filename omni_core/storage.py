@@ -111,6 +111,15 @@ def join(url: str | os.PathLike[str], rel: str) -> str:
     return str(_local_path(base) / rel)
 
 
+def resolve(base: str | os.PathLike[str], path: str) -> str:
+    """A manifest's media ``path`` as a location: kept when it is already absolute (a URL or
+    an absolute path: a file of another run), else joined to the run ``base`` it is relative
+    to (:func:`join`)."""
+    if is_remote(path) or _protocol(path) in ("file", "local") or Path(path).is_absolute():
+        return path
+    return join(base, path)
+
+
 def _fresh_info(fs: Any, path: str) -> dict[str, Any]:
     fs.invalidate_cache(path)
     return fs.info(path)

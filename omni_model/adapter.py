@@ -108,3 +108,45 @@ def load_release(path: str | os.PathLike[str], args: ModelArgs,
                   else v.dtype) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     return model
+
+
+def resolve_checkpoint(source: str, weights_root: str | os.PathLike[str] | None = None) -> Path:
+    """Where a checkpoint ``source`` is: an existing file or folder, or a weights-registry
+    entry (``dreamid-omni``, ``ovi``; ``ENTRY:FILE`` picks one of its files, default the
+    first) in ``weights_root`` (default: the registry's folder). Never downloads: a missing
+    file is one error naming the ``omni weights fetch`` command."""
+    from omni_core.weights import WeightsError, load_registry, require
+
+    p = Path(source)
+    if p.exists():
+        return p
+    name, _, file = str(source).partition(":")
+    registry = load_registry()
+    if name not in registry.names():
+        raise OmniError(f"checkpoint {source!r}: no such file or folder, and not a weights "
+                        f"entry ({', '.join(registry.names())})")
+    entry = registry.get(name)
+    try:
+        return require(name, file or entry.files[0].path, weights_root, registry=registry)
+    except WeightsError as exc:
+        raise OmniError(str(exc)) from None
+
+
+def checkpoint_state(source: str, template: Mapping[str, torch.Tensor], which: str = "ema",
+                     weights_root: str | os.PathLike[str] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of ``source`` in our layout, and what they were: a training checkpoint
+    folder (``{which}.safetensors``, ``which`` "ema" or "model", else ``model.safetensors``),
+    or a release file or registry entry (:func:`resolve_checkpoint`) mapped with
+    :func:`from_release` onto ``template`` (the model's state dict; meta tensors do)."""
+    from safetensors.torch import load_file
+
+    p = resolve_checkpoint(source, weights_root)
+    if p.is_dir():
+        f = p / f"{which}.safetensors"
+        f = f if f.is_file() else p / "model.safetensors"
+        if not f.is_file():
+            raise OmniError(f"{p}: no {which}.safetensors or model.safetensors (not a training "
+                            "checkpoint)")
+        return load_file(str(f)), f"checkpoint {f}"
+    return from_release(read_state_dict(p), template), f"release checkpoint {p}"

@@ -514,38 +514,42 @@ def _wn_init_gain(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True)
 
 
-class _WNConv1d(nn.Conv1d):
-    """Conv1d whose weight is ``weight_g * weight_v / ||weight_v||`` (norm over dims 1, 2),
-    the layout of ``torch.nn.utils.weight_norm``."""
+class _WeightNorm:
+    """``weight`` replaced by ``weight_g * weight_v / ||weight_v||`` (norm over dims 1, 2), the
+    layout of ``torch.nn.utils.weight_norm`` (for a transposed conv that is dim 0, the input
+    channels)."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        v = self.weight.detach()
-        del self.weight
+    weight_g: nn.Parameter
+    weight_v: nn.Parameter
+
+    def _split_weight(self) -> None:
+        v = self.weight.detach()  # type: ignore[attr-defined]
+        del self.weight  # type: ignore[attr-defined]
         self.weight_g = nn.Parameter(_wn_init_gain(v))
         self.weight_v = nn.Parameter(v.clone())
 
     def fused_weight(self) -> torch.Tensor:
         v = self.weight_v
         return v * (self.weight_g / torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
+
+
+class _WNConv1d(_WeightNorm, nn.Conv1d):
+    """Conv1d with weight norm (:class:`_WeightNorm`)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._split_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.fused_weight(), self.bias)
 
 
-class _WNConvTranspose1d(nn.ConvTranspose1d):
-    """ConvTranspose1d with weight norm over dim 0 (the input channels), as above."""
+class _WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
+    """ConvTranspose1d with weight norm (:class:`_WeightNorm`)."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        v = self.weight.detach()
-        del self.weight
-        self.weight_g = nn.Parameter(_wn_init_gain(v))
-        self.weight_v = nn.Parameter(v.clone())
-
-    def fused_weight(self) -> torch.Tensor:
-        v = self.weight_v
-        return v * (self.weight_g / torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
+        self._split_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return F.conv_transpose1d(x, self.fused_weight(), self.bias, self.stride, self.padding,

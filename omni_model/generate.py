@@ -36,7 +36,7 @@ import torch
 
 from omni_core.errors import OmniError
 
-from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, Fit, _fit_length, voice_latents
+from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, BatchSummary, Fit, _fit_length, voice_latents
 from .model import OmniDiT, assemble
 from .solvers import DEFAULT_GUIDANCE, Guidance, make_solver
 
@@ -45,7 +45,9 @@ from .solvers import DEFAULT_GUIDANCE, Guidance, make_solver
 class GenerateConfig:
     flavor: str = "debug"
     weights: str = "debug"  # encoders: debug | random | a weights folder
-    checkpoint: str | None = None  # release file, a checkpoint folder, or None (random init)
+    #: release file, training checkpoint folder, weights entry (``dreamid-omni``) or None
+    #: (random init)
+    checkpoint: str | None = None
     checkpoint_weights: str = "ema"  # from a checkpoint folder: "ema" or "model"
     solver: str = "unipc"
     steps: int = 50
@@ -63,26 +65,19 @@ class GenerateConfig:
 
 def load_model(cfg: GenerateConfig) -> OmniDiT:
     """The flavor's model with the configured weights (a seeded random init without any)."""
-    from safetensors.torch import load_file
-
-    from .adapter import load_release
+    from .adapter import checkpoint_state
     from .flavors import build_model, get_flavor
 
     args = get_flavor(cfg.flavor).args
     dtype = getattr(torch, cfg.dtype)
     if cfg.checkpoint is None:
         model = build_model(args, "cpu", seed=cfg.seed)
-    elif Path(cfg.checkpoint).is_dir():
-        model = build_model(args, "meta")
-        d = Path(cfg.checkpoint)
-        f = d / f"{cfg.checkpoint_weights}.safetensors"
-        f = f if f.is_file() else d / "model.safetensors"
-        if not f.is_file():
-            raise OmniError(f"{d}: no {cfg.checkpoint_weights}.safetensors or "
-                            "model.safetensors (not a training checkpoint)")
-        model.load_state_dict(load_file(str(f)), strict=True, assign=True)
     else:
-        model = load_release(cfg.checkpoint, args)
+        model = build_model(args, "meta")
+        root = None if cfg.weights in ("debug", "random") else cfg.weights
+        sd, _ = checkpoint_state(cfg.checkpoint, model.state_dict(), cfg.checkpoint_weights,
+                                 root)
+        model.load_state_dict(sd, strict=True, assign=True)
     return model.to(device=cfg.device, dtype=dtype).eval()
 
 
@@ -240,31 +235,13 @@ class Generator:
         return write_mp4(path, frames, g.fps, wave.astype(np.float32), g.sample_rate)
 
 
-@dataclass
-class GenerateSummary:
-    out: Path
-    instances: int
-    written: int
-    skipped: int
-    errors: list[tuple[str, str]]
-    wall_s: float
-
-    def lines(self) -> list[str]:
-        out = [f"generate: {self.instances} instances -> {self.written} videos in {self.out} "
-               f"({self.skipped} already there), {len(self.errors)} errors, wall "
-               f"{self.wall_s:.1f} s"]
-        out += [f"  error {i}: {why}" for i, why in self.errors[:20]]
-        return out
-
-
 def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
-             cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
+             cfg: GenerateConfig, progress: bool = True) -> BatchSummary:
     """Every instance of a ``bench_instances`` manifest -> ``OUT/<instance_id>.mp4`` (an
     existing file is kept: a rerun finishes what a stopped one left); failures are listed
     and written to ``OUT/errors.parquet``."""
-    import pandas as pd
 
-    from omni_core.manifests import read_manifest, write_manifest
+    from omni_core.manifests import error_row, errors_frame, read_manifest, write_manifest
 
     t0 = time.perf_counter()
     path = Path(instances)
@@ -273,7 +250,7 @@ def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(cfg)
-    errors: list[tuple[str, str, str]] = []
+    errors: list[dict[str, Any]] = []
     written = skipped = 0
     rows = table.to_dict("records")
     bar = None
@@ -289,23 +266,26 @@ def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
         else:
             try:
                 cond = gen.conditions(inst, root)
-                seed = int.from_bytes(__import__("hashlib").sha256(
-                    f"{cfg.seed}/{iid}".encode()).digest()[:8], "little") >> 1
-                v, a = gen.sample(cond, seed)
+                v, a = gen.sample(cond, instance_seed(cfg.seed, iid))
                 tmp = out / f".{iid}.tmp.mp4"
                 gen.write(tmp, v, a, cond)
                 os.replace(tmp, dest)
                 written += 1
             except Exception as exc:  # one instance never stops the run
-                errors.append((iid, type(exc).__name__, (str(exc).splitlines() or [""])[0]))
+                errors.append(error_row(iid, "generate", exc))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    now = pd.Timestamp.now(tz="UTC")
-    write_manifest(pd.DataFrame([{"item": i, "stage": "generate", "error_type": k,
-                                  "reason": r, "time": now} for i, k, r in errors],
-                                columns=["item", "stage", "error_type", "reason", "time"]),
-                   "errors", out / "errors.parquet")
-    return GenerateSummary(out, len(rows), written, skipped,
-                           [(i, r) for i, _, r in errors], time.perf_counter() - t0)
+    write_manifest(errors_frame(errors), "errors", out / "errors.parquet")
+    return BatchSummary("generate", out, len(rows), written, skipped,
+                        [(e["item"], e["reason"]) for e in errors], time.perf_counter() - t0)
+
+
+def instance_seed(seed: int, instance_id: str) -> int:
+    """The sampling seed of one instance: a hash of the run's seed and the instance id (the
+    same video whatever else is generated, and in any order)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}/{instance_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1

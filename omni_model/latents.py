@@ -226,9 +226,10 @@ class Encoders:
     def sample(self, row: dict[str, Any]) -> LatentSample:
         from omni_core.captions import read_caption
         from omni_core.media import load_audio, probe, read_frames, read_image
+        from omni_core.storage import local_input
 
         g = self.flavor.geometry
-        clip = row["clip_path"]
+        clip = local_input(row["clip_path"])  # a local copy when the curation is remote
         info = probe(clip)
         if not info.n_frames:
             raise OmniError("clip has no video frames")
@@ -245,12 +246,13 @@ class Encoders:
         video = self._encode_video(frames)
         audio = self.audio.encode(torch.from_numpy(wav)[None].to(self.cfg.device))[0]
         audio = _fit_length(audio.float().cpu(), g.audio_latents)
-        refs = [self.video.encode_image(read_image(p), g.height, g.width).float().cpu()
-                for p in row["image_paths"]]
-        voices = [voice_latents(self.audio, load_audio(p, g.sample_rate), g,
+        refs = [self.video.encode_image(read_image(local_input(p)), g.height, g.width)
+                .float().cpu() for p in row["image_paths"]]
+        voices = [voice_latents(self.audio, load_audio(local_input(p), g.sample_rate), g,
                                 self.cfg.voice_seconds, self.cfg.device)
                   for p in row["audio_paths"]]
-        text = self.text.encode([read_caption(row["caption_path"]).prompt_text()])[0]
+        prompt = read_caption(local_input(row["caption_path"])).prompt_text()
+        text = self.text.encode([prompt])[0]
         source = None
         if self.cfg.source_video:
             picks = [round(t * clip_fps) for t in times]
@@ -264,7 +266,7 @@ class Encoders:
             video_mask=video_mask(g, fit, [None if f is None else round(f / clip_fps * g.fps)
                                            for f in row["mask_frames"]], row["mask_boxes"]),
             audio_mask=audio_mask(g, row["mask_spans"]), source_video=source,
-            prompt=read_caption(row["caption_path"]).prompt_text(), task=row["task"])
+            prompt=prompt, task=row["task"])
 
     def _encode_video(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
@@ -295,17 +297,19 @@ def _fit_length(x: torch.Tensor, n: int) -> torch.Tensor:
 # the run
 
 
-def plan_rows(curation: Path) -> list[dict[str, Any]]:
-    """One work item per curated sample: its task, absolute media paths, masks and the
-    subjects' face tracks (for the RV2AV source)."""
+def plan_rows(curation: str) -> list[dict[str, Any]]:
+    """One work item per curated sample: its task, absolute media paths (or URLs, for a
+    curation output in object storage), masks and the subjects' face tracks (for the RV2AV
+    source)."""
     from omni_core.manifests import read_manifest
+    from omni_core.storage import join, resolve
 
-    samples = read_manifest(curation / "samples.parquet", "samples")
-    refs = read_manifest(curation / "references.parquet", "references").set_index(
+    samples = read_manifest(join(curation, "samples.parquet"), "samples")
+    refs = read_manifest(join(curation, "references.parquet"), "references").set_index(
         "reference_id")
-    idents = read_manifest(curation / "identities.parquet", "identities").set_index(
+    idents = read_manifest(join(curation, "identities.parquet"), "identities").set_index(
         "identity_id")
-    tracks = read_manifest(curation / "face_tracks.parquet", "face_tracks").set_index(
+    tracks = read_manifest(join(curation, "face_tracks.parquet"), "face_tracks").set_index(
         "track_id")
     rows = []
     for s in samples.itertuples(index=False):
@@ -317,10 +321,11 @@ def plan_rows(curation: Path) -> list[dict[str, Any]]:
                     subj_tracks.append(([int(x) for x in t.frame_indices],
                                         [tuple(map(float, b)) for b in t.boxes]))
         rows.append({
-            "sample_id": s.sample_id, "task": s.task, "clip_path": str(curation / s.clip_path),
-            "caption_path": str(curation / s.caption_path),
-            "image_paths": [str(curation / refs.loc[r].path) for r in s.image_reference_ids],
-            "audio_paths": [str(curation / refs.loc[r].path) for r in s.audio_reference_ids],
+            "sample_id": s.sample_id, "task": s.task,
+            "clip_path": resolve(curation, s.clip_path),
+            "caption_path": resolve(curation, s.caption_path),
+            "image_paths": [resolve(curation, refs.loc[r].path) for r in s.image_reference_ids],
+            "audio_paths": [resolve(curation, refs.loc[r].path) for r in s.audio_reference_ids],
             "mask_frames": [None if f is None else int(f) for f in s.mask_frames],
             "mask_boxes": [None if b is None else tuple(map(float, b)) for b in s.mask_boxes],
             "mask_spans": [None if p is None else (float(p[0]), float(p[1]))
@@ -357,12 +362,12 @@ class _Actor:
         try:
             s = self.enc.sample(json.loads(row["item"]))
             _write_part(self.parts, s)
-            return {"sample_id": s.sample_id, "error_type": "", "error": "",
-                    "seconds": time.perf_counter() - t0}
+            return {"sample_id": s.sample_id, "error": "", "seconds": time.perf_counter() - t0}
         except Exception as exc:  # one sample never stops the run
+            from omni_core.manifests import error_row
+
             sid = json.loads(row["item"])["sample_id"]
-            return {"sample_id": sid, "error_type": type(exc).__name__,
-                    "error": (str(exc).splitlines() or [""])[0] or type(exc).__name__,
+            return {"sample_id": sid, "error": json.dumps(error_row(sid, "latents", exc)),
                     "seconds": time.perf_counter() - t0}
 
 
@@ -386,32 +391,36 @@ def _read_part(path: Path) -> LatentSample:
 
 
 @dataclass
-class LatentsSummary:
+class BatchSummary:
+    """What a batch job over items (samples, benchmark instances) did."""
+
+    job: str  # "latents", "generate"
     out: Path
-    samples: int
+    total: int
     written: int
-    skipped: int
-    errors: list[tuple[str, str]]
+    skipped: int  # done by an earlier run
+    errors: list[tuple[str, str]]  # (item, reason); also OUT/errors.parquet
     wall_s: float
 
     def lines(self) -> list[str]:
-        out = [f"latents: {self.samples} samples -> {self.written} in {self.out} "
+        out = [f"{self.job}: {self.total} items -> {self.written} in {self.out} "
                f"({self.skipped} from an earlier run), {len(self.errors)} errors, wall "
                f"{self.wall_s:.1f} s"]
-        out += [f"  error {sid}: {why}" for sid, why in self.errors[:20]]
+        out += [f"  error {item}: {why}" for item, why in self.errors[:20]]
         return out
 
 
 def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str],
-                    cfg: LatentsConfig, progress: bool = True) -> LatentsSummary:
-    import pandas as pd
+                    cfg: LatentsConfig, progress: bool = True) -> BatchSummary:
     import ray
 
-    from omni_core.manifests import write_manifest
+    from omni_core.manifests import errors_frame, write_manifest
     from omni_core.ray_helpers import init_ray
+    from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
-    curation, out = Path(curation).resolve(), Path(out).resolve()
+
+    curation, out = RunFolder(curation).out, Path(out).resolve()
     rows = plan_rows(curation)
     parts = out / "_parts" / config_key(cfg)
     parts.mkdir(parents=True, exist_ok=True)
@@ -428,8 +437,7 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                         min_size=1, max_size=cfg.max_actors or 1),
                     num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         results = list(ds.iter_rows())
-    errors = [(r["sample_id"], r["error_type"], r["error"]) for r in results
-              if r["error_type"]]
+    errors = [json.loads(r["error"]) for r in results if r["error"]]
     writer = ShardWriter(out, cfg.shard_size, getattr(torch, cfg.storage_dtype))
     done = sorted(p for p in parts.glob("*.safetensors") if not p.name.startswith("_"))
     task_of = {r["sample_id"]: r["task"] for r in rows}
@@ -443,11 +451,7 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
     writer.close({k: null[k] for k in NULL_TEXTS}, {
         "flavor": cfg.flavor, "weights": cfg.weights, "config": to_dict(cfg),
         "geometry": to_dict(fl.geometry), "curation": str(curation)})
-    now = pd.Timestamp.now(tz="UTC")
-    write_manifest(pd.DataFrame([{"item": sid, "stage": "latents", "error_type": kind,
-                                  "reason": why, "time": now} for sid, kind, why in errors],
-                                columns=["item", "stage", "error_type", "reason", "time"]),
-                   "errors", out / "errors.parquet")
-    return LatentsSummary(out, len(rows), len([p for p in done if p.stem in task_of]),
-                          len(rows) - len(todo), [(s, w) for s, _, w in errors],
-                          time.perf_counter() - t0)
+    write_manifest(errors_frame(errors), "errors", out / "errors.parquet")
+    return BatchSummary("latents", out, len(rows),
+                        len([p for p in done if p.stem in task_of]), len(rows) - len(todo),
+                        [(e["item"], e["reason"]) for e in errors], time.perf_counter() - t0)

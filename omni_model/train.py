@@ -88,7 +88,9 @@ class TrainRayConfig(RayConfig):
 class TrainConfig:
     flavor: str = "debug"
     out: str = "out/train"
-    init: str | None = None  # release checkpoint file, or a previous stage's checkpoint dir
+    #: release checkpoint file, a weights entry (``ovi``, ``dreamid-omni``: from the weights
+    #: folder), or a previous stage's checkpoint dir
+    init: str | None = None
     init_weights: str = "ema"  # from a checkpoint dir: "ema" or "model"
     seed: int = 0
     global_batch: int = 32
@@ -204,21 +206,11 @@ def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _load_weights(model: torch.nn.Module, source: str, which: str) -> str:
-    """Initial weights from a release file or a checkpoint folder; returns a description."""
-    from safetensors.torch import load_file
+    """Initial weights from a release file, a checkpoint folder or a weights entry
+    (:func:`omni_model.adapter.checkpoint_state`); returns a description."""
+    from .adapter import checkpoint_state
 
-    from .adapter import from_release, read_state_dict
-
-    p = Path(source)
-    if p.is_dir():
-        f = p / f"{which}.safetensors"
-        if not f.is_file():
-            f = p / "model.safetensors"
-        sd = load_file(str(f))
-        what = f"checkpoint {f}"
-    else:
-        sd = from_release(read_state_dict(p), model.state_dict())
-        what = f"release checkpoint {p}"
+    sd, what = checkpoint_state(source, model.state_dict(), which)
     model.load_state_dict(sd, strict=True)
     return what
 
@@ -548,6 +540,10 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
             return p
         return str(Path(p).resolve())
 
+    from omni_core.weights import load_registry
+
     stages = {k: replace(v, data=absolute(v.data)) for k, v in cfg.stages.items()}
-    return replace(cfg, out=absolute(cfg.out) or cfg.out, init=absolute(cfg.init),
-                   stages=stages)
+    entry = cfg.init is not None and not Path(cfg.init).exists() and \
+        cfg.init.partition(":")[0] in load_registry().names()
+    return replace(cfg, out=absolute(cfg.out) or cfg.out,
+                   init=cfg.init if entry else absolute(cfg.init), stages=stages)

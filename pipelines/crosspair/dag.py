@@ -38,11 +38,11 @@ import pandas as pd
 
 from omni_core.config import to_dict
 from omni_core.errors import OmniError
-from omni_core.manifests import read_manifest, stable_id, write_manifest
+from omni_core.manifests import error_row, errors_frame, read_manifest, stable_id, write_manifest
 from omni_core.ray_helpers import init_ray
 from omni_core.storage import RunFolder, as_run_folder, exists, join, local_input
 
-from ..inpair.dag import _actor_args, error_row, record_setup, setup_seconds
+from ..inpair.dag import _actor_args, record_setup, setup_seconds
 from ..parts import PartStore, config_hash
 from .config import CrosspairConfig
 
@@ -333,7 +333,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     voices = _frame(voices_rows, "voices", ["voice_id"])
     samples, refs, sources = build_crosspair(plan, voices)
     sources_df = _frame(plan.sources + sources, "crosspair_sources", ["inpair_sample_id"])
-    errors = _frame(errors_rows, "errors", ["stage", "item", "reason"])
+    errors = errors_frame(errors_rows)
     labels = pd.DataFrame(labels_rows).drop_duplicates("segment_id").to_dict("records") \
         if labels_rows else []
     for table, df in (
@@ -393,10 +393,7 @@ def _frame(rows: list[dict[str, Any]], table: str, keys: list[str]) -> pd.DataFr
     sch = get_schema(table)
     if not rows:
         return sch.empty()
-    df = pd.DataFrame(rows)
-    if "time" in df and table == "errors":
-        df["time"] = pd.to_datetime(df["time"], utc=True)
-    df = sch.validate_frame(df)
+    df = sch.validate_frame(pd.DataFrame(rows))
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 

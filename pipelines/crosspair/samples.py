@@ -27,21 +27,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from omni_core.manifests import read_manifest, stable_id, write_manifest
-from omni_core.storage import RunFolder, is_remote, join
+from omni_core.storage import RunFolder, join, resolve
 
 
 def absolute(df: pd.DataFrame, root: str | os.PathLike[str], column: str) -> pd.DataFrame:
     """``column``'s relative paths made absolute under ``root`` (a folder or a URL; absolute
     paths and URLs kept)."""
     df = df.copy()
-    df[column] = [p if not isinstance(p, str) or is_remote(p) or Path(p).is_absolute()
-                  else join(root, p) for p in df[column]]
+    df[column] = [resolve(root, p) if isinstance(p, str) else p for p in df[column]]
     return df
 
 

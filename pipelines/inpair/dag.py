@@ -36,7 +36,7 @@ from typing import Any
 
 from omni_core.config import to_dict
 from omni_core.errors import OmniError
-from omni_core.manifests import stable_id
+from omni_core.manifests import error_row, stable_id
 from omni_core.ray_helpers import init_ray, plan_actor_pool
 from omni_core.storage import RunFolder, as_run_folder, join, list_files, local_input
 
@@ -67,12 +67,6 @@ def list_inputs(source: str | os.PathLike[str]) -> list[str]:
     input is accounted for.
     """
     return list_files(source)
-
-
-def error_row(item: str, stage: str, exc: BaseException) -> dict[str, Any]:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return {"item": item, "stage": stage, "error_type": type(exc).__name__, "reason": reason,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 @dataclass

@@ -202,3 +202,14 @@ def test_credentials_are_never_printed(s3, tmp_path, capsys):
     texts += [captured.out, captured.err]
     for text in texts:
         assert secret not in text and key_id not in text, text
+
+
+def test_resolve_keeps_absolute_locations_and_joins_relative_ones(tmp_path):
+    from omni_core.storage import resolve
+
+    assert resolve("s3://b/run", "clips/a.mp4") == "s3://b/run/clips/a.mp4"
+    assert resolve("s3://b/run", "s3://c/other/x.wav") == "s3://c/other/x.wav"
+    assert resolve("s3://b/run", "/abs/x.png") == "/abs/x.png"
+    assert resolve(tmp_path, "clips/a.mp4") == str(tmp_path / "clips" / "a.mp4")
+    assert resolve(tmp_path, "s3://c/x.wav") == "s3://c/x.wav"
+    assert resolve(tmp_path, "file:///abs/y.png") == "file:///abs/y.png"

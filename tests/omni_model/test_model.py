@@ -226,6 +226,30 @@ def test_a_checkpoint_in_the_release_layout_loads_and_predicts_the_same(tmp_path
         load_release(tmp_path / "missing.safetensors", DEBUG.args)
 
 
+def test_a_checkpoint_can_be_named_by_its_weights_entry(tmp_path):
+    """``dreamid-omni`` (or ``ENTRY:FILE``) finds the release file in the weights folder; a
+    missing file is one error naming the fetch command; nothing is downloaded."""
+    from safetensors.torch import save_file
+
+    from omni_core.weights import entry_dir
+    from omni_model.adapter import checkpoint_state, resolve_checkpoint
+
+    with pytest.raises(OmniError, match="omni weights fetch dreamid-omni"):
+        resolve_checkpoint("dreamid-omni", tmp_path)
+    with pytest.raises(OmniError, match="not a weights entry"):
+        resolve_checkpoint("no-such-model", tmp_path)
+    model = _trained_like(seed=4)
+    folder = entry_dir("dreamid-omni", tmp_path)
+    folder.mkdir(parents=True)
+    path = folder / "dreamid_omni.safetensors"
+    save_file({k: v.contiguous() for k, v in to_release(model.state_dict()).items()}, str(path))
+    assert resolve_checkpoint("dreamid-omni", tmp_path) == path
+    assert resolve_checkpoint("dreamid-omni:dreamid_omni.safetensors", tmp_path) == path
+    sd, what = checkpoint_state("dreamid-omni", model.state_dict(), weights_root=tmp_path)
+    assert what == f"release checkpoint {path}"
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+
+
 # --------------------------------------------------------------------------------------------
 # counting
 

@@ -162,6 +162,21 @@ def test_generate_writes_playable_videos_that_omni_eval_scores(instances, tmp_pa
     assert "missing" not in set(res.status)
 
 
+def test_a_failing_instance_is_an_error_row_and_the_others_are_written(instances, tmp_path):
+    table = read_manifest(instances, "bench_instances")
+    bad = table.iloc[0].to_dict()
+    bad.update(instance_id="broken_0", image_refs=[str(tmp_path / "missing.png")])
+    path = tmp_path / "instances.parquet"
+    write_manifest(pd.concat([table.iloc[:1], pd.DataFrame([bad])], ignore_index=True),
+                   "bench_instances", path)
+    summary = generate(path, tmp_path / "pred", GenerateConfig(steps=2), progress=False)
+    assert summary.written == 1 and [i for i, _ in summary.errors] == ["broken_0"]
+    assert not (tmp_path / "pred" / "broken_0.mp4").exists()
+    errors = read_manifest(tmp_path / "pred" / "errors.parquet", "errors")
+    assert list(errors.item) == ["broken_0"] and list(errors.stage) == ["generate"]
+    assert "missing.png" in errors.reason[0]
+
+
 def test_sampling_is_deterministic_and_both_guidance_forms_run(instances):
     table = read_manifest(instances, "bench_instances").set_index("instance_id")
     inst = {"instance_id": "twoip", **table.iloc[2].to_dict()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -45,9 +46,13 @@ def registry() -> Registry:
 
 
 @pytest.fixture(scope="module")
-def tts() -> F5TTS:
+def tts() -> Iterator[F5TTS]:
+    before = torch.get_num_threads()  # one thread here, restored: later tests compare runs
     torch.set_num_threads(1)
-    return F5TTS.debug(seed=0, options=FAST)
+    try:
+        yield F5TTS.debug(seed=0, options=FAST)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _prompt(seconds: float = 1.5, rate: int = SR, amp: float = 0.05) -> np.ndarray:

@@ -329,3 +329,16 @@ def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offlin
     monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node2"))
     again = run_crosspair([f"{bucket}/inpair"], f"{bucket}/cross", _cfg(), progress=False)
     assert again.skipped_voices == 4
+
+    # `omni latents` reads the stage-3 table straight from the bucket
+    from omni_model.data import read_index
+    from omni_model.latents import LatentsConfig, extract_latents
+
+    try:
+        lat = extract_latents(f"{bucket}/cross/stage3", tmp_path / "lat", LatentsConfig(),
+                              progress=False)
+    finally:
+        shutdown_ray()
+    assert lat.errors == [] and lat.written == 3
+    st3 = read_manifest(local / "stage3" / "samples.parquet", "samples")
+    assert sorted(read_index(tmp_path / "lat").task) == sorted(st3.task)
