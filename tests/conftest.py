@@ -178,6 +178,31 @@ def s3(s3_server) -> Iterator[S3]:
 
 
 # --------------------------------------------------------------------------------------------
+# ClearerVoice's own network with seeded random weights, in the release's checkpoint layout
+
+
+def mossformergan_checkpoint(weights: Path, drop: int = 0) -> Path:
+    """The release's layout (``last_best_checkpoint`` naming a ``.pt`` with a ``model`` dict)
+    holding ClearerVoice's own MossFormerGAN_SE_16K network, random-initialised with a seed;
+    ``drop`` leaves that many tensors out."""
+    from types import SimpleNamespace
+
+    import torch
+    from clearvoice.models.mossformer_gan_se.generator import MossFormerGAN_SE_16K
+
+    from pipelines.inpair.audio import clearvoice_entry
+
+    torch.manual_seed(0)
+    net = MossFormerGAN_SE_16K(SimpleNamespace(fft_len=400, mode="inference")).model
+    state = dict(list(net.state_dict().items())[drop:])
+    folder = weights / clearvoice_entry("MossFormerGAN_SE_16K")
+    folder.mkdir(parents=True)
+    (folder / "last_best_checkpoint").write_text("last_best_checkpoint.pt\n")
+    torch.save({"model": state}, folder / "last_best_checkpoint.pt")
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
 # a real Ray head on 127.0.0.1 for job-submission tests
 
 

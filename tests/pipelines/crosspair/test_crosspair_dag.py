@@ -191,6 +191,31 @@ def test_a_clone_that_fails_its_check_is_an_error_row_and_no_file(units, tmp_pat
     assert not (tmp_path / "voices").exists()
 
 
+def test_the_clone_goes_through_clearervoice_before_its_check(units, tmp_path, monkeypatch):
+    """clone.enhance: ClearerVoice's own network (seeded random weights in the release's
+    layout) sits between the clone and its check: the checked audio is the enhanced one."""
+    from conftest import mossformergan_checkpoint
+
+    from pipelines.inpair.audio import Enhancer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the enhancer itself turns the hub off
+    mossformergan_checkpoint(tmp_path / "weights")
+    plain = _run_one(_stage(_cfg("check.min_similarity=-1"), tmp_path / "a"), units[0])
+    stage = _stage(_cfg("check.min_similarity=-1"), tmp_path / "b")
+    stage.enhancer = Enhancer(enabled=True, weights=tmp_path / "weights")
+    calls = []
+    run = stage.enhancer.__call__
+    monkeypatch.setattr(stage.enhancer.__class__, "__call__",
+                        lambda self, x, sr: calls.append(len(x)) or run(x, sr))
+    enhanced = _run_one(stage, units[0])
+    (a,), (b,) = plain["tables"]["voices"], enhanced["tables"]["voices"]
+    assert a["passed"] and b["passed"] and len(calls) == 1
+    assert b["similarity"] != a["similarity"]  # the check saw the enhanced audio
+    wav_a, _ = sf.read(tmp_path / "a" / a["path"])
+    wav_b, _ = sf.read(tmp_path / "b" / b["path"])
+    assert wav_a.shape == wav_b.shape and not np.allclose(wav_a, wav_b, atol=1e-3)
+
+
 def test_an_unreadable_prompt_is_an_error_row(units, tmp_path):
     bad = dict(units[0], prompt_path=str(tmp_path / "missing.wav"))
     part = _run_one(_stage(_cfg(), tmp_path), bad)

@@ -14,7 +14,6 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -327,29 +326,13 @@ def test_enhancer_loads_through_the_weights_registry_and_never_downloads(tmp_pat
     assert os.getcwd() == cwd and os.environ["HF_HUB_OFFLINE"] == "0"
 
 
-def _mossformergan_checkpoint(weights: Path, drop: int = 0) -> Path:
-    """The release's layout (``last_best_checkpoint`` naming a ``.pt`` with a ``model`` dict)
-    holding ClearerVoice's own MossFormerGAN_SE_16K network, random-initialised with a seed;
-    ``drop`` leaves that many tensors out."""
-    from clearvoice.models.mossformer_gan_se.generator import MossFormerGAN_SE_16K
-
-    from pipelines.inpair.audio import clearvoice_entry
-
-    torch.manual_seed(0)
-    net = MossFormerGAN_SE_16K(SimpleNamespace(fft_len=400, mode="inference")).model
-    state = dict(list(net.state_dict().items())[drop:])
-    folder = weights / clearvoice_entry("MossFormerGAN_SE_16K")
-    folder.mkdir(parents=True)
-    (folder / "last_best_checkpoint").write_text("last_best_checkpoint.pt\n")
-    torch.save({"model": state}, folder / "last_best_checkpoint.pt")
-    return folder
-
-
 def test_enhancer_runs_clearvoices_network_from_the_weights_folder(tmp_path, clip, monkeypatch):
     """The real upstream path: ClearVoice builds MossFormerGAN_SE_16K, loads our checkpoint
     from the registry folder (never the hub) and enhances through its file interface."""
+    from conftest import mossformergan_checkpoint
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the enhancer itself must turn the hub off
-    folder = _mossformergan_checkpoint(tmp_path)
+    folder = mossformergan_checkpoint(tmp_path)
     enh = Enhancer(enabled=True, weights=tmp_path)
     net = enh._model.models[0].model
     saved = torch.load(folder / "last_best_checkpoint.pt", weights_only=True)["model"]
@@ -365,7 +348,7 @@ def test_enhancer_runs_clearvoices_network_from_the_weights_folder(tmp_path, cli
 
     # a checkpoint that leaves tensors at random init is refused, not silently used
     with pytest.raises(OmniError, match="does not match MossFormerGAN_SE_16K: 3 tensors"):
-        Enhancer(enabled=True, weights=_mossformergan_checkpoint(tmp_path / "bad", drop=3)
+        Enhancer(enabled=True, weights=mossformergan_checkpoint(tmp_path / "bad", drop=3)
                  .parent)
 
 
