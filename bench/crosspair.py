@@ -34,12 +34,30 @@ from .curation import GpuBusy, replicate
 OFFLINE = INPAIR_OFFLINE.with_name("crosspair-offline.yaml")
 
 
+def replicate_corpus(corpus: Path, dest: Path, copies: int) -> Path:
+    """A corpus of the talking videos ``copies`` times under other names
+    (``talking/<k>_<name>``), with the turns of each copy in ``truth/turns.parquet`` (what the
+    offline configuration's annotations double reads); its ``talking`` folder."""
+    import pandas as pd
+
+    from omni_core.manifests import read_manifest, write_manifest
+
+    talking = replicate(corpus / "talking", dest / "talking", copies)
+    turns = read_manifest(corpus / "truth" / "turns.parquet", "corpus_turns")
+    mine = turns[turns.file.str.startswith("talking/")]
+    copied = [mine.assign(file=[f"talking/{k}_{Path(f).name}" for f in mine.file])
+              for k in range(copies)]
+    write_manifest(pd.concat(copied, ignore_index=True), "corpus_turns",
+                   dest / "truth" / "turns.parquet")
+    return talking
+
+
 def inpair_run(folder: Path, copies: int) -> Path:
     """An offline in-pair run of the corpus's talking videos (``copies`` copies of each)."""
     corpus = make_corpus(folder / "corpus", seed=0)
     talking = corpus.out / "talking"
     if copies > 1:
-        talking = replicate(talking, folder / "copies", copies)
+        talking = replicate_corpus(corpus.out, folder / "copies", copies)
     cfg = load_config(InpairConfig, INPAIR_OFFLINE, ["ray.include_dashboard=false"])
     try:
         run_inpair(talking, folder / "inpair", cfg, progress=False)
