@@ -43,8 +43,14 @@ class RayConfig:
             raise ValueError("num_cpus must be at least 1")
 
 
-def init_ray(cfg: RayConfig | None = None) -> dict[str, float]:
-    """Start or join Ray (idempotent); returns the cluster's total resources."""
+def init_ray(cfg: RayConfig | None = None, *, verbose: bool = True) -> dict[str, float]:
+    """Start or join Ray (idempotent); returns the cluster's total resources.
+
+    With no address (and no ``RAY_ADDRESS``) a new embedded cluster is started even when a
+    ``ray start`` cluster already runs on this host (Ray would otherwise join it and refuse
+    the local sizing). ``verbose=False`` keeps Ray's own log lines (its INFO/WARNING lines,
+    the workers' output) off the console; they stay in Ray's session logs.
+    """
     import ray
 
     cfg = cfg or RayConfig()
@@ -55,12 +61,17 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, float]:
         cfg = dataclasses.replace(cfg, address=os.environ["RAY_ADDRESS"])
     # Keep Ray's own progress output tidy and its usage stats off the network.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict = {"namespace": cfg.namespace, "log_to_driver": cfg.log_to_driver,
-                    "configure_logging": True, "logging_level": logging.WARNING}
+    if not verbose:
+        _quiet_ray()
+    kwargs: dict = {"namespace": cfg.namespace,
+                    "log_to_driver": cfg.log_to_driver and verbose,
+                    "configure_logging": True,
+                    "logging_level": logging.WARNING if verbose else logging.ERROR}
     if cfg.address:
         kwargs["address"] = cfg.address
     else:
         kwargs.update(
+            address="local",  # never join whatever `ray start` left running on the host
             num_cpus=cfg.num_cpus or os.cpu_count() or 1,
             include_dashboard=cfg.include_dashboard,
             dashboard_host=cfg.dashboard_host,
@@ -78,6 +89,14 @@ def init_ray(cfg: RayConfig | None = None) -> dict[str, float]:
         where = cfg.address or "a local cluster"
         raise OmniError(f"cannot start or join Ray at {where}: {exc}") from exc
     return dict(ray.cluster_resources())
+
+
+def _quiet_ray() -> None:
+    """Ray's messages a user cannot act on stay in its logs: the C++ core's warnings (actor
+    restart notes), Ray Data's plan and progress-bar notices."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

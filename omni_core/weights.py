@@ -617,7 +617,13 @@ def require(
     """
     e = _entry(name, registry)
     folder = entry_dir(e, root)
+    path = _require(e, folder, file_path, root)
+    _record_use(e, folder, path, file_path)
+    return path
 
+
+def _require(e: WeightsEntry, folder: Path, file_path: str | None,
+             root: str | os.PathLike[str] | None) -> Path:
     def missing(path: Path, why: str = "", url: str | None = None) -> WeightsError:
         src = f" (source: {url})" if url else ""
         reason = f" {why}" if why else ""
@@ -651,6 +657,42 @@ def require(
         return path
     archives = [f.url for f in e.files if f.unpack]
     raise missing(path, "", archives[0] if len(archives) == 1 else None)
+
+
+#: every checkpoint file :func:`require` handed out in this process (path -> its record), so
+#: that a job's provenance names the weights it really loaded (omni_core.jobs)
+_USED: dict[str, dict[str, Any]] = {}
+
+
+def _record_use(e: WeightsEntry, folder: Path, path: Path, file_path: str | None) -> None:
+    if file_path is None:  # the whole entry: each of its manifest files
+        for f in e.files:
+            _note(e.name, f.path, folder / f.path, f.sha256)
+        return
+    rel = str(PurePosixPath(file_path))
+    manifest_file = next((f for f in e.files if f.path == rel), None)
+    _note(e.name, rel, folder / rel if path == folder else path,
+          manifest_file.sha256 if manifest_file is not None else None)
+
+
+def _note(entry: str, rel: str, path: Path, sha256: str | None) -> None:
+    _USED[str(path)] = {"entry": entry, "file": rel, "path": str(path), "sha256": sha256}
+
+
+def used_checkpoints() -> list[dict[str, Any]]:
+    """The checkpoint files loaded in this process through :func:`require`, each with its
+    entry, file, path, size and mtime now, and the manifest's sha256 where it lists one
+    (hashing a multi-GB file at every run would cost minutes; size + mtime identify it)."""
+    out = []
+    for path, rec in sorted(_USED.items()):
+        try:
+            st = os.stat(path)
+            size, mtime = (st.st_size, st.st_mtime) if os.path.isfile(path) else (None,
+                                                                                st.st_mtime)
+        except OSError:
+            size = mtime = None
+        out.append({**rec, "size": size, "mtime": mtime})
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""Running a job's stages: on Ray Data actor pools, or in this process.
+
+One runner for every batch job of the suite:
+
+* :func:`run_on_ray` starts or joins Ray once (an embedded local cluster by default, even
+  when a ``ray start`` cluster runs on the host; ``ray.address`` / ``--address`` /
+  ``RAY_ADDRESS`` joins a cluster), builds one Ray Data pipeline of the stages (an actor pool
+  per stage sized from its :class:`~omni_core.jobs.resources.StageResources`), streams the
+  items through it and shows progress;
+* :func:`run_in_process` runs the same stages one item at a time in this process, for jobs
+  bound to one device (sampling, evaluation).
+
+Both book setup and compute the same way (:mod:`omni_core.jobs.stage`) and return the last
+stage's rows; the job then merges its results and writes its summary
+(:mod:`omni_core.jobs.summary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from omni_core.ray_helpers import RayConfig, init_ray
+
+from .progress import _LOCAL_BOARDS, ProgressBoard, ProgressView
+from .resources import StageResources, actor_args
+from .stage import JobContext, Stage, WorkItem
+
+
+@dataclass
+class StagePlan:
+    """One stage of a run: its class, what each actor reserves, its constructor parameters,
+    whether it turns one row into several (``fan_out``), and what its items are called."""
+
+    stage: type[Stage]
+    resources: StageResources = field(default_factory=StageResources)
+    params: dict[str, Any] = field(default_factory=dict)
+    fan_out: bool = False
+    unit: str = "items"
+
+
+def start_ray(cfg: RayConfig, *, verbose: bool = False) -> dict[str, float]:
+    """Start or join Ray once for a job (idempotent)."""
+    return init_ray(cfg, verbose=verbose)
+
+
+def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]], plans: Sequence[StagePlan],
+               ray_config: RayConfig, *, progress: bool = True,
+               verbose: bool = False) -> list[dict[str, Any]]:
+    """Stream ``rows`` through the stages on Ray Data; returns the last stage's rows."""
+    import ray
+
+    if not rows:
+        return []
+    start_ray(ray_config, verbose=verbose)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own display (omni_core.jobs.progress)
+    ctx.execution_options.verbose_progress = False
+    board = view = None
+    if progress:
+        name = f"omni-progress-{job.run}"
+        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name).remote(
+            [p.stage.name for p in plans], len(rows), [p.unit for p in plans])
+        job = _with_board(job, name)
+        view = ProgressView(lambda: ray.get(board.snapshot.remote(), timeout=10))
+    try:
+        ds = ray.data.from_items(list(rows), override_num_blocks=max(1, len(rows)))
+        for p in plans:
+            kwargs = {"fn_constructor_kwargs": {"job": job, **p.params},
+                      **actor_args(p.resources)}
+            ds = ds.flat_map(p.stage, **kwargs) if p.fan_out else ds.map(p.stage, **kwargs)
+        return list(ds.iter_rows())
+    finally:
+        if view is not None:
+            view.close()
+        if board is not None:
+            ray.kill(board)
+
+
+def run_in_process(job: JobContext, items: Sequence[WorkItem], plans: Sequence[StagePlan],
+                   *, progress: bool = True) -> list[WorkItem]:
+    """Run the stages here, one item through all of them before the next (each stage set up
+    once, timed as setup); returns the items."""
+    board = view = None
+    if progress:
+        name = f"omni-progress-{job.run}"
+        board = ProgressBoard([p.stage.name for p in plans], len(items),
+                              [p.unit for p in plans])
+        _LOCAL_BOARDS[name] = board
+        job = _with_board(job, name)
+        view = ProgressView(board.snapshot)
+    try:
+        stages = [p.stage(job, **p.params) for p in plans]
+        for item in items:
+            for st in stages:
+                if item.failed is None:
+                    st.timed(item, st.process)
+                st.report(done=1, failed=int(item.failed is not None), out=1)
+        return list(items)
+    finally:
+        if view is not None:
+            view.close()
+        if board is not None:
+            _LOCAL_BOARDS.pop(job.board or "", None)
+
+
+def _with_board(job: JobContext, name: str) -> JobContext:
+    from dataclasses import replace
+
+    return replace(job, board=name)

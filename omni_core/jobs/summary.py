@@ -1,0 +1,162 @@
+"""One summary for every job: ``OUT/summary.json`` and the closing table on the console.
+
+Every job of the suite (``inpair``, ``crosspair``, ``latents``, ``generate``, ``eval``) ends
+with a :class:`JobSummary` of the same shape:
+
+``job``, ``out``; ``items`` (``total`` given, ``done`` in this run, ``skipped`` because an
+earlier run finished them with the same result key, ``failed``); ``stages`` (per stage: items
+``in`` / ``out`` / ``failed``, ``compute_s`` = the sum of its items' step times, ``setup_s`` =
+worker start-up and model loading, ``actors``; and the same per ``steps``);
+``errors_by_stage`` (error rows per step); ``counts`` (rows per output table); ``timing``
+(``wall_s``, ``compute_s``, ``setup_s``, each counted once); ``result_key``; ``details``
+(what only this job has); ``provenance`` (:mod:`omni_core.jobs.provenance`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omni_core.storage import RunFolder
+
+KEYS = ("job", "out", "items", "stages", "errors_by_stage", "counts", "timing",
+        "result_key", "details", "provenance")
+
+
+def stage_rows(stages: Sequence[tuple[str, Sequence[str]]],
+               records: Iterable[Mapping[str, Any]], *, setup: Mapping[str, float] = {},
+               actors: Mapping[str, int] = {},
+               override: Mapping[str, Mapping[str, int]] = {}) -> list[dict[str, Any]]:
+    """The ``stages`` of a summary from the items' records (``{"steps": {step: seconds},
+    "failed": step or None}``, :meth:`WorkItem.stats`), each item counted once.
+
+    An item reached a step when it has time booked there, and a stage when it reached one of
+    its steps; it failed in the step its ``failed`` names. ``override`` sets ``in``/``out``
+    of a stage whose items change (one video in, its clips out).
+    """
+    recs = list(records)
+    rows = []
+    for stage, steps in stages:
+        step_rows = []
+        for step in steps:
+            reached = sum(1 for r in recs if step in r["steps"])
+            failed = sum(1 for r in recs if r.get("failed") == step)
+            seconds = sum(float(r["steps"].get(step, 0.0)) for r in recs)
+            step_rows.append({"step": step, "in": reached, "out": reached - failed,
+                              "failed": failed, "seconds": round(seconds, 3)})
+        reached = sum(1 for r in recs if any(s in r["steps"] for s in steps))
+        failed = sum(1 for r in recs if r.get("failed") in steps)
+        row = {"stage": stage, "in": reached, "out": reached - failed, "failed": failed,
+               "compute_s": round(sum(s["seconds"] for s in step_rows), 3),
+               "setup_s": round(float(setup.get(stage, 0.0)), 3),
+               "actors": int(actors.get(stage, 0)), "steps": step_rows}
+        row.update(override.get(stage, {}))
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class JobSummary:
+    job: str
+    out: str
+    items: dict[str, int]
+    stages: list[dict[str, Any]]
+    errors_by_stage: dict[str, int]
+    counts: dict[str, int]
+    timing: dict[str, float]
+    result_key: str
+    details: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: job-specific lines for the console (not written; the details hold the figures)
+    notes: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def build(cls, job: str, out: str, *, total: int, skipped: int,
+              stages: list[dict[str, Any]], errors: Any, counts: Mapping[str, int],
+              wall_s: float, result_key: str, details: Mapping[str, Any] | None = None,
+              provenance: Mapping[str, Any] | None = None, failed: int | None = None,
+              notes: Sequence[str] = ()) -> JobSummary:
+        """Fill the derived fields: errors per step from the errors table (a DataFrame with
+        ``item`` and ``stage``), failed items (distinct items with an error row unless
+        given), timing from the stages."""
+        by_stage = ({str(k): int(v) for k, v in errors.groupby("stage").size().items()}
+                    if len(errors) else {})
+        n_failed = failed if failed is not None else (int(errors["item"].nunique())
+                                                      if len(errors) else 0)
+        compute = sum(float(s["compute_s"]) for s in stages)
+        setup = sum(float(s["setup_s"]) for s in stages)
+        return cls(job=job, out=out,
+                   items={"total": int(total), "done": int(total - skipped),
+                          "skipped": int(skipped), "failed": n_failed},
+                   stages=stages, errors_by_stage=dict(sorted(by_stage.items())),
+                   counts={k: int(v) for k, v in counts.items()},
+                   timing={"wall_s": round(wall_s, 3), "compute_s": round(compute, 3),
+                           "setup_s": round(setup, 3)},
+                   result_key=result_key, details=dict(details or {}),
+                   provenance=dict(provenance or {}), notes=list(notes))
+
+    # -- shapes
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("notes")
+        return {k: d[k] for k in KEYS}
+
+    def write(self, folder: RunFolder) -> str:
+        """``summary.json`` in the output (published when the output is remote)."""
+        return folder.write_text("summary.json", json.dumps(self.to_json(), indent=2,
+                                                            default=str) + "\n")
+
+    # -- the console
+
+    @property
+    def wall_over_compute(self) -> float | None:
+        busy = self.timing["compute_s"] + self.timing["setup_s"]
+        return self.timing["wall_s"] / busy if busy > 0 else None
+
+    def lines(self) -> list[str]:
+        """The closing table every job prints."""
+        it, t = self.items, self.timing
+        out = [f"{self.job}: {it['total']} items ({it['done']} this run, {it['skipped']} "
+               f"finished by an earlier run, {it['failed']} failed), wall {t['wall_s']:.1f} s, "
+               f"compute {t['compute_s']:.1f} s, setup {t['setup_s']:.1f} s"]
+        if self.stages:
+            out.append(f"  {'stage':<14}{'in':>7}{'out':>7}{'failed':>8}{'compute s':>11}"
+                       f"{'setup s':>9}{'actors':>8}")
+            for s in self.stages:
+                out.append(f"  {s['stage']:<14}{s['in']:>7}{s['out']:>7}{s['failed']:>8}"
+                           f"{s['compute_s']:>11.1f}{s['setup_s']:>9.1f}{s['actors']:>8}")
+                if len(s["steps"]) > 1:
+                    for st in s["steps"]:
+                        out.append(f"    {st['step']:<12}{st['in']:>7}{st['out']:>7}"
+                                   f"{st['failed']:>8}{st['seconds']:>11.1f}")
+        if self.errors_by_stage:
+            out.append("  errors by step: " + ", ".join(
+                f"{k} {v}" for k, v in self.errors_by_stage.items()))
+        if self.counts:
+            out.append("  rows: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        out += [f"  {n}" for n in self.notes]
+        ratio = self.wall_over_compute
+        if ratio is not None and it["done"]:
+            out.append(f"  wall / (compute + setup) = {ratio:.2f}")
+        out.append(f"  summary: {self.out.rstrip('/')}/summary.json")
+        return out
+
+
+def read_summary(folder: RunFolder | str) -> dict[str, Any]:
+    """A job's summary.json as a dict (``OmniError`` when absent or not a job summary)."""
+    from omni_core.errors import OmniError
+    from omni_core.storage import as_run_folder
+
+    f = as_run_folder(folder)
+    try:
+        data = json.loads(f.read_text("summary.json"))
+    except FileNotFoundError:
+        raise OmniError(f"{f.out} has no summary.json: not a finished run") from None
+    except json.JSONDecodeError as exc:
+        raise OmniError(f"{f.out}/summary.json is unreadable: {exc}") from None
+    if not isinstance(data, dict) or "job" not in data:
+        raise OmniError(f"{f.out}/summary.json is not a job summary (no 'job' key)")
+    return data
