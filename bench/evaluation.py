@@ -31,15 +31,17 @@ def run(repeat: int = 1) -> dict[str, Any]:
         best: dict[str, Any] | None = None
         for i in range(repeat):
             s = evaluate(inst, fx.pred, Path(tdir) / f"out{i}", names, progress=False).summary
-            if best is None or s["timing_s"]["wall"] < best["timing_s"]["wall"]:
+            if best is None or s["timing"]["wall_s"] < best["timing"]["wall_s"]:
                 best = s
-    t = best["timing_s"]
-    n = best["instances"]
+    t = best["timing"]
+    n = best["details"]["instances"]
+    decode = best["details"]["decode_s"]
     return {
-        "instances": n, "metrics": names, "wall_s": t["wall"], "setup_s": t["setup"],
-        "decode_s": t["decode"],
-        "decode_share": round(t["decode"] / t["wall"], 3) if t["wall"] else None,
-        "seconds_per_instance": {k: round(v / n, 3) for k, v in t["per_metric"].items()},
+        "instances": n, "metrics": names, "wall_s": t["wall_s"], "setup_s": t["setup_s"],
+        "decode_s": decode,
+        "decode_share": round(decode / t["wall_s"], 3) if t["wall_s"] else None,
+        "seconds_per_instance": {s["stage"]: round(s["compute_s"] / n, 3)
+                                 for s in best["stages"] if s["stage"] in names},
     }
 
 

@@ -1,17 +1,21 @@
-"""Run metrics over a benchmark's instances and a folder of predictions.
+"""Run metrics over a benchmark's instances and a folder of predictions: the ``eval`` job.
 
-For every instance the prediction ``<instance_id>.mp4`` (with its audio track, or a sibling
-``<instance_id>.wav``) is probed; a missing or unreadable prediction is recorded as ``missing``
-with the reason for every metric, counted in the summary and never averaged. Each instance's
-media is decoded once (:class:`~evaluation.inputs.InstanceInputs`) and shared by the metrics.
+The job's stages (:mod:`omni_core.jobs`, run in this process: one device, one model of each
+metric): ``inputs`` probes each instance's prediction ``<instance_id>.mp4`` (with its audio
+track, or a sibling ``<instance_id>.wav``); then one stage per metric (its models loaded once,
+timed as setup). A missing or unreadable prediction fails the instance at ``inputs``: it is
+recorded as ``missing`` with the reason for every metric, counted in the summary and never
+averaged. Each instance's media is decoded once (:class:`~evaluation.inputs.InstanceInputs`,
+lazily, by the first metric that needs it) and shared by the metrics.
 
-Results are cached per metric and instance under ``OUT/cache/<metric>/<instance>.json``, keyed
-by the prediction's and references' content hash, the metric's version, options and weights: a
-killed run resumes where it stopped, a rerun recomputes nothing, and ``recompute=[name]``
-invalidates one metric.
+Results are kept per metric and instance in the job's result store
+(:class:`omni_core.jobs.ResultStore`), keyed by the prediction's and references' content
+hash, the metric's version, options and weights: a killed run resumes where it stopped, a
+rerun recomputes nothing, and ``recompute=[name]`` invalidates one metric.
 
-Outputs in ``OUT``: ``results.parquet`` (the ``eval_results`` manifest), ``summary.json`` (counts,
-provenance), ``table.md``, ``table.csv``, ``table.tex``.
+Outputs in ``OUT``: ``results.parquet`` (the ``eval_results`` manifest), ``errors.parquet``,
+``summary.json`` (the job summary: stages, timing, provenance; the table and per-metric
+status counts under ``details``), ``table.md``, ``table.csv``, ``table.tex``.
 """
 
 from __future__ import annotations
@@ -19,24 +23,37 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
-from tqdm import tqdm
 
-from omni_core import __version__
-from omni_core.doctor import git_commit
 from omni_core.errors import MediaError, OmniError
-from omni_core.manifests import EVAL_RESULTS, write_manifest
+from omni_core.jobs import (
+    JobContext,
+    JobSummary,
+    ResultStore,
+    Stage,
+    StagePlan,
+    WorkItem,
+    collect_setup,
+    provenance,
+    result_key,
+    run_in_process,
+    stage_rows,
+)
+from omni_core.manifests import EVAL_RESULTS, errors_frame, write_manifest
 from omni_core.media import probe
+from omni_core.storage import RunFolder
 
 from . import tables
 from .inputs import InstanceInputs
 from .registry import Metric, get
+
+JOB = "eval"
 
 
 @dataclass
@@ -45,6 +62,47 @@ class EvalRun:
     results: pd.DataFrame
     summary: dict
     table_md: str
+
+
+class InputsStage(Stage):
+    """Finds and probes each instance's prediction; a missing or unreadable one fails the
+    instance here (every metric then records it as ``missing``)."""
+
+    name = "inputs"
+
+    def setup(self, pred_dir: Path) -> None:
+        self.pred_dir = pred_dir
+
+    def process(self, item: WorkItem) -> None:
+        inputs, why = _inputs(item.data["instance"], self.pred_dir)
+        if why is not None:
+            raise OmniError(why)
+        item.data["inputs"] = inputs
+
+
+class MetricStage(Stage):
+    """One metric over every instance it applies to (a subclass per metric, named after it)."""
+
+    metric: ClassVar[str] = ""
+
+    def setup(self, metric: Metric) -> None:
+        self.m = metric
+        self.m.setup()
+        self.store = ResultStore(self.out, JOB)
+
+    def process(self, item: WorkItem) -> None:
+        inst = item.data["instance"]
+        if self.m.applies_to(inst.task, inst.split):
+            inputs = item.data["inputs"]
+            before = inputs.decode_seconds
+            item.tables.setdefault("eval_results", []).extend(
+                _score(self.m, inputs, self.store))
+            item.data["decode_s"] = item.data.get("decode_s", 0.0) + \
+                inputs.decode_seconds - before
+
+
+def _metric_stage(name: str) -> type[MetricStage]:
+    return type(f"MetricStage_{name}", (MetricStage,), {"name": name, "metric": name})
 
 
 def evaluate(
@@ -62,51 +120,50 @@ def evaluate(
     config: dict | None = None,
 ) -> EvalRun:
     """Score every instance with every metric; write results, summary and tables to ``out``."""
+    t0 = time.perf_counter()
     pred_dir, out = Path(pred_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out.resolve())
     options = options or {}
     metrics: list[Metric] = []
     for name in metric_names:
         cls = get(name)
         metrics.append(cls(weights=weights, device=device, options=options.get(name)))
+    store = ResultStore(folder, JOB)
     for m in metrics:
         if m.spec.name in recompute:
-            _clear_cache(out, m.spec.name)
-    t_setup = time.perf_counter()
-    for m in metrics:
-        m.setup()
-    setup_s = time.perf_counter() - t_setup
+            store.clear(m.spec.name)
+    described = {m.spec.name: m.describe() for m in metrics}
+    key = result_key(described)  # the run's key; each value also has its content key
+    job = JobContext(JOB, folder, key)
+    plans = [StagePlan(InputsStage, params={"pred_dir": pred_dir}, unit="instances")]
+    plans += [StagePlan(_metric_stage(m.spec.name), params={"metric": m}, unit="instances")
+              for m in metrics]
+    items = [WorkItem(inst.instance_id, {"instance": inst})
+             for inst in instances.itertuples(index=False)]
+    items = run_in_process(job, items, plans, progress=progress)
+    setup = collect_setup(job)
 
     rows: list[dict] = []
     missing: dict[str, str] = {}
-    seconds = {m.spec.name: 0.0 for m in metrics}
+    errors: list[dict] = []
     decode_s = 0.0
-    bars = {m.spec.name: tqdm(total=len(instances), desc=f"{m.spec.name:>9}", position=i,
-                              leave=True, disable=not progress, unit="inst")
-            for i, m in enumerate(metrics)}
-    t0 = time.perf_counter()
-    for inst in instances.itertuples(index=False):
-        inputs, why = _inputs(inst, pred_dir)
-        if why is not None:
+    for item in items:
+        inst = item.data["instance"]
+        if item.failed == "inputs":
+            why = item.tables["errors"][0]["reason"]
             missing[inst.instance_id] = why
-        for m in metrics:
-            applicable = m.applies_to(inst.task, inst.split)
-            if applicable:
-                if inputs is None:
+            for m in metrics:
+                if m.applies_to(inst.task, inst.split):
                     rows += _rows(inst, m, None, "missing", why)
-                else:
-                    t = time.perf_counter()
-                    rows += _score(m, inputs, out)
-                    seconds[m.spec.name] += time.perf_counter() - t
-            bars[m.spec.name].update(1)
-        if inputs is not None:
-            decode_s += inputs.decode_seconds
-    wall = time.perf_counter() - t0
-    for bar in bars.values():
-        bar.close()
+        rows += item.tables.get("eval_results", [])
+        errors += item.tables.get("errors", [])
+        decode_s += item.data.get("decode_s", 0.0)
 
     results = EVAL_RESULTS.validate_frame(pd.DataFrame(rows, columns=EVAL_RESULTS.column_names))
     write_manifest(results, EVAL_RESULTS, out / "results.parquet")
+    errors_df = errors_frame(errors)
+    write_manifest(errors_df, "errors", out / "errors.parquet")
     outputs = [o for m in metrics for o in m.spec.outputs]
     agg = tables.aggregate(results, outputs)
     model = model_name or pred_dir.name
@@ -114,27 +171,26 @@ def evaluate(
     (out / "table.md").write_text(md)
     (out / "table.csv").write_text(tables.to_csv(agg, outputs, model))
     (out / "table.tex").write_text(tables.latex(agg, outputs, model))
-    summary = {
-        "suite_version": __version__,
-        "git_commit": git_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": model,
-        "config": config or {},
-        "weights": weights,
-        "debug_weights": weights in ("debug", "random"),
-        "note": (f"{weights} weights: scores are not meaningful"
-                 if weights in ("debug", "random") else None),
-        "metrics": {m.spec.name: m.describe() for m in metrics},
-        "instances": int(len(instances)),
-        "missing_predictions": missing,
-        "counts": _counts(results),
-        "table": {task: {k: c.text for k, c in row.items()} for task, row in agg.items()},
-        "timing_s": {"wall": round(wall, 3), "setup": round(setup_s, 3),
-                     "decode": round(decode_s, 3),
-                     "per_metric": {k: round(v, 3) for k, v in seconds.items()}},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return EvalRun(out, results, summary, md)
+    debug = weights in ("debug", "random")
+    summary = JobSummary.build(
+        JOB, str(folder.root), total=len(instances), skipped=0,
+        stages=stage_rows([(p.stage.name, p.stage.step_names()) for p in plans],
+                          [i.stats() for i in items], setup=setup.seconds,
+                          actors=setup.actors),
+        errors=errors_df, counts={"results": len(results), "missing_predictions":
+                                  len(missing)},
+        wall_s=time.perf_counter() - t0, result_key=key,
+        details={
+            "model": model, "debug_weights": debug,
+            "note": f"{weights} weights: scores are not meaningful" if debug else None,
+            "metrics": described, "instances": int(len(instances)),
+            "missing_predictions": missing, "counts": _counts(results),
+            "table": {task: {k: c.text for k, c in row.items()} for task, row in agg.items()},
+            "decode_s": round(decode_s, 3)},
+        provenance=provenance(config or {}, weights=weights, inputs=[str(pred_dir)],
+                              checkpoints=setup.checkpoints))
+    summary.write(folder)
+    return EvalRun(out, results, summary.to_json(), md)
 
 
 def _inputs(inst, pred_dir: Path) -> tuple[InstanceInputs | None, str | None]:
@@ -158,16 +214,11 @@ def _inputs(inst, pred_dir: Path) -> tuple[InstanceInputs | None, str | None]:
         audio_refs=[Path(p) for p in inst.audio_refs]), None
 
 
-def _score(m: Metric, inputs: InstanceInputs, out: Path) -> list[dict]:
+def _score(m: Metric, inputs: InstanceInputs, store: ResultStore) -> list[dict]:
     key = _cache_key(m, inputs)
-    path = out / "cache" / m.spec.name / f"{inputs.instance_id}.json"
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                return cached["rows"]
-        except (json.JSONDecodeError, KeyError):
-            pass  # a torn cache file: recompute
+    cached = store.get(m.spec.name, inputs.instance_id, key)
+    if cached is not None:
+        return cached["rows"]
     try:
         values = m.compute(inputs)
         rows = []
@@ -184,10 +235,7 @@ def _score(m: Metric, inputs: InstanceInputs, out: Path) -> list[dict]:
         # not cached, so a fixed metric recomputes it
         first = (str(exc).splitlines() or [""])[0]
         return _rows(inputs, m, None, "error", f"{type(exc).__name__}: {first}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"key": key, "rows": rows}))
-    os.replace(tmp, path)
+    store.put(m.spec.name, inputs.instance_id, key, {"rows": rows})
     return rows
 
 
@@ -202,13 +250,6 @@ def _cache_key(m: Metric, inputs: InstanceInputs) -> str:
     desc = json.dumps({"metric": m.spec.name, **m.describe(), "device": m.device},
                       sort_keys=True, default=str)
     return hashlib.sha256(f"{desc}|{inputs.content_hash}".encode()).hexdigest()
-
-
-def _clear_cache(out: Path, name: str) -> None:
-    folder = out / "cache" / name
-    if folder.is_dir():
-        for f in folder.glob("*.json"):
-            f.unlink()
 
 
 def _counts(results: pd.DataFrame) -> dict:

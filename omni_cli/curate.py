@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ip.add_argument("--address", help="Ray cluster to join (host:port or auto); "
                     "default: an embedded local cluster")
     ip.add_argument("--weights", help="'debug' (tiny random models) or a weights folder")
-    ip.add_argument("--quiet", action="store_true", help="no progress bars")
+    ip.add_argument("--quiet", action="store_true", help="no progress display")
+    ip.add_argument("--verbose", action="store_true",
+                    help="also show Ray's own log lines and the workers' output")
     ip.set_defaults(func=run)
     cp = kinds.add_parser(
         "crosspair", help="in-pair runs -> cross-pair (stage 2) and stage-3 samples",
@@ -47,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--address", help="Ray cluster to join (host:port or auto); "
                     "default: an embedded local cluster")
     cp.add_argument("--weights", help="'debug' (tiny random models) or a weights folder")
-    cp.add_argument("--quiet", action="store_true", help="no progress bars")
+    cp.add_argument("--quiet", action="store_true", help="no progress display")
+    cp.add_argument("--verbose", action="store_true",
+                    help="also show Ray's own log lines and the workers' output")
     cp.set_defaults(func=run_crosspair)
     sp = kinds.add_parser("score", help="compare a curation run with the sample corpus truth",
                           description="For a run of `omni curate inpair` on `omni samples "
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.inpair.dag import run_inpair
 
     cfg = load_config(InpairConfig, args.config, _overrides(args))
-    summary = run_inpair(args.input, args.out, cfg, progress=not args.quiet)
+    summary = run_inpair(args.input, args.out, cfg, progress=not args.quiet,
+                         verbose=args.verbose)
     print("\n".join(summary.lines()))
     return 0
 
@@ -94,7 +99,8 @@ def run_crosspair(args: argparse.Namespace) -> int:
     from pipelines.crosspair.dag import run_crosspair as run_dag
 
     cfg = load_config(CrosspairConfig, args.config, _overrides(args))
-    summary = run_dag(args.inpair, args.out, cfg, progress=not args.quiet)
+    summary = run_dag(args.inpair, args.out, cfg, progress=not args.quiet,
+                      verbose=args.verbose)
     print("\n".join(summary.lines()))
     return 0
 
@@ -103,10 +109,13 @@ def run_score(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from omni_core.errors import OmniError
+    from omni_core.jobs import read_summary
     from pipelines.inpair.score import ScoreOptions, score_json, score_run
 
     path = Path(args.json) if args.json else Path(args.run) / "score.json"
-    if (Path(args.run) / "identity_matches.parquet").is_file():  # a cross-pair run
+    kind = read_summary(args.run)["job"]  # what the run says it is, never a guess
+    if kind == "crosspair":
         from pipelines.crosspair.report import write_report
         from pipelines.crosspair.score import lines, score_crosspair
 
@@ -118,6 +127,9 @@ def run_score(args: argparse.Namespace) -> int:
         if path == Path(args.run) / "score.json":
             print(f"  report updated: {write_report(args.run)}")
         return 0
+    if kind != "inpair":
+        raise OmniError(f"{args.run} is a {kind} run: `omni curate score` scores in-pair and "
+                        f"cross-pair curation runs")
     score = score_run(args.run, args.corpus,
                       ScoreOptions(collar=args.collar, skip_overlap=args.skip_overlap))
     print("\n".join(score.lines()))

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                     config={"bench": str(bench), "pred": args.pred, "metrics": names,
                             "set": args.set})
     print(run_.table_md)
-    s = run_.summary
+    s = run_.summary["details"]
     if s["missing_predictions"]:
         print(f"{len(s['missing_predictions'])} of {s['instances']} predictions missing or "
               "unreadable (see summary.json)")

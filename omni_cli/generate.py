@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the flow sampler (UniPC order 2 by default, 50 steps, shift 5) with "
         "per-stream multi-condition guidance over a bench_instances manifest (`omni "
         "benchmark import`), decode with the VAEs and the vocoder, and write OUT/<id>.mp4 "
-        "for `omni eval`. Deterministic for a seed; a rerun keeps finished videos.")
+        "for `omni eval`. Deterministic for a seed; a rerun keeps the videos made with the same "
+        "checkpoint and settings and generates the others again.")
     p.add_argument("--instances", required=True, help="bench_instances .parquet")
     p.add_argument("--out", required=True, help="folder for the mp4 files")
     p.add_argument("--flavor", default="debug")
@@ -39,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(GenerateConfig, None, [*overrides, *args.set])
     summary = generate(args.instances, args.out, cfg, progress=not args.quiet)
     print("\n".join(summary.lines()))
-    return 0 if not summary.errors else 1
+    return 0 if not summary.items["failed"] else 1

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a LatentsConfig value, e.g. source_video=false")
     p.add_argument("--address", help="Ray cluster to join (host:port or auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's own log lines and the workers' output")
     p.set_defaults(func=run)
 
 
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         overrides.append(f"ray.address={args.address}")
     cfg = load_config(LatentsConfig, None, overrides)
-    summary = extract_latents(args.curation, args.out, cfg, progress=not args.quiet)
+    summary = extract_latents(args.curation, args.out, cfg, progress=not args.quiet,
+                              verbose=args.verbose)
     print("\n".join(summary.lines()))
     return 0

@@ -271,3 +271,23 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
 
 def _redact(text: str, key: str | None) -> str:
     return text.replace(key, "***") if key else text
+
+
+def pin_endpoints(config: Any) -> Any:
+    """``config`` (a dataclass) with the endpoint of every :class:`ChatConfig` inside it read
+    from the driver's environment into the config: every worker, on any node, then uses the
+    same endpoint, and the job's result key and provenance record it."""
+    import dataclasses
+
+    if isinstance(config, ChatConfig):
+        base, model = config.resolved()
+        return dataclasses.replace(config, base_url=base, model=model)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return config
+    changes = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        pinned = pin_endpoints(value)
+        if pinned is not value:
+            changes[f.name] = pinned
+    return dataclasses.replace(config, **changes) if changes else config

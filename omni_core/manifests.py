@@ -518,6 +518,22 @@ def error_row(item: str, stage: str, exc: BaseException) -> dict[str, Any]:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def rows_frame(table: str, rows: Sequence[Mapping[str, Any]],
+               sort_keys: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``table`` (plain dicts, e.g. read back from JSON result records) as a validated
+    frame sorted by ``sort_keys`` (stable: the result does not depend on the order in which
+    work finished); timestamp columns are parsed from their ISO strings."""
+    sch = get_schema(table)
+    if not rows:
+        return sch.empty()
+    df = pd.DataFrame(list(rows))
+    for col in sch.columns:
+        if pa.types.is_timestamp(col.type) and col.name in df:
+            df[col.name] = pd.to_datetime(df[col.name], utc=True)
+    df = sch.validate_frame(df)
+    return df.sort_values(list(sort_keys), kind="stable").reset_index(drop=True)
+
+
 def errors_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """``errors`` rows (:func:`error_row`) as a validated table sorted by stage, item and
     reason (so a rerun writes the same order)."""

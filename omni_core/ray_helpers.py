@@ -13,11 +13,17 @@ request when even one actor would not fit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import re
 import socket
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TextIO
 
 from .errors import OmniError
 
@@ -92,11 +98,60 @@ def init_ray(cfg: RayConfig | None = None, *, verbose: bool = True) -> dict[str,
 
 
 def _quiet_ray() -> None:
-    """Ray's messages a user cannot act on stay in its logs: the C++ core's warnings (actor
-    restart notes), Ray Data's plan and progress-bar notices."""
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    """Ray's Python messages a user cannot act on (Ray Data's plan and progress-bar notices)
+    stay in Ray's session logs. Ray Data sets its loggers up when it is imported, so import
+    it first."""
+    import ray.data  # noqa: F401  (configures its loggers; ours must come after)
+
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+#: a line of Ray's C++ core log (glog style): "[2026-12-03 07:56:45,388 E 12044 12044] ..."
+_CORE_LOG = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d+\] ")
+
+
+@contextlib.contextmanager
+def core_log_filter(enabled: bool = True) -> Iterator[TextIO]:
+    """Keep the C++ core's log lines (e.g. "constructor arguments in the object store and
+    max_restarts > 0", written by Ray straight to file descriptor 2) off the console while a
+    job runs; every other line of standard error passes through. Yields a stream to the real
+    standard error (a progress display should write there: it keeps its terminal)."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    stream = os.fdopen(os.dup(real), "w", buffering=1)
+    if not enabled:
+        try:
+            yield stream
+        finally:
+            stream.close()
+            os.close(real)
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    sink = os.dup(real)  # the pump's own way out: it may outlive this block (see below)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                if not _CORE_LOG.match(line):
+                    try:
+                        os.write(sink, line)
+                    except OSError:
+                        pass
+        os.close(sink)
+
+    thread = threading.Thread(target=pump, name="omni-stderr", daemon=True)
+    thread.start()
+    try:
+        yield stream
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's writer is gone: the pump drains it and ends
+        thread.join(timeout=2)  # (a process that inherited the pipe keeps it open longer)
+        stream.close()
+        os.close(real)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

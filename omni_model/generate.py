@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 from omni_core.errors import OmniError
+from omni_core.jobs import JobSummary, ResultStore, Stage, StagePlan, WorkItem
 
-from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, BatchSummary, Fit, _fit_length, voice_latents
+from .latents import AUDIO_NEGATIVE, VIDEO_NEGATIVE, Fit, _fit_length, voice_latents
 from .model import OmniDiT, assemble
 from .solvers import DEFAULT_GUIDANCE, Guidance, make_solver
 
@@ -235,51 +236,107 @@ class Generator:
         return write_mp4(path, frames, g.fps, wave.astype(np.float32), g.sample_rate)
 
 
-def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
-             cfg: GenerateConfig, progress: bool = True) -> BatchSummary:
-    """Every instance of a ``bench_instances`` manifest -> ``OUT/<instance_id>.mp4`` (an
-    existing file is kept: a rerun finishes what a stopped one left); failures are listed
-    and written to ``OUT/errors.parquet``."""
+JOB = "generate"
 
-    from omni_core.manifests import error_row, errors_frame, read_manifest, write_manifest
+
+class GenerateStage(Stage):
+    """Samples each instance into ``OUT/<instance_id>.mp4``; the model, encoders and decoders
+    are loaded once (setup)."""
+
+    name = "generate"
+
+    def setup(self, config: GenerateConfig, root: str) -> None:
+        self.cfg = config
+        self.root = Path(root)
+        self.store = ResultStore(self.out, JOB)
+        self.gen = Generator(config)
+
+    def process(self, item: WorkItem) -> None:
+        iid = item.item
+        cond = self.gen.conditions(item.data, self.root)
+        v, a = self.gen.sample(cond, instance_seed(self.cfg.seed, iid))
+        dest = self.out.root / f"{iid}.mp4"
+        tmp = dest.with_name(f".{iid}.tmp.mp4")
+        self.gen.write(tmp, v, a, cond)
+        os.replace(tmp, dest)
+        self.store.put("videos", iid, self.job.key, {"file": dest.name}, outputs=[dest.name])
+
+
+def result_identity(cfg: GenerateConfig) -> dict[str, Any]:
+    """What a generated video depends on: the sampler settings (not the device), the
+    identity of the checkpoint (path, size and mtime of its files) and of the encoders'
+    weights, and the stage's code version."""
+    from omni_core.config import to_dict
+    from omni_core.jobs import file_identity, weights_mode
+
+    from .adapter import resolve_checkpoint
+
+    settings = {k: v for k, v in to_dict(cfg).items() if k != "device"}
+    ckpt: Any = "random init (seed)"
+    if cfg.checkpoint is not None:
+        root = None if cfg.weights in ("debug", "random") else cfg.weights
+        ckpt = file_identity(resolve_checkpoint(cfg.checkpoint, root))
+    return {"settings": settings, "checkpoint": ckpt, "weights": weights_mode(cfg.weights),
+            "version": {GenerateStage.name: GenerateStage.version}}
+
+
+def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
+             cfg: GenerateConfig, progress: bool = True) -> JobSummary:
+    """Every instance of a ``bench_instances`` manifest -> ``OUT/<instance_id>.mp4``.
+
+    A video is kept by a rerun only when it was made with the same result key (checkpoint,
+    sampler settings, encoders, code version) and not replaced since; otherwise it is
+    generated again (a folder then never mixes two models' videos). Failures are error rows
+    (``OUT/errors.parquet``); ``OUT/summary.json`` says what made the folder.
+    """
+    from omni_core.config import to_dict
+    from omni_core.jobs import (
+        JobContext,
+        collect_setup,
+        provenance,
+        result_key,
+        run_in_process,
+        stage_rows,
+    )
+    from omni_core.manifests import errors_frame, read_manifest, write_manifest
+    from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
     path = Path(instances)
     table = read_manifest(path, "bench_instances")
     root = path.parent if path.is_file() else path
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    gen = Generator(cfg)
-    errors: list[dict[str, Any]] = []
-    written = skipped = 0
+    folder = RunFolder(Path(out).resolve())
+    folder.root.mkdir(parents=True, exist_ok=True)
+    identity = result_identity(cfg)
+    key = result_key(identity)
+    store = ResultStore(folder, JOB)
     rows = table.to_dict("records")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(rows), unit="video", desc="generate")
-    for inst in rows:
-        iid = str(inst["instance_id"])
-        dest = out / f"{iid}.mp4"
-        if dest.exists():
-            skipped += 1
-        else:
-            try:
-                cond = gen.conditions(inst, root)
-                v, a = gen.sample(cond, instance_seed(cfg.seed, iid))
-                tmp = out / f".{iid}.tmp.mp4"
-                gen.write(tmp, v, a, cond)
-                os.replace(tmp, dest)
-                written += 1
-            except Exception as exc:  # one instance never stops the run
-                errors.append(error_row(iid, "generate", exc))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    write_manifest(errors_frame(errors), "errors", out / "errors.parquet")
-    return BatchSummary("generate", out, len(rows), written, skipped,
-                        [(e["item"], e["reason"]) for e in errors], time.perf_counter() - t0)
+    todo = [WorkItem(str(r["instance_id"]), r) for r in rows
+            if not store.done("videos", str(r["instance_id"]), key)]
+    job = JobContext(JOB, folder, key)
+    items = run_in_process(job, todo, [StagePlan(GenerateStage, params={
+        "config": cfg, "root": str(root)}, unit="videos")], progress=progress) if todo else []
+    setup = collect_setup(job)
+    errors = errors_frame([e for i in items for e in i.tables.get("errors", [])])
+    write_manifest(errors, "errors", folder.root / "errors.parquet")
+    written = sum(1 for i in items if i.failed is None)
+    summary = JobSummary.build(
+        JOB, str(folder.root), total=len(rows), skipped=len(rows) - len(todo),
+        stages=stage_rows([(GenerateStage.name, GenerateStage.step_names())],
+                          [i.stats() for i in items], setup=setup.seconds,
+                          actors=setup.actors),
+        errors=errors, counts={"videos": written, "errors": len(errors)},
+        wall_s=time.perf_counter() - t0, result_key=key,
+        details={"written": written, "instances": str(path), "checkpoint":
+                 identity["checkpoint"]},
+        provenance=provenance(to_dict(cfg), weights=cfg.weights, inputs=[str(path)],
+                              checkpoints=setup.checkpoints + (
+                                  [identity["checkpoint"]] if cfg.checkpoint else [])),
+        notes=[f"{written} videos written, checkpoint "
+               f"{cfg.checkpoint or 'none (random init)'}"]
+        + [f"error {e.item}: {e.reason}" for e in errors.head(20).itertuples()])
+    summary.write(folder)
+    return summary
 
 
 def instance_seed(seed: int, instance_id: str) -> int:

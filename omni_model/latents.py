@@ -30,7 +30,6 @@ with the reason) and never stops the run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ import torch
 
 from omni_core.config import to_dict
 from omni_core.errors import OmniError
+from omni_core.jobs import JobSummary, ResultStore, Stage, StagePlan, StageResources, WorkItem
 from omni_core.ray_helpers import RayConfig
 
 from .data import NULL_TEXTS, LatentSample, ShardWriter
@@ -66,9 +66,8 @@ class LatentsConfig:
     voice_seconds: float = 1.0
     video_negative: str = VIDEO_NEGATIVE
     audio_negative: str = AUDIO_NEGATIVE
-    num_cpus: float = 1.0  # per encoder actor
-    num_gpus: float = 0.0
-    max_actors: int | None = None
+    #: what each encoder actor reserves (one actor by default: the encoders are large)
+    resources: StageResources = field(default_factory=lambda: StageResources(max_actors=1))
     ray: RayConfig = field(default_factory=lambda: RayConfig(include_dashboard=False))
 
 
@@ -334,124 +333,129 @@ def plan_rows(curation: str) -> list[dict[str, Any]]:
     return rows
 
 
+JOB = "latents"
+
+
 def config_key(cfg: LatentsConfig) -> str:
-    """What the latents depend on (not Ray, resources or the device)."""
+    """What the latents depend on (not Ray, resources, the device or the shard size) and the
+    encoding stage's code version."""
+    from omni_core.jobs import result_key
+
     d = to_dict(cfg)
-    for k in ("ray", "num_cpus", "num_gpus", "max_actors", "device", "shard_size"):
+    for k in ("ray", "resources", "device", "shard_size"):
         d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return result_key(d, {EncodeStage.name: EncodeStage.version})
 
 
-class _Actor:
-    """Ray Data callable: encodes each row into a part file (skips finished ones)."""
+class EncodeStage(Stage):
+    """Encodes each sample into its part (``.safetensors`` beside the sample's result
+    record); the first actor also encodes the null texts."""
 
-    def __init__(self, cfg: LatentsConfig, parts: str) -> None:
-        self.cfg = cfg
-        self.parts = Path(parts)
-        self.enc = Encoders(cfg)
-        null = self.parts / "_null_text.safetensors"
-        if not null.exists():
-            from safetensors.torch import save_file
+    name = "latents"
 
-            tmp = self.parts / f".null.{os.getpid()}.tmp"
-            save_file({k: v.contiguous() for k, v in self.enc.null_text().items()}, str(tmp))
-            os.replace(tmp, null)
+    def setup(self, config: dict[str, Any]) -> None:
+        from omni_core.config import from_dict
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        try:
-            s = self.enc.sample(json.loads(row["item"]))
-            _write_part(self.parts, s)
-            return {"sample_id": s.sample_id, "error": "", "seconds": time.perf_counter() - t0}
-        except Exception as exc:  # one sample never stops the run
-            from omni_core.manifests import error_row
+        self.cfg = from_dict(LatentsConfig, config)
+        self.store = ResultStore(self.out, JOB)
+        self.enc = Encoders(self.cfg)
+        if not self.store.done("null_text", "null_text", self.job.key):
+            rel = self.store.rel("null_text", "null_text", ".safetensors")
+            _save(self.out.local(rel, fetch=False), {k: v.contiguous() for k, v in
+                                                     self.enc.null_text().items()}, None)
+            self.store.put("null_text", "null_text", self.job.key, {"file": rel},
+                           outputs=[rel])
 
-            sid = json.loads(row["item"])["sample_id"]
-            return {"sample_id": sid, "error": json.dumps(error_row(sid, "latents", exc)),
-                    "seconds": time.perf_counter() - t0}
+    def process(self, item: WorkItem) -> None:
+        s = self.enc.sample(item.data)
+        rel = self.store.rel("samples", s.sample_id, ".safetensors")
+        _save(self.out.local(rel, fetch=False), s.tensors(),
+              {"voice_lengths": json.dumps(list(s.voice_lengths)), "prompt": s.prompt})
+        self.store.put("samples", s.sample_id, self.job.key, {"file": rel}, outputs=[rel])
 
 
-def _write_part(parts: Path, s: LatentSample) -> None:
+def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> None:
     from safetensors.torch import save_file
 
-    meta = {"voice_lengths": json.dumps(list(s.voice_lengths)), "prompt": s.prompt}
-    tmp = parts / f".{s.sample_id}.tmp"
-    save_file(s.tensors(), str(tmp), metadata=meta)
-    os.replace(tmp, parts / f"{s.sample_id}.safetensors")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
 
 
-def _read_part(path: Path) -> LatentSample:
+def _read_part(path: Path, sample_id: str) -> LatentSample:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    return LatentSample(sample_id=path.stem, voice_lengths=tuple(json.loads(
+    return LatentSample(sample_id=sample_id, voice_lengths=tuple(json.loads(
         meta["voice_lengths"])), prompt=meta.get("prompt", ""), **t)
 
 
-@dataclass
-class BatchSummary:
-    """What a batch job over items (samples, benchmark instances) did."""
-
-    job: str  # "latents", "generate"
-    out: Path
-    total: int
-    written: int
-    skipped: int  # done by an earlier run
-    errors: list[tuple[str, str]]  # (item, reason); also OUT/errors.parquet
-    wall_s: float
-
-    def lines(self) -> list[str]:
-        out = [f"{self.job}: {self.total} items -> {self.written} in {self.out} "
-               f"({self.skipped} from an earlier run), {len(self.errors)} errors, wall "
-               f"{self.wall_s:.1f} s"]
-        out += [f"  error {item}: {why}" for item, why in self.errors[:20]]
-        return out
-
-
 def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str],
-                    cfg: LatentsConfig, progress: bool = True) -> BatchSummary:
-    import ray
-
+                    cfg: LatentsConfig, progress: bool = True,
+                    verbose: bool = False) -> JobSummary:
+    """Latents of every sample of a curation run (a folder or URL) into the folder ``out``
+    (shards, ``index.parquet``, ``meta.json``, ``errors.parquet``, ``summary.json``)."""
+    from omni_core.jobs import (
+        JobContext,
+        collect_setup,
+        provenance,
+        run_on_ray,
+        stage_rows,
+    )
     from omni_core.manifests import errors_frame, write_manifest
-    from omni_core.ray_helpers import init_ray
     from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
-
-    curation, out = RunFolder(curation).out, Path(out).resolve()
+    curation = RunFolder(curation).out
+    folder = RunFolder(Path(out).resolve())
+    folder.root.mkdir(parents=True, exist_ok=True)
     rows = plan_rows(curation)
-    parts = out / "_parts" / config_key(cfg)
-    parts.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in rows if not (parts / f"{r['sample_id']}.safetensors").exists()]
-    results: list[dict[str, Any]] = []
-    if todo or not (parts / "_null_text.safetensors").exists():
-        init_ray(cfg.ray)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        items = todo or rows[:1]
-        ds = ray.data.from_items([{"item": json.dumps(r)} for r in items])
-        ds = ds.map(_Actor, fn_constructor_args=(cfg, str(parts)),
-                    compute=ray.data.ActorPoolStrategy(
-                        min_size=1, max_size=cfg.max_actors or 1),
-                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
-        results = list(ds.iter_rows())
-    errors = [json.loads(r["error"]) for r in results if r["error"]]
-    writer = ShardWriter(out, cfg.shard_size, getattr(torch, cfg.storage_dtype))
-    done = sorted(p for p in parts.glob("*.safetensors") if not p.name.startswith("_"))
-    task_of = {r["sample_id"]: r["task"] for r in rows}
-    for p in done:
-        if p.stem in task_of:  # the task from the sample table (a part does not depend on it)
-            writer.add(replace(_read_part(p), task=task_of[p.stem]))
+    key = config_key(cfg)
+    store = ResultStore(folder, JOB)
+    todo = [r for r in rows if not store.done("samples", r["sample_id"], key)]
+    if not todo and not store.done("null_text", "null_text", key) and rows:
+        todo = rows[:1]  # the null texts need an encoder
+    job = JobContext(JOB, folder, key)
+    cfg_dict = to_dict(cfg)
+    done = run_on_ray(job, [WorkItem(r["sample_id"], r).to_row() for r in todo],
+                      [StagePlan(EncodeStage, cfg.resources, {"config": cfg_dict},
+                                 unit="samples")], cfg.ray, progress=progress,
+                      verbose=verbose)
+    items = [WorkItem.from_row(r) for r in done]
+    setup = collect_setup(job)
+    errors = errors_frame([e for i in items for e in i.tables.get("errors", [])])
+    writer = ShardWriter(Path(folder.root), cfg.shard_size, getattr(torch, cfg.storage_dtype))
+    written = 0
+    for r in rows:  # the task from the sample table (a part does not depend on it)
+        rec = store.get("samples", r["sample_id"], key)
+        if rec is not None:
+            writer.add(replace(_read_part(folder.root / rec["file"], r["sample_id"]),
+                               task=r["task"]))
+            written += 1
     from safetensors.torch import load_file
 
-    null = load_file(str(parts / "_null_text.safetensors"))
+    null_rec = store.get("null_text", "null_text", key)
+    if null_rec is None:
+        raise OmniError("the null texts were not encoded (see errors.parquet)")
+    null = load_file(str(folder.root / null_rec["file"]))
     fl = get_flavor(cfg.flavor)
     writer.close({k: null[k] for k in NULL_TEXTS}, {
-        "flavor": cfg.flavor, "weights": cfg.weights, "config": to_dict(cfg),
+        "flavor": cfg.flavor, "weights": cfg.weights, "config": cfg_dict,
         "geometry": to_dict(fl.geometry), "curation": str(curation)})
-    write_manifest(errors_frame(errors), "errors", out / "errors.parquet")
-    return BatchSummary("latents", out, len(rows),
-                        len([p for p in done if p.stem in task_of]), len(rows) - len(todo),
-                        [(e["item"], e["reason"]) for e in errors], time.perf_counter() - t0)
+    write_manifest(errors, "errors", folder.root / "errors.parquet")
+    summary = JobSummary.build(
+        JOB, str(folder.root), total=len(rows), skipped=len(rows) - len(todo),
+        stages=stage_rows([(EncodeStage.name, EncodeStage.step_names())],
+                          [i.stats() for i in items], setup=setup.seconds,
+                          actors=setup.actors),
+        errors=errors, counts={"samples": written, "errors": len(errors)},
+        wall_s=time.perf_counter() - t0, result_key=key,
+        details={"flavor": cfg.flavor, "written": written, "curation": str(curation)},
+        provenance=provenance(cfg_dict, weights=cfg.weights, inputs=[str(curation)],
+                              checkpoints=setup.checkpoints),
+        notes=[f"{written} samples in the shards of {folder.root}"]
+        + [f"error {e.item}: {e.reason}" for e in errors.head(20).itertuples()])
+    summary.write(folder)
+    return summary

@@ -27,9 +27,12 @@ class ProgressBoard:
         self.stages = list(stages)
         self.units = list(units) or ["items"] * len(self.stages)
         self.counts = {s: {"total": 0, "done": 0, "failed": 0} for s in self.stages}
+        self.started = time.time()
+        #: when each stage got its first item (its rate and ETA count from there)
+        self.began: dict[str, float] = {}
         if self.stages:
             self.counts[self.stages[0]]["total"] = total
-        self.started = time.time()
+            self.began[self.stages[0]] = self.started
 
     def add(self, stage: str, done: int = 0, failed: int = 0, out: int = 0,
             total: int = 0) -> None:
@@ -40,11 +43,15 @@ class ProgressBoard:
         if out and stage in self.stages:
             i = self.stages.index(stage)
             if i + 1 < len(self.stages):
-                self.counts[self.stages[i + 1]]["total"] += out
+                nxt = self.stages[i + 1]
+                self.counts[nxt]["total"] += out
+                self.began.setdefault(nxt, time.time())
 
     def snapshot(self) -> dict[str, Any]:
+        now = time.time()
         return {"stages": self.stages, "units": self.units, "counts": self.counts,
-                "elapsed": time.time() - self.started}
+                "elapsed": now - self.started,
+                "running": {s: now - t for s, t in self.began.items()}}
 
 
 class _Direct:
@@ -82,15 +89,16 @@ def board_handle(name: str) -> Any:
         return None
 
 
-def render(snap: dict[str, Any]) -> list[str]:
-    """One line per stage: done / total, failed, rate and ETA."""
+def render(snap: dict[str, Any], *, bars: bool = True) -> list[str]:
+    """One line per stage: done / total, failed, rate and ETA (from when the stage got its
+    first item)."""
     lines = []
-    elapsed = max(snap["elapsed"], 1e-6)
     width = max((len(s) for s in snap["stages"]), default=5)
     for stage, unit in zip(snap["stages"], snap["units"], strict=False):
         c = snap["counts"][stage]
         done, total = c["done"], c["total"]
-        rate = done / elapsed
+        running = snap.get("running", {}).get(stage, snap["elapsed"])
+        rate = done / running if running > 0 else 0.0
         left = max(total - done, 0)
         if total and done >= total:
             eta = "done"
@@ -98,11 +106,14 @@ def render(snap: dict[str, Any]) -> list[str]:
             eta = f"ETA {_dur(left / rate)}"
         else:
             eta = "ETA ?"
-        frac = done / total if total else 0.0
-        bar = "#" * round(20 * frac) + "." * (20 - round(20 * frac))
         failed = f", {c['failed']} failed" if c["failed"] else ""
-        lines.append(f"  {stage:<{width}} [{bar}] {done}/{total} {unit}{failed}  "
-                     f"{rate * 60:.1f}/min  {eta}")
+        if bars:
+            frac = done / total if total else 0.0
+            bar = "#" * round(20 * frac) + "." * (20 - round(20 * frac))
+            lines.append(f"  {stage:<{width}} [{bar}] {done}/{total} {unit}{failed}  "
+                         f"{rate * 60:.1f}/min  {eta}")
+        else:
+            lines.append(f"{stage} {done}/{total}{failed} {eta}")
     return lines
 
 
@@ -139,14 +150,13 @@ class ProgressView:
             snap = self.snapshot()
         except Exception:  # the board went away: nothing to show this time
             return
-        lines = render(snap)
+        lines = render(snap, bars=self.tty)
         if self.tty:
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self._drawn = len(lines)
         else:
-            self.stream.write(f"[{_dur(snap['elapsed'])}] " + " |".join(
-                line.strip() for line in lines) + "\n")
+            self.stream.write(f"[{_dur(snap['elapsed'])}] " + " | ".join(lines) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omni_core.ray_helpers import RayConfig, init_ray
+from omni_core.ray_helpers import RayConfig, core_log_filter, init_ray
 
 from .progress import _LOCAL_BOARDS, ProgressBoard, ProgressView
 from .resources import StageResources, actor_args
@@ -53,29 +53,32 @@ def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]], plans: Sequence[
 
     if not rows:
         return []
-    start_ray(ray_config, verbose=verbose)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own display (omni_core.jobs.progress)
-    ctx.execution_options.verbose_progress = False
-    board = view = None
-    if progress:
-        name = f"omni-progress-{job.run}"
-        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name).remote(
-            [p.stage.name for p in plans], len(rows), [p.unit for p in plans])
-        job = _with_board(job, name)
-        view = ProgressView(lambda: ray.get(board.snapshot.remote(), timeout=10))
-    try:
-        ds = ray.data.from_items(list(rows), override_num_blocks=max(1, len(rows)))
-        for p in plans:
-            kwargs = {"fn_constructor_kwargs": {"job": job, **p.params},
-                      **actor_args(p.resources)}
-            ds = ds.flat_map(p.stage, **kwargs) if p.fan_out else ds.map(p.stage, **kwargs)
-        return list(ds.iter_rows())
-    finally:
-        if view is not None:
-            view.close()
-        if board is not None:
-            ray.kill(board)
+    with core_log_filter(not verbose) as stderr:
+        start_ray(ray_config, verbose=verbose)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # our own display (omni_core.jobs.progress)
+        ctx.execution_options.verbose_progress = False
+        board = view = None
+        if progress:
+            name = f"omni-progress-{job.run}"
+            board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name).remote(
+                [p.stage.name for p in plans], len(rows), [p.unit for p in plans])
+            job = _with_board(job, name)
+            view = ProgressView(lambda: ray.get(board.snapshot.remote(), timeout=10),
+                                stream=stderr)
+        try:
+            ds = ray.data.from_items(list(rows), override_num_blocks=max(1, len(rows)))
+            for p in plans:
+                kwargs = {"fn_constructor_kwargs": {"job": job, **p.params},
+                          **actor_args(p.resources)}
+                ds = ds.flat_map(p.stage, **kwargs) if p.fan_out else ds.map(p.stage,
+                                                                                **kwargs)
+            return list(ds.iter_rows())
+        finally:
+            if view is not None:
+                view.close()
+            if board is not None:
+                ray.kill(board)
 
 
 def run_in_process(job: JobContext, items: Sequence[WorkItem], plans: Sequence[StagePlan],

@@ -57,6 +57,16 @@ def stage_rows(stages: Sequence[tuple[str, Sequence[str]]],
     return rows
 
 
+def driver_stage(name: str, n_in: int, n_out: int, seconds: float,
+                 failed: int = 0) -> dict[str, Any]:
+    """The row of a stage the driver runs itself in one go (e.g. retrieval over every
+    identity): no actors, no setup, one step of the same name."""
+    step = {"step": name, "in": int(n_in), "out": int(n_out), "failed": int(failed),
+            "seconds": round(float(seconds), 3)}
+    return {"stage": name, "in": int(n_in), "out": int(n_out), "failed": int(failed),
+            "compute_s": step["seconds"], "setup_s": 0.0, "actors": 0, "steps": [step]}
+
+
 @dataclass
 class JobSummary:
     job: str

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from omni_core.errors import OmniError
+from omni_core.jobs import StageResources
 from omni_core.ray_helpers import RayConfig
 
-from ..inpair.config import StageResources
 from .identity import RetrievalOptions
 from .labels import LabelRefineConfig
 from .voices import CloneCheckOptions

@@ -27,25 +27,41 @@ actors read media through local copies and publish what they write.
 
 from __future__ import annotations
 
-import json
 import time
-import traceback
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from omni_core.config import to_dict
+from omni_core.chat import pin_endpoints
+from omni_core.config import from_dict, to_dict
 from omni_core.errors import OmniError
-from omni_core.manifests import error_row, errors_frame, read_manifest, stable_id, write_manifest
-from omni_core.ray_helpers import init_ray
-from omni_core.storage import RunFolder, as_run_folder, exists, join, local_input
+from omni_core.jobs import (
+    JobContext,
+    JobSummary,
+    ResultStore,
+    Stage,
+    StagePlan,
+    WorkItem,
+    collect_setup,
+    driver_stage,
+    provenance,
+    result_key,
+    run_on_ray,
+    stage_rows,
+)
+from omni_core.manifests import (
+    error_row,
+    errors_frame,
+    read_manifest,
+    rows_frame,
+    stable_id,
+    write_manifest,
+)
+from omni_core.storage import RunFolder, exists, join, local_input
 
-from ..inpair.dag import _actor_args, record_setup, setup_seconds
-from ..parts import PartStore, config_hash
 from .config import CrosspairConfig
 
+JOB = "crosspair"
 #: tables of OUT (the stage-3 folder has its own samples/references/clips/...)
 TABLES = ("identity_matches", "speaker_labels", "voices", "crosspair_sources", "samples",
           "references", "errors")
@@ -53,59 +69,18 @@ TABLES = ("identity_matches", "speaker_labels", "voices", "crosspair_sources", "
 VOICE_STEPS = ("labels", "prompt", "clone", "enhance", "check")
 
 
-@dataclass
-class CrosspairSummary:
-    out: str  # the output folder or URL
-    runs: list[str]
-    inpair_samples: int
-    counts: dict[str, int]
-    sources: dict[str, int]  # crosspair_sources status -> in-pair samples
-    stage3_tasks: dict[str, int]
-    voices: dict[str, Any]
-    retrieval: dict[str, Any]
-    errors_by_stage: dict[str, int]
-    stage_seconds: dict[str, float]
-    setup_seconds: dict[str, float]
-    skipped_voices: int
-    wall_s: float
-    stages: list[dict[str, Any]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        v = self.voices
-        out = [f"cross-pair curation: {len(self.runs)} in-pair run(s), {self.inpair_samples} "
-               f"in-pair samples, wall {self.wall_s:.1f} s",
-               "  in-pair samples: " + ", ".join(f"{k} {n}" for k, n in
-                                                 sorted(self.sources.items())),
-               f"  retrieval: {self.retrieval['verified']} verified matches of "
-               f"{self.retrieval['queries']} subjects ({self.retrieval['refused']} refused)",
-               f"  voices: {v['cloned']} cloned ({self.skipped_voices} by an earlier run), "
-               f"{v['passed']} passed; similarity pass {_pct(v['similarity_pass_rate'])}, "
-               f"WER pass {_pct(v['wer_pass_rate'])}"]
-        out += [f"  {t}: {n} rows" for t, n in self.counts.items()]
-        out.append("  stage 3: " + ", ".join(f"{t} {n}" for t, n in self.stage3_tasks.items()))
-        if self.errors_by_stage:
-            out.append("  errors by stage: " + ", ".join(
-                f"{s} {n}" for s, n in sorted(self.errors_by_stage.items())))
-        out += [f"  {r['stage']:<10} in {r['in']:>5}  out {r['out']:>5}  failed {r['failed']:>4}"
-                f"  {r['seconds']:>8.1f} s" for r in self.stages]
-        out.append(f"  manifests in {self.out}, stage-3 table in {join(self.out, 'stage3')}, "
-                   f"report {join(self.out, 'report.html')}")
-        return out
-
-
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
-class VoiceStage:
-    """Per speaker: prompt transcript, clone, enhancement, check; one part per voice."""
+class VoiceStage(Stage):
+    """Per speaker: the MLLM label check, prompt transcript, clone, enhancement, check; one
+    result record per voice."""
 
     name = "voices"
+    steps = VOICE_STEPS
 
-    def __init__(self, config: dict[str, Any], out: RunFolder | str, parts_key: str,
-                 run: str | None = None) -> None:
-        t0 = time.perf_counter()
-        from omni_core.config import from_dict
+    def setup(self, config: dict[str, Any]) -> None:
         from omni_core.models.speaker import SpeakerVerifier
         from omni_core.models.whisper import WhisperASR
 
@@ -113,8 +88,8 @@ class VoiceStage:
         from .voices import make_cloner
 
         self.cfg = from_dict(CrosspairConfig, config)
-        self.folder = as_run_folder(out)
-        self.store = PartStore(out, parts_key)
+        self.folder = self.out
+        self.store = ResultStore(self.out, JOB)
         c = self.cfg.clone
         kw: dict[str, Any] = {}
         if c.backend == "cosyvoice":
@@ -126,40 +101,29 @@ class VoiceStage:
         self.verifier = SpeakerVerifier.for_weights(self.cfg.weights, self.cfg.device)
         self.asr = WhisperASR.for_weights(self.cfg.weights, self.cfg.device)
         self._refined: dict[str, Any] = {}  # clip id -> the MLLM's relabelling
-        record_setup(out, run, "voices", t0)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        unit = json.loads(row["unit"])
-        voice_id = unit["voice_id"]
-        tables: dict[str, list[dict[str, Any]]] = {"voices": [], "errors": [],
-                                                   "speaker_labels": []}
-        stats: dict[str, Any] = {}
-        step, t = "labels", time.perf_counter()
-
-        def book(next_step: str | None) -> None:
-            nonlocal step, t
-            now = time.perf_counter()
-            stats[step] = stats.get(step, 0.0) + now - t
-            step, t = next_step or step, now
-
+        item = WorkItem.from_row(row)
+        unit = item.data
         voice = {k: unit[k] for k in ("voice_id", "identity_id", "prompt_reference_id",
                                       "prompt_clip_id", "text")}
         voice.update(backend=self.cloner.name, prompt_text=None, path=None, duration_s=None,
                      similarity=None, wer=None, transcript=None, passed=False, reason=None)
-        try:
-            self._labels(unit, tables)
-            book("prompt")
-            self._voice(unit, voice, book)
-        except Exception as exc:  # one voice's failure is an error row, never a crash
-            if not isinstance(exc, OmniError):
-                traceback.print_exc()
-            stats["failed"] = step
-            tables["errors"].append(error_row(voice_id, step, exc))
-            voice["reason"] = voice["reason"] or f"{step}: {tables['errors'][-1]['reason']}"
-        book(None)
-        tables["voices"].append(voice)
-        self.store.put_clip(voice_id, tables, stats)
-        return {"voice_id": voice_id}
+        item.tables = {"voices": [], "errors": [], "speaker_labels": []}
+        self.timed(item, self.process, voice)
+        if item.failed is not None:
+            reason = item.tables["errors"][-1]["reason"]
+            voice["reason"] = voice["reason"] or f"{item.failed}: {reason}"
+        item.tables["voices"].append(voice)
+        self.store.put("voices", item.item, self.job.key,
+                       {"tables": item.tables, "stats": item.stats()})
+        self.report(done=1, failed=int(item.failed is not None), out=1)
+        return {"item": item.item}
+
+    def process(self, item: WorkItem, voice: dict[str, Any]) -> None:
+        self._labels(item.data, item.tables)
+        self.step("prompt")
+        self._voice(item.data, voice)
 
     def _labels(self, unit: dict[str, Any], tables: dict[str, list[dict[str, Any]]]) -> None:
         """The MLLM's reading of the clip's speakers (once per clip and actor); raises when
@@ -185,7 +149,7 @@ class VoiceStage:
         if reason is not None:
             raise OmniError(reason)
 
-    def _voice(self, unit: dict[str, Any], voice: dict[str, Any], book: Any) -> None:
+    def _voice(self, unit: dict[str, Any], voice: dict[str, Any]) -> None:
         from omni_core.media import load_audio, write_wav
         from omni_core.media.audio import resample
 
@@ -197,14 +161,14 @@ class VoiceStage:
         if self.cloner.needs_prompt_text:
             words = transcribe(self.asr, prompt, SAMPLE_RATE, language=c.language)
             voice["prompt_text"] = " ".join(w.text for w in words).strip()
-        book("clone")
+        self.step("clone")
         wav = self.cloner.clone(unit["text"], prompt, SAMPLE_RATE, voice["prompt_text"] or "")
         wav = resample(wav, self.cloner.sample_rate, SAMPLE_RATE)
         if wav.size < SAMPLE_RATE // 4:
             raise OmniError(f"the clone is {wav.size / SAMPLE_RATE:.2f} s long")
-        book("enhance")
+        self.step("enhance")
         wav = self.enhancer(wav, SAMPLE_RATE)
-        book("check")
+        self.step("check")
         check = check_clone(wav, SAMPLE_RATE, prompt, SAMPLE_RATE, unit["text"], self.verifier,
                             self.asr, self.cfg.check, language=c.language)
         voice.update(similarity=check.similarity, wer=check.wer, transcript=check.transcript,
@@ -261,11 +225,9 @@ def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[s
 
 
 def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None, *,
-                  progress: bool = True) -> CrosspairSummary:
-    """Run the cross-pair DAG over the in-pair outputs ``runs`` into ``out`` (folders or
+                  progress: bool = True, verbose: bool = False) -> JobSummary:
+    """Run the cross-pair job over the in-pair outputs ``runs`` into ``out`` (folders or
     URLs)."""
-    import ray
-
     from .identity import find_matches, load_database
     from .samples import (
         absolute,
@@ -275,7 +237,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
         write_sample_folder,
     )
 
-    cfg = _resolve_endpoints(cfg or CrosspairConfig())
+    cfg = pin_endpoints(cfg or CrosspairConfig())
     t0 = time.perf_counter()
     runs = sorted(RunFolder(r).out for r in runs)
     for r in runs:
@@ -283,12 +245,11 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
             raise OmniError(f"{r} is not an in-pair run (no samples.parquet): run "
                             f"`omni curate inpair` first")
     folder = RunFolder(out)
-    outp = folder.root  # this node's folder of the output (its staging folder when remote)
-    outp.mkdir(parents=True, exist_ok=True)
+    folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    key = config_hash({"config": {k: v for k, v in cfg_dict.items()
-                                  if k not in ("ray", "resources")}, "runs": runs})
-    store = PartStore(folder, key)
+    key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
+                     runs, {VoiceStage.name: VoiceStage.version})
+    store = ResultStore(folder, JOB)
     seconds: dict[str, float] = {}
 
     ts = time.perf_counter()
@@ -298,48 +259,36 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     units = voice_units(plan, runs, cfg)
     seconds["retrieval"] = time.perf_counter() - ts
 
-    todo = [u for u in units if not store.clip_done(u["voice_id"])]
-    run = uuid.uuid4().hex
-    if todo:
-        init_ray(cfg.ray)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        ctx.execution_options.verbose_progress = False
-        ds = ray.data.from_items([{"voice_id": u["voice_id"], "unit": json.dumps(u)}
-                                  for u in todo], override_num_blocks=max(1, len(todo)))
-        ds = ds.map(VoiceStage, fn_constructor_kwargs={
-            "config": cfg_dict, "out": folder, "parts_key": key, "run": run},
-            **_actor_args(cfg.resources.voices))
-        for _ in ds.iter_rows():
-            pass
+    todo = [u for u in units if not store.done("voices", u["voice_id"], key)]
+    job = JobContext(JOB, folder, key)
+    run_on_ray(job, [WorkItem(u["voice_id"], u).to_row() for u in todo],
+               [StagePlan(VoiceStage, cfg.resources.voices, {"config": cfg_dict},
+                          unit="voices")], cfg.ray, progress=progress, verbose=verbose)
+    setup = collect_setup(job)
 
     voices_rows, errors_rows, labels_rows, stats = [], [], [], []
     for u in units:
-        if store.clip_done(u["voice_id"]):
-            part = store.clip_part(u["voice_id"])
-            voices_rows += part["tables"].get("voices", [])
-            labels_rows += part["tables"].get("speaker_labels", [])
-            errors_rows += part["tables"].get("errors", [])
-            stats.append(part["stats"])
-        else:  # a worker died on it without a part: still accounted for
+        rec = store.get("voices", u["voice_id"], key)
+        if rec is not None:
+            voices_rows += rec["tables"].get("voices", [])
+            labels_rows += rec["tables"].get("speaker_labels", [])
+            errors_rows += rec["tables"].get("errors", [])
+            stats.append(rec["stats"])
+        else:  # a worker died on it without a record: still accounted for
             errors_rows.append(error_row(u["voice_id"], "voices", OmniError(
                 "no result: the worker stopped before finishing it (rerun to retry)")))
-    for st in stats:
-        for k, v in st.items():
-            if k != "failed":
-                seconds[k] = seconds.get(k, 0.0) + float(v)
 
     ts = time.perf_counter()
-    voices = _frame(voices_rows, "voices", ["voice_id"])
+    voices = rows_frame("voices", voices_rows, ["voice_id"])
     samples, refs, sources = build_crosspair(plan, voices)
-    sources_df = _frame(plan.sources + sources, "crosspair_sources", ["inpair_sample_id"])
+    sources_df = rows_frame("crosspair_sources", plan.sources + sources, ["inpair_sample_id"])
     errors = errors_frame(errors_rows)
     labels = pd.DataFrame(labels_rows).drop_duplicates("segment_id").to_dict("records") \
         if labels_rows else []
     for table, df in (
             ("identity_matches", matches.assign(reason=[r or None for r in matches.reason])),
             ("voices", voices),
-            ("speaker_labels", _frame(labels, "speaker_labels", ["clip_id", "segment_id"])),
+            ("speaker_labels", rows_frame("speaker_labels", labels, ["clip_id", "segment_id"])),
             ("crosspair_sources", sources_df), ("errors", errors)):
         write_manifest(df, table, folder.local(f"{table}.parquet", fetch=False))
         folder.publish(f"{table}.parquet")
@@ -359,49 +308,36 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
                         runs)
     seconds["samples"] = time.perf_counter() - ts
 
-    summary = _summary(folder.out, runs, plan, matches, voices, sources_df, stage3, errors,
-                       seconds, setup_seconds(folder, run), len(units) - len(todo), t0, stats,
-                       cfg)
-    folder.write_text("summary.json", json.dumps({
-        "runs": runs, "inpair_samples": summary.inpair_samples, "counts": summary.counts,
-        "sources": summary.sources, "retrieval": summary.retrieval, "voices": summary.voices,
-        "stage3_tasks": summary.stage3_tasks, "errors_by_stage": summary.errors_by_stage,
-        "stages": summary.stages, "stage_seconds": summary.stage_seconds,
-        "setup_seconds": summary.setup_seconds, "skipped_voices": summary.skipped_voices,
-        "wall_s": round(summary.wall_s, 2), "config": cfg_dict, "parts": key},
-        indent=2, default=str))
+    n_samples = int((sources_df.status == "sample").sum()) if len(sources_df) else 0
+    stages = [driver_stage("retrieval", len(sources_df), len(plan.candidates),
+                           seconds["retrieval"]),
+              *stage_rows([(VoiceStage.name, VOICE_STEPS)], stats, setup=setup.seconds,
+                          actors=setup.actors),
+              driver_stage("samples", len(plan.candidates), n_samples, seconds["samples"])]
+    details = _details(runs, plan, matches, voices, sources_df, stage3, cfg)
+    summary = JobSummary.build(
+        JOB, folder.out, total=len(units), skipped=len(units) - len(todo), stages=stages,
+        errors=errors, counts={"identity_matches": len(matches), "voices": len(voices),
+                               "samples": n_samples, "stage3 samples": len(stage3),
+                               "errors": len(errors)},
+        wall_s=time.perf_counter() - t0, result_key=key, details=details,
+        provenance=provenance(cfg_dict, weights=cfg.weights, inputs=runs,
+                              checkpoints=setup.checkpoints),
+        notes=_notes(details, len(units) - len(todo)) + [
+            f"stage-3 table in {join(folder.out, 'stage3')}, report "
+            f"{join(folder.out, 'report.html')}"])
+    summary.write(folder)
     from .report import write_report
 
     write_report(folder)
     return summary
 
 
-def _resolve_endpoints(cfg: CrosspairConfig) -> CrosspairConfig:
-    """The label MLLM's endpoint read from the driver's environment into the config, so every
-    actor (on any node) uses the same one and the parts key records it."""
-    from dataclasses import replace
-
-    if not cfg.labels.enabled:
-        return cfg
-    base, model = cfg.labels.resolved()
-    return replace(cfg, labels=replace(cfg.labels, base_url=base, model=model))
-
-
-def _frame(rows: list[dict[str, Any]], table: str, keys: list[str]) -> pd.DataFrame:
-    from omni_core.manifests import get_schema
-
-    sch = get_schema(table)
-    if not rows:
-        return sch.empty()
-    df = sch.validate_frame(pd.DataFrame(rows))
-    return df.sort_values(keys, kind="stable").reset_index(drop=True)
-
-
-def _summary(out: str, runs: list[str], plan: Any, matches: pd.DataFrame,
-             voices: pd.DataFrame, sources: pd.DataFrame, stage3: pd.DataFrame,
-             errors: pd.DataFrame, seconds: dict[str, float], setup: dict[str, float],
-             skipped: int, t0: float, stats: list[dict[str, Any]], cfg: CrosspairConfig
-             ) -> CrosspairSummary:
+def _details(runs: list[str], plan: Any, matches: pd.DataFrame, voices: pd.DataFrame,
+             sources: pd.DataFrame, stage3: pd.DataFrame, cfg: CrosspairConfig
+             ) -> dict[str, Any]:
+    """What only the cross-pair summary has: the runs, the fate of every in-pair sample,
+    retrieval, the voices' checks and the stage-3 task mix."""
     n_voices = len(voices)
     checked = voices[voices.similarity.notna()] if n_voices else voices
     sim_ok = wer_ok = None  # pass rates of each test over the checked clones
@@ -409,40 +345,37 @@ def _summary(out: str, runs: list[str], plan: Any, matches: pd.DataFrame,
         sim_ok = float((checked.similarity >= cfg.check.min_similarity).mean())
         if cfg.check.max_wer is not None:
             wer_ok = float((checked.wer <= cfg.check.max_wer).mean())
-    counts = {"identity_matches": len(matches), "voices": n_voices,
-              "samples": int((sources.status == "sample").sum()) if len(sources) else 0,
-              "stage3 samples": len(stage3), "errors": len(errors)}
-    failed_at = [st.get("failed") for st in stats]
-    # retrieval: in-pair samples in, candidates out; then the voice steps; then samples
-    stages = [{"stage": "retrieval", "in": len(sources), "out": len(plan.candidates),
-               "failed": 0, "seconds": round(seconds.get("retrieval", 0.0), 2)}]
-    for name in VOICE_STEPS:
-        reached = sum(1 for st in stats if name in st)
-        failed = sum(1 for f in failed_at if f == name)
-        stages.append({"stage": name, "in": reached, "out": reached - failed,
-                       "failed": failed, "seconds": round(seconds.get(name, 0.0), 2)})
-    n_samples = counts["samples"]
-    stages.append({"stage": "samples", "in": len(plan.candidates), "out": n_samples,
-                   "failed": 0, "seconds": round(seconds.get("samples", 0.0), 2)})
-    return CrosspairSummary(
-        out=out, runs=runs, inpair_samples=len(sources), counts=counts,
-        sources={str(k): int(v) for k, v in sources.status.value_counts().items()}
+    return {
+        "runs": runs, "inpair_samples": len(sources),
+        "sources": {str(k): int(v) for k, v in sources.status.value_counts().items()}
         if len(sources) else {},
-        stage3_tasks={t: int((stage3.task == t).sum()) for t in ("r2av", "rv2av", "ra2v")}
+        "retrieval": {
+            "queries": int(matches.query_identity_id.nunique()) if len(matches) else 0,
+            "verified": int(matches.verified.sum()) if len(matches) else 0,
+            "refused": int((~matches.verified).sum()) if len(matches) else 0,
+            "refusals": {str(k): int(v) for k, v in
+                         matches[~matches.verified].reason.str.split(" ").str[0]
+                         .value_counts().items()} if len(matches) else {}},
+        "voices": {"cloned": n_voices, "checked": len(checked),
+                   "passed": int(voices.passed.sum()) if n_voices else 0,
+                   "similarity_pass_rate": sim_ok, "wer_pass_rate": wer_ok,
+                   "mean_similarity": float(checked.similarity.mean()) if len(checked)
+                   else None,
+                   "mean_wer": float(checked.wer.mean()) if checked.wer.notna().any()
+                   else None,
+                   "min_similarity": cfg.check.min_similarity, "max_wer": cfg.check.max_wer},
+        "stage3_tasks": {t: int((stage3.task == t).sum()) for t in ("r2av", "rv2av", "ra2v")}
         if len(stage3) else {"r2av": 0, "rv2av": 0, "ra2v": 0},
-        voices={"cloned": n_voices, "checked": len(checked),
-                "passed": int(voices.passed.sum()) if n_voices else 0,
-                "similarity_pass_rate": sim_ok, "wer_pass_rate": wer_ok,
-                "mean_similarity": float(checked.similarity.mean()) if len(checked) else None,
-                "mean_wer": float(checked.wer.mean()) if checked.wer.notna().any() else None,
-                "min_similarity": cfg.check.min_similarity, "max_wer": cfg.check.max_wer},
-        retrieval={"queries": int(matches.query_identity_id.nunique()) if len(matches) else 0,
-                   "verified": int(matches.verified.sum()) if len(matches) else 0,
-                   "refused": int((~matches.verified).sum()) if len(matches) else 0,
-                   "refusals": {str(k): int(v) for k, v in
-                                matches[~matches.verified].reason.str.split(" ").str[0]
-                                .value_counts().items()} if len(matches) else {}},
-        errors_by_stage=errors.groupby("stage").size().to_dict() if len(errors) else {},
-        stage_seconds={k: round(v, 2) for k, v in sorted(seconds.items())},
-        setup_seconds=setup, skipped_voices=skipped, wall_s=time.perf_counter() - t0,
-        stages=stages)
+    }
+
+
+def _notes(d: dict[str, Any], skipped: int) -> list[str]:
+    v, r = d["voices"], d["retrieval"]
+    return [f"{len(d['runs'])} in-pair run(s), {d['inpair_samples']} in-pair samples: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(d["sources"].items())),
+            f"retrieval: {r['verified']} verified matches of {r['queries']} subjects "
+            f"({r['refused']} refused)",
+            f"voices: {v['cloned']} cloned ({skipped} by an earlier run), {v['passed']} "
+            f"passed; similarity pass {_pct(v['similarity_pass_rate'])}, WER pass "
+            f"{_pct(v['wer_pass_rate'])}",
+            "stage 3: " + ", ".join(f"{t} {n}" for t, n in d["stage3_tasks"].items())]

@@ -9,7 +9,6 @@ of ``identity_matches`` are scored with :func:`.identity.retrieval_scores`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,15 @@ from .identity import RetrievalOptions, load_database, retrieval_scores
 def score_crosspair(out: str | os.PathLike[str], corpus: str | os.PathLike[str]
                     ) -> dict[str, Any]:
     """``{"retrieval": precision, recall and counts}`` of the cross-pair run ``out``."""
+    from omni_core.jobs import read_summary
     from pipelines.inpair.score import score_run
 
     root = Path(out)
-    summary_path = root / "summary.json"
-    if not summary_path.is_file():
-        raise OmniError(f"{root} has no summary.json: not a finished cross-pair run")
-    summary = json.loads(summary_path.read_text())
-    runs = summary["runs"]
-    opts = from_dict(RetrievalOptions, summary["config"]["retrieval"])
+    summary = read_summary(root)
+    if summary["job"] != "crosspair":
+        raise OmniError(f"{root} is a {summary['job']} run, not a cross-pair run")
+    runs = summary["details"]["runs"]
+    opts = from_dict(RetrievalOptions, summary["provenance"]["config"]["retrieval"])
     truth = pd.read_parquet(Path(corpus) / "truth" / "people.parquet")
     photo = {(r.file, r.person): r.face_source for r in truth.itertuples()}
     person: dict[str, str] = {}

@@ -78,6 +78,8 @@ __all__ = [
     "spans",
     "smooth_boxes",
     "speech_energy",
+    "status_after_association",
+    "status_before_association",
 ]
 
 SpeakerSpan = tuple[str, float, float]  # (speaker, start_s, end_s) in clip time
@@ -521,3 +523,38 @@ def associate(
     scores = pair_scores(frames, fps, tracks_boxes, audio16k, segments, opt, model,
                          speakers=names)
     return names, scores, assign(scores, opt)
+
+
+# --------------------------------------------------------------------------------------------
+# a clip's status: which filter, if any, stops it (omni_core.manifests.CLIP_STATUS)
+
+
+def status_before_association(speakers: Sequence[str], identities: Sequence[Any],
+                              tracks: Sequence[dict[str, Any]]) -> tuple[str, str] | None:
+    """``(status, reason)`` of a clip that cannot be associated: nobody speaks, or no face
+    track passed the quality filters (the kinds of rejection named); None when it can."""
+    from .faces import reject_kinds
+
+    if not speakers:
+        return "no_speech", "no words attributed to any speaker"
+    if not identities:
+        kinds = sorted({k for t in tracks for k in reject_kinds(t["reject_reason"])})
+        why = f" (rejected: {', '.join(kinds)})" if kinds else ""
+        return "no_faces", "no face track passed the quality filters" + why
+    return None
+
+
+def status_after_association(assignment: Assignment, names: Sequence[str], n_identities: int,
+                             options: AssociateOptions) -> tuple[str, str] | None:
+    """``(status, reason)`` of a clip the association stops: a filter fired, a speaker has no
+    face, or the assignment is ambiguous; None when every speaker has their face."""
+    if assignment.filtered:
+        return "filtered", assignment.filtered
+    if len(assignment.pairs) < len(names):
+        lost = sorted(set(names) - {names[s] for s, _ in assignment.pairs})
+        return "unmatched", (f"no face for speaker(s) {', '.join(lost)} ({len(names)} "
+                             f"speakers, {n_identities} identities)")
+    if assignment.ambiguous:
+        return "ambiguous", (f"assignment margin {min(assignment.margins):.3g} below "
+                             f"{options.margin:g}")
+    return None

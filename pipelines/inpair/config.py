@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omni_core.jobs import StageResources
 from omni_core.ray_helpers import RayConfig
 
 from .associate import AssociateOptions
@@ -14,22 +15,9 @@ from .references import ReferenceOptions
 
 
 @dataclass
-class StageResources:
-    """What one actor of a stage reserves, and how many actors at most (None: as many as fit).
-
-    Fractional GPUs let several model actors share one GPU (e.g. 0.25 = four per GPU).
-    ``custom``: Ray custom resources per actor, e.g. ``{decode: 1}`` to keep a stage on the
-    nodes that declare ``decode`` (ray_cluster.yaml's ``cpu_worker``; docs/cluster.md).
-    """
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_actors: int | None = None
-    custom: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class Resources:
+    """What each stage's actors reserve (:class:`omni_core.jobs.StageResources`)."""
+
     prepare: StageResources = field(default_factory=StageResources)
     audio: StageResources = field(default_factory=StageResources)
     #: faces + association + references (one decode of the clip's frames)

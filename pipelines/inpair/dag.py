@@ -1,46 +1,56 @@
-"""The in-pair curation DAG on Ray Data: raw talking videos -> clips with who-speaks-when.
+"""The in-pair curation job on Ray Data: raw talking videos -> clips with who-speaks-when.
 
-Stages (each a Ray Data callable class that loads its models once per actor and declares its
-CPU/GPU needs from the config):
+The job's stages (:mod:`omni_core.jobs`; each loads its models once per actor and reserves
+what ``resources.<stage>`` of the config says), and the steps each one times:
 
-1. :class:`PrepareStage` (one input -> its clips): probe (unusable -> error row), shot
-   boundaries, speech-aligned clip plan, cut to the target fps and 16 kHz mono;
-2. :class:`AudioStage` (per clip): optional enhancement, diarization, transcription, words
-   attributed to speakers -> ``speech_segments``;
-3. :class:`VisualStage` (per clip, one decode of its frames): faces -> tracks -> identities
-   (``face_tracks``, ``identities``), speaker <-> face association, and for a clip that passes
-   every filter each subject's identity and timbre references with their masks
-   (``references``);
-4. :class:`CaptionStage` (per clip): the structured caption (speech from the segments, the
-   descriptive fields from a VLM when one is configured) and the ``samples`` row;
-5. :class:`FinishStage` (per clip): writes the clip's part (see :mod:`pipelines.parts`).
+1. ``prepare`` (one input -> its clips; steps ``prepare``: probe, shot boundaries,
+   speech-aligned clip plan; ``cut``: each clip to the target fps and 16 kHz mono);
+2. ``audio`` (per clip): optional enhancement, diarization, transcription, words attributed to
+   speakers -> ``speech_segments``;
+3. ``visual`` (per clip, one decode of its frames; steps ``faces``, ``associate``,
+   ``references``): faces -> tracks -> identities, speaker <-> face association and the
+   clip's status (:mod:`.associate`), each subject's references and masks
+   (:mod:`.references`);
+4. ``caption`` (per clip that passed every filter): the structured caption and the ``samples``
+   row;
+5. ``finish`` (per clip): the clip's rows of every table become its result record.
 
 Each clip ends with a ``status`` in the ``clips`` table: ``sample`` or the filter that
 stopped it (``omni_core.manifests.CLIP_STATUS``). Every input ends up processed or as an
-error row (stage, reason); a failing item never stops the run. Ids are deterministic; a rerun
-skips finished parts; the final manifests are the sorted merge of the parts, so a killed run
-resumed gives the same manifests as one that was never interrupted.
+error row (step, reason); a failing item never stops the run. Ids are deterministic; a rerun
+skips the inputs and clips finished under the same result key
+(:class:`omni_core.jobs.ResultStore`); the final manifests are the sorted merge of the
+records, so a killed run resumed gives the same manifests as one that was never interrupted.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omni_core.config import to_dict
+from omni_core.chat import pin_endpoints
+from omni_core.config import from_dict, to_dict
 from omni_core.errors import OmniError
-from omni_core.manifests import error_row, stable_id
-from omni_core.ray_helpers import init_ray, plan_actor_pool
-from omni_core.storage import RunFolder, as_run_folder, join, list_files, local_input
+from omni_core.jobs import (
+    JobContext,
+    JobSummary,
+    ResultStore,
+    Stage,
+    StagePlan,
+    WorkItem,
+    collect_setup,
+    provenance,
+    result_key,
+    run_on_ray,
+    stage_rows,
+)
+from omni_core.manifests import error_row, rows_frame, stable_id
+from omni_core.storage import RunFolder, as_run_folder, list_files, local_input
 
-from ..parts import PartStore, config_hash
 from .config import InpairConfig
 
 TABLES = ("videos", "clips", "speech_segments", "face_tracks", "identities", "references",
@@ -55,8 +65,7 @@ SORT_KEYS = {
     "samples": ("sample_id",),
     "errors": ("stage", "item", "reason"),
 }
-#: every stage and sub-stage in DAG order (the per-stage stats of the summary and report)
-STAGES = ("prepare", "cut", "audio", "faces", "associate", "references", "caption")
+JOB = "inpair"
 
 
 def list_inputs(source: str | os.PathLike[str]) -> list[str]:
@@ -69,96 +78,71 @@ def list_inputs(source: str | os.PathLike[str]) -> list[str]:
     return list_files(source)
 
 
-@dataclass
-class ClipWork:
-    """One clip travelling through the stages (carried as JSON between them)."""
+class ClipWork(WorkItem):
+    """One clip travelling through the stages: its ``clips`` row, its video, its source, the
+    subjects the visual stage found, and how often its media was decoded where."""
 
-    clip_id: str
-    video_id: str
-    source: str
-    clip: dict[str, Any]  # the ``clips`` row
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    stats: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-    failed: str | None = None  # the stage that failed; later stages skip the clip
-    #: per subject (subject order): anchor, speaker, identity_id, reference ids, masks
-    subjects: list[dict[str, Any]] = field(default_factory=list)
-    #: "<stage> <video|audio>" -> times the clip's media was decoded there (the benchmark
-    #: checks each clip is decoded once per stage group)
-    decodes: dict[str, int] = field(default_factory=dict)
+    @classmethod
+    def start(cls, clip_id: str, video_id: str, source: str, clip: dict[str, Any]) -> ClipWork:
+        return cls(clip_id, {"video_id": video_id, "source": source, "clip": clip,
+                             "subjects": [], "decodes": {}})
+
+    @property
+    def clip_id(self) -> str:
+        return self.item
+
+    @property
+    def video_id(self) -> str:
+        return self.data["video_id"]
+
+    @property
+    def source(self) -> str:
+        return self.data["source"]
+
+    @property
+    def clip(self) -> dict[str, Any]:
+        return self.data["clip"]
+
+    @property
+    def subjects(self) -> list[dict[str, Any]]:
+        """Per subject (subject order): anchor, speaker, identity_id, reference ids, masks."""
+        return self.data["subjects"]
+
+    @subjects.setter
+    def subjects(self, value: list[dict[str, Any]]) -> None:
+        self.data["subjects"] = value
+
+    @property
+    def decodes(self) -> dict[str, int]:
+        """``"<stage> <video|audio>"`` -> times the clip's media was decoded there (the
+        benchmark checks each clip is decoded once per stage)."""
+        return self.data["decodes"]
 
     def decoded(self, stage: str, kind: str) -> None:
         key = f"{stage} {kind}"
         self.decodes[key] = self.decodes.get(key, 0) + 1
 
-    def to_row(self) -> dict[str, str]:
-        return {"clip_id": self.clip_id, "work": json.dumps(self.__dict__, default=_default)}
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ClipWork:
-        return cls(**json.loads(row["work"]))
-
-    def fail(self, stage: str, exc: BaseException) -> None:
-        self.failed = stage
-        self.tables.setdefault("errors", []).append(error_row(self.clip_id, stage, exc))
+    def status(self, status: str, reason: str | None) -> None:
+        self.clip.update(status=status, status_reason=reason)
 
 
-def _default(value: Any) -> Any:
-    import numpy as np
+class _ClipStage(Stage):
+    item_type = ClipWork
 
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    def setup(self, config: dict[str, Any]) -> None:
+        self.cfg = from_dict(InpairConfig, config)
 
 
-class _Stage:
-    """Base of the per-clip stages: run :meth:`process`, time it, turn failures into rows.
-
-    A stage that does several steps names each with :meth:`step`, so that its time and a
-    failure are booked to the step (e.g. ``faces``, ``associate``, ``references``).
-    """
-
-    name = ""
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        work = ClipWork.from_row(row)
-        if work.failed is None:
-            self._step, self._t = self.name, time.perf_counter()
-            try:
-                self.process(work)
-            except Exception as exc:  # one clip's failure is an error row, never a crash
-                if not isinstance(exc, OmniError):
-                    traceback.print_exc()
-                work.fail(self._step, exc)
-            self._book(work)
-        return work.to_row()
-
-    def step(self, work: ClipWork, name: str) -> None:
-        """Close the running step's clock and start ``name``'s."""
-        self._book(work)
-        self._step, self._t = name, time.perf_counter()
-
-    def _book(self, work: ClipWork) -> None:
-        now = time.perf_counter()
-        work.stats[self._step] = work.stats.get(self._step, 0.0) + now - self._t
-        self._t = now
-
-    def process(self, work: ClipWork) -> None:
-        raise NotImplementedError
-
-
-class PrepareStage:
-    """Stage 1, one input file -> its clips: probe, shots, speech-aligned plan, cut."""
+class PrepareStage(_ClipStage):
+    """One input file -> its clips: probe, shots, speech-aligned plan (step ``prepare``), cut
+    (step ``cut``, per clip)."""
 
     name = "prepare"
+    steps = ("prepare", "cut")
 
-    def __init__(self, config: dict[str, Any], out: RunFolder | str, parts_key: str) -> None:
-        from omni_core.config import from_dict
-
-        self.cfg = from_dict(InpairConfig, config)
-        self.out = as_run_folder(out)
-        self.store = PartStore(self.out, parts_key)
+    def setup(self, config: dict[str, Any]) -> None:
+        super().setup(config)
+        self.store = ResultStore(self.out, JOB)
 
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from omni_core.media import load_audio, probe
@@ -167,8 +151,10 @@ class PrepareStage:
 
         source = row["source"]  # a path or a URL: what the manifests record
         t0 = time.perf_counter()
+        cut_s = 0.0
         tables: dict[str, list[dict[str, Any]]] = {"videos": [], "errors": []}
         works: list[ClipWork] = []
+        failed = None
         try:
             local = local_input(source)  # a remote input is downloaded to this node's cache
             info = probe(local)
@@ -200,9 +186,9 @@ class PrepareStage:
                             "end_s": span.end_s, "path": rel.as_posix(), "fps": opts.fps,
                             "n_frames": opts.clip_frames, "width": info.width,
                             "height": info.height, "sample_rate": opts.sample_rate}
-                work = ClipWork(clip_id, video_id, source, clip_row)
+                work = ClipWork.start(clip_id, video_id, source, clip_row)
                 works.append(work)
-                if self.store.clip_done(clip_id):
+                if self.store.done("clips", clip_id, self.job.key):
                     continue  # finished by an earlier run: not cut again
                 ts = time.perf_counter()
                 try:
@@ -212,43 +198,40 @@ class PrepareStage:
                     clip_row.update(width=cut.width, height=cut.height)
                 except Exception as exc:
                     work.fail("cut", exc)
-                work.stats["cut"] = time.perf_counter() - ts
+                work.steps["cut"] = time.perf_counter() - ts
+                cut_s += work.steps["cut"]
         except Exception as exc:  # the whole input is unusable: one error row
             if not isinstance(exc, OmniError):
                 traceback.print_exc()
             tables["errors"].append(error_row(source, self.name, exc))
-            works = []
-        elapsed = time.perf_counter() - t0
-        self.store.put_input(source, [w.clip_id for w in works],
-                             {**tables, "_stats": [{"stage": self.name, "seconds": elapsed}]})
-        for w in works:
-            if not self.store.clip_done(w.clip_id):
-                yield w.to_row()
+            works, failed = [], self.name
+        todo = [w for w in works if not self.store.done("clips", w.clip_id, self.job.key)]
+        self.store.put("inputs", source, self.job.key, {
+            "clip_ids": [w.clip_id for w in works], "tables": tables,
+            "stats": {"steps": {"prepare": time.perf_counter() - t0 - cut_s},
+                      "failed": failed}}, source=source)
+        self.report(done=1, failed=int(failed is not None), out=len(todo))
+        for w in todo:
+            yield w.to_row()
 
 
-class AudioStage(_Stage):
-    """Stage 2, per clip: enhancement (optional), diarization, transcription, attribution
+class AudioStage(_ClipStage):
+    """Per clip: enhancement (optional), diarization, transcription, attribution
     (:class:`pipelines.inpair.audio.AudioModels`, built once per actor)."""
 
     name = "audio"
 
-    def __init__(self, config: dict[str, Any], out: RunFolder | str,
-                 run: str | None = None) -> None:
-        t0 = time.perf_counter()
-        from omni_core.config import from_dict
-
-        from .audio import AudioModels
-
-        self.cfg = from_dict(InpairConfig, config)
-        self.out = as_run_folder(out)
+    def setup(self, config: dict[str, Any]) -> None:
+        super().setup(config)
         if self.cfg.audio.source == "annotations":
             from .doubles import AnnotationSpeech
 
             self.double: Any = AnnotationSpeech()
         else:
+            from .audio import AudioModels
+
             self.double = None
             self.models = AudioModels.load(self.cfg.audio, self.cfg.weights, self.cfg.device)
-        record_setup(out, run, "audio", t0)
 
     def process(self, work: ClipWork) -> None:
         if self.double is not None:
@@ -265,33 +248,6 @@ class AudioStage(_Stage):
             for s in segments]
 
 
-SETUP_DIR = "_setup"
-
-
-def record_setup(out: RunFolder | str, run: str | None, group: str, t0: float) -> None:
-    """Book an actor's construction time (model loading) to ``group`` for run ``run``: one
-    small JSON file per actor under ``OUT/_setup/<run>/`` (works across nodes: a remote output
-    gets an object per actor); :func:`setup_seconds` sums them when the run ends."""
-    if run is None:
-        return
-    name = f"{group}-{os.getpid()}-{time.monotonic_ns()}-{uuid.uuid4().hex[:8]}.json"
-    as_run_folder(out).write_text(f"{SETUP_DIR}/{run}/{name}", json.dumps(
-        {"group": group, "seconds": time.perf_counter() - t0}))
-
-
-def setup_seconds(out: RunFolder | str | os.PathLike[str], run: str) -> dict[str, float]:
-    """Summed actor construction seconds per stage group of run ``run``; removes the files."""
-    folder = as_run_folder(out)
-    total: dict[str, float] = {}
-    for rel in folder.list(f"{SETUP_DIR}/{run}"):
-        if not rel.endswith(".json"):
-            continue
-        rec = json.loads(folder.read_text(rel))
-        total[rec["group"]] = round(total.get(rec["group"], 0.0) + rec["seconds"], 2)
-    folder.remove(SETUP_DIR)
-    return dict(sorted(total.items()))
-
-
 def _clip_audio(path: Path, opts: Any) -> Any:
     """The clip's mono waveform at the clip sample rate, exactly ``clip_frames / fps`` long
     (AAC decoders keep the encoder's end padding)."""
@@ -301,22 +257,19 @@ def _clip_audio(path: Path, opts: Any) -> Any:
     return audio[: round(opts.clip_s * opts.sample_rate)]
 
 
-class VisualStage(_Stage):
-    """Stages 3-5, per clip, on one decode of its frames: faces -> tracks -> identities,
-    speaker <-> face association, references and masks (:mod:`.faces`, :mod:`.associate`,
+class VisualStage(_ClipStage):
+    """Per clip, on one decode of its frames: faces -> tracks -> identities, speaker <-> face
+    association, references and masks (:mod:`.faces`, :mod:`.associate`,
     :mod:`.references`). Sets the clip's ``status``; only a clip that passes every filter gets
     subjects and references."""
 
-    name = "faces"
+    name = "visual"
+    steps = ("faces", "associate", "references")
 
-    def __init__(self, config: dict[str, Any], out: RunFolder | str,
-                 run: str | None = None) -> None:
-        t0 = time.perf_counter()
-        from omni_core.config import from_dict
+    def setup(self, config: dict[str, Any]) -> None:
         from omni_core.models.face import face_model_class
 
-        self.cfg = from_dict(InpairConfig, config)
-        self.out = as_run_folder(out)
+        super().setup(config)
         pack = face_model_class(self.cfg.faces.pack)
         self.face_model = pack.for_weights(self.cfg.weights, self.cfg.device)
         self.syncnet = None
@@ -324,20 +277,26 @@ class VisualStage(_Stage):
             from omni_core.models.syncnet import SyncNet
 
             self.syncnet = SyncNet.for_weights(self.cfg.weights, self.cfg.device)
-        record_setup(out, run, "visual", t0)
 
     def process(self, work: ClipWork) -> None:
         import numpy as np
 
-        from omni_core.media import read_frames
+        from omni_core.media import read_frames, write_image, write_wav
 
-        from .associate import associate, dense_boxes, merge_dense
+        from .associate import (
+            associate,
+            dense_boxes,
+            merge_dense,
+            status_after_association,
+            status_before_association,
+        )
         from .faces import analyze_faces, identity_rows, track_rows
+        from .references import assemble_references
 
         clip, opts = work.clip, self.cfg.clip
         clip_file = self.out.local(clip["path"])  # fetched once when the output is remote
         frames = read_frames(clip_file)
-        work.decoded("visual", "video")
+        work.decoded(self.name, "video")
         result = analyze_faces(frames, opts.fps, self.face_model, self.cfg.faces)
         tracks = track_rows(work.clip_id, result)
         idents = identity_rows(work.clip_id, result)
@@ -347,20 +306,17 @@ class VisualStage(_Stage):
         speakers = sorted({s for s, _, _ in segments})
         clip.update(n_speakers=len(speakers), n_faces=sum(t["passed"] for t in tracks),
                     best_sync=None)
-        if not speakers:
-            return _status(clip, "no_speech", "no words attributed to any speaker")
-        if not idents:
-            return _status(clip, "no_faces", "no face track passed the quality filters"
-                           + _rejects(tracks))
+        stop = status_before_association(speakers, idents, tracks)
+        if stop:
+            return work.status(*stop)
 
-        self.step(work, "associate")
-
+        self.step("associate")
         n = len(frames)
         per_ident = [merge_dense([dense_boxes(result.tracks[k].frame_indices,
                                               result.tracks[k].boxes, n)
                                   for k in ident.tracks]) for ident in result.identities]
         audio = _clip_audio(clip_file, opts)
-        work.decoded("visual", "audio")
+        work.decoded(self.name, "audio")
         names, scores, assignment = associate(frames, opts.fps, per_ident, audio, segments,
                                               self.cfg.associate, self.syncnet)
         best = assignment.best
@@ -368,109 +324,46 @@ class VisualStage(_Stage):
         for (s, t), score, margin in zip(assignment.pairs, assignment.scores,
                                          assignment.margins, strict=True):
             idents[t].update(speaker=names[s], sync_confidence=score, margin=margin)
-        if assignment.filtered:
-            return _status(clip, "filtered", assignment.filtered)
-        if len(assignment.pairs) < len(names):
-            lost = sorted(set(names) - {names[s] for s, _ in assignment.pairs})
-            return _status(clip, "unmatched", f"no face for speaker(s) {', '.join(lost)} "
-                           f"({len(names)} speakers, {len(idents)} identities)")
-        if assignment.ambiguous:
-            low = min(assignment.margins)
-            return _status(clip, "ambiguous", f"assignment margin {low:.3g} below "
-                           f"{self.cfg.associate.margin:g}")
+        stop = status_after_association(assignment, names, len(idents), self.cfg.associate)
+        if stop:
+            return work.status(*stop)
 
-        self.step(work, "references")
-        self._references(work, frames, audio, result, assignment, names, segments)
-
-    def _references(self, work: ClipWork, frames: Any, audio: Any, result: Any,
-                    assignment: Any, names: list[str], segments: list[Any]) -> None:
-        import numpy as np
-
-        from omni_core.media import write_image, write_wav
-
-        from .references import image_reference, pick_keyframe, subject_order, timbre_span
-
-        clip, ropts = work.clip, self.cfg.references
-        idents = work.tables["identities"]
-        pairs = list(assignment.pairs)
-        centres = []
-        for _, t in pairs:
-            boxes = np.concatenate([result.tracks[k].boxes for k in result.identities[t].tracks])
-            centres.append(float(np.median((boxes[:, 0] + boxes[:, 2]) / 2)))
-        subjects, media = [], []
-        for k, i in enumerate(subject_order(centres), start=1):
-            s, t = pairs[i]
-            ident = result.identities[t]
-            tr = [result.tracks[j] for j in ident.tracks]
-            key = pick_keyframe(np.concatenate([x.frame_indices for x in tr]),
-                                np.concatenate([x.boxes for x in tr]),
-                                np.concatenate([x.kps for x in tr]),
-                                np.concatenate([x.det_scores for x in tr]),
-                                np.concatenate([x.sharpness for x in tr]))
-            span = timbre_span(audio, segments, names[s], ropts, self.cfg.clip.sample_rate)
-            if span is None:
-                return _status(clip, "no_reference", f"speaker {names[s]} has no clean "
-                               f"stretch of {ropts.audio_min_s:g} s away from other speakers")
-            identity_id = idents[t]["identity_id"]
-            image_id = stable_id(identity_id, "image", key.frame_index)
-            crop, box, applied = image_reference(frames[key.frame_index], key, ropts,
-                                                 seed=int(image_id[:8], 16))
-            audio_id = stable_id(identity_id, "audio", *span)
-            folder = Path("references") / work.video_id / work.clip_id
-            sr = self.cfg.clip.sample_rate
-            wav = audio[round(span[0] * sr):round(span[1] * sr)]
-            media.append((folder / f"{image_id}.png", crop, folder / f"{audio_id}.wav", wav))
-            subjects.append({
-                "anchor": f"<sub{k}>", "speaker": names[s], "identity_id": identity_id,
-                "image_reference_id": image_id, "audio_reference_id": audio_id,
-                "image_path": (folder / f"{image_id}.png").as_posix(),
-                "frame_index": key.frame_index, "box": [float(v) for v in box],
-                "span": [float(span[0]), float(span[1])],
-                "augment": None if applied is None else json.dumps(applied, sort_keys=True)})
-        refs = []
-        for (png, crop, wav_path, wav), sub in zip(media, subjects, strict=True):
-            write_image(self.out.local(png.as_posix(), fetch=False), crop)
-            self.out.publish(png.as_posix())
-            write_wav(self.out.local(wav_path.as_posix(), fetch=False), wav,
-                      self.cfg.clip.sample_rate)
-            self.out.publish(wav_path.as_posix())
-            refs.append({"reference_id": sub["image_reference_id"],
-                         "identity_id": sub["identity_id"], "kind": "image",
-                         "path": png.as_posix(), "source_clip_id": work.clip_id,
-                         "frame_index": sub["frame_index"], "box": sub["box"],
-                         "start_s": None, "end_s": None, "augment": sub["augment"]})
-            refs.append({"reference_id": sub["audio_reference_id"],
-                         "identity_id": sub["identity_id"], "kind": "audio",
-                         "path": wav_path.as_posix(), "source_clip_id": work.clip_id,
-                         "frame_index": None, "box": None, "start_s": sub["span"][0],
-                         "end_s": sub["span"][1], "augment": None})
-        work.tables["references"] = refs
-        work.subjects = subjects
-        _status(clip, "sample", None)
+        self.step("references")
+        refs = assemble_references(work.clip_id, work.video_id, frames, audio,
+                                   opts.sample_rate, result, assignment, names, segments,
+                                   [r["identity_id"] for r in idents], self.cfg.references)
+        if refs.no_reference:
+            return work.status("no_reference", refs.no_reference)
+        for rel, data in refs.media:
+            dest = self.out.local(rel, fetch=False)
+            if rel.endswith(".png"):
+                write_image(dest, data)
+            else:
+                write_wav(dest, data, opts.sample_rate)
+            self.out.publish(rel)
+        work.tables["references"] = refs.rows
+        work.subjects = refs.subjects
+        work.status("sample", None)
 
 
-class CaptionStage(_Stage):
-    """Stage 6, per clip that passed every filter: the structured caption (speech spans and
-    timestamps from the segments; descriptive fields from the caption VLM when one is
-    configured, else empty and flagged) written as JSON, and the ``samples`` row."""
+class CaptionStage(_ClipStage):
+    """Per clip that passed every filter: the structured caption (speech spans and timestamps
+    from the segments; descriptive fields from the caption VLM when one is configured, else
+    empty and flagged) written as JSON, and the ``samples`` row."""
 
     name = "caption"
     #: frames of the clip sent to the VLM, spread evenly
     vlm_frames = 4
 
-    def __init__(self, config: dict[str, Any], out: RunFolder | str,
-                 run: str | None = None) -> None:
-        t0 = time.perf_counter()
-        from omni_core.config import from_dict
-
+    def setup(self, config: dict[str, Any]) -> None:
         from .caption import CaptionVLM
 
-        self.cfg = from_dict(InpairConfig, config)
-        self.out = as_run_folder(out)
+        super().setup(config)
         self.vlm = CaptionVLM.from_env(self.cfg.caption)
-        record_setup(out, run, "caption", t0)
 
     def process(self, work: ClipWork) -> None:
+        import json
+
         if work.clip.get("status") != "sample":
             return
         from .caption import assemble_caption, format_transcript
@@ -511,199 +404,129 @@ class CaptionStage(_Stage):
             "caption_flags": flags}]
 
 
-def _status(clip: dict[str, Any], status: str, reason: str | None) -> None:
-    clip.update(status=status, status_reason=reason)
-
-
-def _rejects(tracks: list[dict[str, Any]]) -> str:
-    from .faces import reject_kinds
-
-    kinds = sorted({k for t in tracks for k in reject_kinds(t["reject_reason"])})
-    return f" (rejected: {', '.join(kinds)})" if kinds else ""
-
-
-class FinishStage(_Stage):
-    """Last stage, per clip: the clip's rows of every table become its part."""
+class FinishStage(_ClipStage):
+    """Last stage, per clip (failed ones too): the clip's rows of every table become its
+    result record."""
 
     name = "finish"
 
-    def __init__(self, out: RunFolder | str, parts_key: str) -> None:
-        self.store = PartStore(out, parts_key)
+    def setup(self, config: dict[str, Any]) -> None:
+        self.store = ResultStore(self.out, JOB)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
         work = ClipWork.from_row(row)
         tables = dict(work.tables)
         if work.failed is None:
             tables["clips"] = [work.clip]
-        self.store.put_clip(work.clip_id, tables,
-                            {"failed": work.failed, "decodes": work.decodes, **work.stats})
-        return {"clip_id": work.clip_id, "failed": work.failed or ""}
+        work.steps["finish"] = time.perf_counter() - t0
+        self.store.put("clips", work.clip_id, self.job.key, {
+            "tables": tables, "stats": {**work.stats(), "decodes": work.decodes}})
+        self.report(done=1, failed=int(work.failed is not None), out=1)
+        return {"item": work.clip_id, "failed": work.failed or ""}
 
 
-@dataclass
-class RunSummary:
-    out: Path | str  # the output folder, or its URL when remote
-    inputs: int
-    skipped_inputs: int
-    counts: dict[str, int]
-    errors_by_stage: dict[str, int]
-    stage_seconds: dict[str, float]
-    wall_s: float
-    manifests: dict[str, Path]
-    filters: dict[str, int] = field(default_factory=dict)  # clips per status
-    stages: list[dict[str, Any]] = field(default_factory=list)  # see stage_table
-    #: actor construction (model loading) seconds per stage group, summed over actors
-    setup_seconds: dict[str, float] = field(default_factory=dict)
+#: the stages in order with their steps (the summary's and the report's stage table)
+STAGES = (PrepareStage, AudioStage, VisualStage, CaptionStage, FinishStage)
 
-    def lines(self) -> list[str]:
-        out = [f"in-pair curation: {self.inputs} inputs ({self.skipped_inputs} finished by an "
-               f"earlier run), wall {self.wall_s:.1f} s"]
-        out += [f"  {t}: {n} rows" for t, n in self.counts.items()]
-        if self.filters:
-            out.append("  clips by status: " + ", ".join(
-                f"{s} {n}" for s, n in sorted(self.filters.items())))
-        if self.errors_by_stage:
-            out.append("  errors by stage: " + ", ".join(
-                f"{s} {n}" for s, n in sorted(self.errors_by_stage.items())))
-        busy = sum(self.stage_seconds.values())
-        out += [f"  {r['stage']:<10} in {r['in']:>5}  out {r['out']:>5}  failed {r['failed']:>4}"
-                f"  {r['seconds']:>8.1f} s" for r in self.stages]
-        out.append("  stage seconds: " + ", ".join(
-            f"{s} {v:.1f}" for s, v in self.stage_seconds.items())
-            + (f" (wall / summed compute = {self.wall_s / busy:.2f})"
-               if busy and self.skipped_inputs < self.inputs else ""))
-        if self.setup_seconds:
-            setup = sum(self.setup_seconds.values())
-            out.append("  actor setup (model loading) seconds: " + ", ".join(
-                f"{s} {v:.1f}" for s, v in self.setup_seconds.items())
-                + (f" (wall / (compute + setup) = {self.wall_s / (busy + setup):.2f})"
-                   if busy + setup else ""))
-        out.append(f"  manifests in {self.out}, report {join(self.out, 'report.html')}")
-        return out
+
+def input_complete(store: ResultStore, key: str, source: str) -> bool:
+    rec = store.get("inputs", source, key)
+    return rec is not None and all(store.done("clips", c, key) for c in rec["clip_ids"])
 
 
 def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLike[str],
-               config: InpairConfig | None = None, *, progress: bool = True) -> RunSummary:
-    """Run (or resume) the DAG over every file of ``source``; write the manifests to ``out``.
+               config: InpairConfig | None = None, *, progress: bool = True,
+               verbose: bool = False) -> JobSummary:
+    """Run (or resume) the job over every file of ``source``; write the manifests to ``out``.
 
     Both may be local paths or fsspec URLs (``s3://bucket/videos``, ``s3://bucket/run``):
     remote inputs are downloaded to each node's cache to be decoded, and every file of a
     remote output is written to the node's staging folder and uploaded
     (:mod:`omni_core.storage`), so actors on any node need no shared filesystem.
     """
-    import ray
-
-    cfg = _resolve_endpoints(config or InpairConfig())
+    cfg = pin_endpoints(config or InpairConfig())
     t0 = time.perf_counter()
     folder = as_run_folder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    key = config_hash({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")})
-    store = PartStore(folder, key)
+    key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
+                     {s.name: s.version for s in STAGES})
+    store = ResultStore(folder, JOB)
     inputs = list_inputs(source)
-    todo = [s for s in inputs if not store.input_complete(s)]
-    run = uuid.uuid4().hex  # this invocation: its actors book their setup time under it
-    if todo:
-        init_ray(cfg.ray)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        ctx.execution_options.verbose_progress = False
-        ds = ray.data.from_items([{"source": s} for s in todo],
-                                 override_num_blocks=max(1, len(todo)))
-        prep = cfg.resources.prepare
-        ds = ds.flat_map(PrepareStage, fn_constructor_kwargs={
-            "config": cfg_dict, "out": folder, "parts_key": key},
-            **_actor_args(prep))
-        ds = ds.map(AudioStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
-                                                "run": run},
-                    **_actor_args(cfg.resources.audio))
-        ds = ds.map(VisualStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
-                                                "run": run},
-                    **_actor_args(cfg.resources.visual))
-        ds = ds.map(CaptionStage, fn_constructor_kwargs={"config": cfg_dict, "out": folder,
-                                                "run": run},
-                    **_actor_args(cfg.resources.caption))
-        ds = ds.map(FinishStage, fn_constructor_kwargs={"out": folder, "parts_key": key},
-                    **_actor_args(cfg.resources.finish))
-        for _ in ds.iter_rows():
-            pass
-    frames = store.merge(inputs, TABLES, SORT_KEYS)
-    manifests = store.write(frames)
-    stage_seconds: dict[str, float] = {}
-    for source_ in inputs:
-        part = store.input_part(source_) or {"tables": {}}
-        for st in part["tables"].get("_stats", []):
-            stage_seconds[st["stage"]] = stage_seconds.get(st["stage"], 0.0) + st["seconds"]
+    todo = [s for s in inputs if not input_complete(store, key, s)]
+    job = JobContext(JOB, folder, key)
+    res = cfg.resources
+    plans = [StagePlan(PrepareStage, res.prepare, {"config": cfg_dict}, fan_out=True,
+                       unit="inputs"),
+             StagePlan(AudioStage, res.audio, {"config": cfg_dict}, unit="clips"),
+             StagePlan(VisualStage, res.visual, {"config": cfg_dict}, unit="clips"),
+             StagePlan(CaptionStage, res.caption, {"config": cfg_dict}, unit="clips"),
+             StagePlan(FinishStage, res.finish, {"config": cfg_dict}, unit="clips")]
+    run_on_ray(job, [{"source": s} for s in todo], plans, cfg.ray, progress=progress,
+               verbose=verbose)
+    setup = collect_setup(job)
+    rows, input_stats, clip_stats = _merge(store, key, inputs)
+    frames = {t: rows_frame(t, rows[t], SORT_KEYS[t]) for t in TABLES}
+    for t, df in frames.items():
+        from omni_core.manifests import write_manifest
+
+        write_manifest(df, t, folder.local(f"{t}.parquet", fetch=False))
+        folder.publish(f"{t}.parquet")
     decodes: dict[str, int] = {}  # most decodes of one clip, per stage and media kind
-    for st in store.clip_stats:
+    for st in clip_stats:
         for k, n in st.get("decodes", {}).items():
             decodes[k] = max(decodes.get(k, 0), int(n))
-        for k, v in st.items():
-            if k not in ("failed", "decodes"):
-                stage_seconds[k] = stage_seconds.get(k, 0.0) + float(v)
-    setup = setup_seconds(folder, run)
-    errors = frames["errors"]
-    stages = stage_table(len(inputs), errors, store.clip_stats, stage_seconds)
-    summary = RunSummary(
-        out=folder.out if folder.remote else Path(folder.out), inputs=len(inputs),
-        skipped_inputs=len(inputs) - len(todo),
-        counts={t: len(df) for t, df in frames.items()},
-        errors_by_stage=errors.groupby("stage").size().to_dict() if len(errors) else {},
-        stage_seconds={k: round(v, 2) for k, v in sorted(stage_seconds.items())},
-        wall_s=time.perf_counter() - t0, manifests=manifests,
-        filters={str(k): int(v) for k, v in frames["clips"]["status"].value_counts().items()}
-        if len(frames["clips"]) else {}, stages=stages, setup_seconds=setup)
-    folder.local("summary.json", fetch=False).write_text(json.dumps({
-        "inputs": summary.inputs, "skipped_inputs": summary.skipped_inputs,
-        "counts": summary.counts, "errors_by_stage": summary.errors_by_stage,
-        "stage_seconds": summary.stage_seconds, "setup_seconds": setup, "stages": stages,
-        "max_decodes_per_clip": dict(sorted(decodes.items())),
-        "filters": dict(sorted(summary.filters.items())),
-        "wall_s": round(summary.wall_s, 2), "config": cfg_dict, "parts": key},
-        indent=2, default=str))
-    folder.publish("summary.json")
+    prep_failed = sum(1 for s in input_stats if s["failed"])
+    stages = stage_rows([(s.name, s.step_names()) for s in STAGES], input_stats + clip_stats,
+                        setup=setup.seconds, actors=setup.actors,
+                        override={"prepare": {"in": len(inputs), "out": len(clip_stats),
+                                              "failed": prep_failed
+                                              + sum(1 for s in clip_stats
+                                                    if s["failed"] == "cut")}})
+    clips = frames["clips"]
+    filters = ({str(k): int(v) for k, v in clips["status"].value_counts().items()}
+               if len(clips) else {})
+    summary = JobSummary.build(
+        JOB, folder.out, total=len(inputs), skipped=len(inputs) - len(todo), stages=stages,
+        errors=frames["errors"], counts={t: len(df) for t, df in frames.items()},
+        wall_s=time.perf_counter() - t0, result_key=key,
+        details={"filters": dict(sorted(filters.items())),
+                 "max_decodes_per_clip": dict(sorted(decodes.items()))},
+        provenance=provenance(cfg_dict, weights=cfg.weights, inputs=[str(source)],
+                              checkpoints=setup.checkpoints),
+        notes=["clips by status: " + ", ".join(f"{s} {n}" for s, n in sorted(filters.items()))]
+        if filters else [])
+    summary.write(folder)
     from .report import write_report
 
     write_report(folder)
     return summary
 
 
-def stage_table(n_inputs: int, errors: Any, clip_stats: list[dict[str, Any]],
-                seconds: dict[str, float]) -> list[dict[str, Any]]:
-    """Items in, out and failed, and seconds, of every stage in DAG order.
-
-    ``prepare`` counts inputs in and clips planned out; every later stage counts the clips that
-    reached it. ``visual`` sub-steps a clip left early (a filter before association) are not
-    counted as reached. A clip's failure is booked to the step it failed in.
-    """
-    failed_at = [st.get("failed") for st in clip_stats]
-    rows = []
-    prep_failed = int((errors["stage"] == "prepare").sum()) if len(errors) else 0
-    rows.append({"stage": "prepare", "in": n_inputs, "out": len(clip_stats),
-                 "failed": prep_failed, "seconds": round(seconds.get("prepare", 0.0), 2)})
-    for name in STAGES[1:]:
-        reached = sum(1 for st in clip_stats if name in st)
-        failed = sum(1 for f in failed_at if f == name)
-        rows.append({"stage": name, "in": reached, "out": reached - failed, "failed": failed,
-                     "seconds": round(seconds.get(name, 0.0), 2)})
-    return rows
-
-
-def _resolve_endpoints(cfg: InpairConfig) -> InpairConfig:
-    """The caption VLM endpoint read from the driver's environment into the config, so that
-    every actor (on any node) uses the same one and the parts key records it."""
-    from dataclasses import replace
-
-    base, model = cfg.caption.resolved()
-    return replace(cfg, caption=replace(cfg.caption, base_url=base, model=model))
-
-
-def _actor_args(res: Any) -> dict[str, Any]:
-    plan = plan_actor_pool(res.num_cpus, res.num_gpus, max_size=res.max_actors)
-    args = {"compute": plan.strategy(), **plan.ray_remote_args()}
-    if res.custom:
-        args["resources"] = dict(res.custom)
-    return args
+def _merge(store: ResultStore, key: str, inputs: list[str]
+           ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]],
+                      list[dict[str, Any]]]:
+    """Every table's rows over the records of ``inputs`` (each input, then its clips, in
+    sorted input order: the merge does not depend on completion order), and the inputs' and
+    clips' stats."""
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+    input_stats: list[dict[str, Any]] = []
+    clip_stats: list[dict[str, Any]] = []
+    for source in sorted(inputs):
+        rec = store.get("inputs", source, key)
+        if rec is None:
+            continue
+        input_stats.append(rec["stats"])
+        for t, rs in rec["tables"].items():
+            rows.setdefault(t, []).extend(rs)
+        for clip_id in rec["clip_ids"]:
+            cp = store.get("clips", clip_id, key)
+            if cp is not None:
+                for t, rs in cp["tables"].items():
+                    rows.setdefault(t, []).extend(rs)
+                clip_stats.append(cp["stats"])
+    return rows, input_stats, clip_stats
 
 
 def _sha256(path: str) -> str:

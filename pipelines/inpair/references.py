@@ -22,6 +22,7 @@ Pure functions on arrays: no Ray, no I/O.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,12 +32,15 @@ import cv2
 import numpy as np
 
 from omni_core.errors import OmniError
+from omni_core.manifests import stable_id
 from omni_core.models.face import similarity_matrix
 
 __all__ = [
+    "Assembly",
     "Keyframe",
     "ReferenceOptions",
     "aligned_crop",
+    "assemble_references",
     "augment",
     "image_reference",
     "pick_keyframe",
@@ -275,3 +279,74 @@ def timbre_span(audio16k: np.ndarray, segments: Sequence[tuple[str, float, float
         return None
     start = round(best[3], 3)
     return start, round(start + best[1], 3)
+
+
+# --------------------------------------------------------------------------------------------
+# a clip's references: every subject's identity crop and timbre span, the rows and the media
+
+
+@dataclass
+class Assembly:
+    """A clip's references. ``subjects`` (subject order): anchor, speaker, identity and
+    reference ids, mask frame, box and span; ``rows``: its ``references`` rows; ``media``:
+    ``(relative path, image or waveform)`` to write; ``no_reference``: why the clip has none
+    (a subject without a clean timbre span), else None."""
+
+    subjects: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    media: list[tuple[str, np.ndarray]]
+    no_reference: str | None = None
+
+
+def assemble_references(clip_id: str, video_id: str, frames: np.ndarray, audio: np.ndarray,
+                        sample_rate: int, result: Any, assignment: Any, names: Sequence[str],
+                        segments: Sequence[tuple[str, float, float]],
+                        identity_ids: Sequence[str], options: ReferenceOptions) -> Assembly:
+    """Every subject of an associated clip (``result``: its faces, ``assignment``: speaker ->
+    identity pairs), ordered left to right: the identity crop at its keyframe, the timbre
+    span, ids derived from the identity and what was taken, and the files under
+    ``references/<video>/<clip>/``."""
+    pairs = list(assignment.pairs)
+    centres = []
+    for _, t in pairs:
+        boxes = np.concatenate([result.tracks[k].boxes for k in result.identities[t].tracks])
+        centres.append(float(np.median((boxes[:, 0] + boxes[:, 2]) / 2)))
+    subjects: list[dict[str, Any]] = []
+    media: list[tuple[str, np.ndarray]] = []
+    rows: list[dict[str, Any]] = []
+    folder = f"references/{video_id}/{clip_id}"
+    for k, i in enumerate(subject_order(centres), start=1):
+        s, t = pairs[i]
+        tracks = [result.tracks[j] for j in result.identities[t].tracks]
+        key = pick_keyframe(np.concatenate([x.frame_indices for x in tracks]),
+                            np.concatenate([x.boxes for x in tracks]),
+                            np.concatenate([x.kps for x in tracks]),
+                            np.concatenate([x.det_scores for x in tracks]),
+                            np.concatenate([x.sharpness for x in tracks]))
+        span = timbre_span(audio, segments, names[s], options, sample_rate)
+        if span is None:
+            return Assembly([], [], [], f"speaker {names[s]} has no clean stretch of "
+                            f"{options.audio_min_s:g} s away from other speakers")
+        identity_id = identity_ids[t]
+        image_id = stable_id(identity_id, "image", key.frame_index)
+        crop, box, applied = image_reference(frames[key.frame_index], key, options,
+                                             seed=int(image_id[:8], 16))
+        audio_id = stable_id(identity_id, "audio", *span)
+        png, wav_rel = f"{folder}/{image_id}.png", f"{folder}/{audio_id}.wav"
+        wav = audio[round(span[0] * sample_rate):round(span[1] * sample_rate)]
+        media += [(png, crop), (wav_rel, wav)]
+        sub = {"anchor": f"<sub{k}>", "speaker": names[s], "identity_id": identity_id,
+               "image_reference_id": image_id, "audio_reference_id": audio_id,
+               "image_path": png, "frame_index": key.frame_index,
+               "box": [float(v) for v in box], "span": [float(span[0]), float(span[1])],
+               "augment": None if applied is None else json.dumps(applied, sort_keys=True)}
+        subjects.append(sub)
+        rows.append({"reference_id": image_id, "identity_id": identity_id, "kind": "image",
+                     "path": png, "source_clip_id": clip_id, "frame_index": key.frame_index,
+                     "box": sub["box"], "start_s": None, "end_s": None,
+                     "augment": sub["augment"]})
+        rows.append({"reference_id": audio_id, "identity_id": identity_id, "kind": "audio",
+                     "path": wav_rel, "source_clip_id": clip_id, "frame_index": None,
+                     "box": None, "start_s": sub["span"][0], "end_s": sub["span"][1],
+                     "augment": None})
+    return Assembly(subjects, rows, media)

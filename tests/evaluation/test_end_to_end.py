@@ -38,7 +38,7 @@ def test_every_metric_every_cell_identical_twice(two_instances, bench_fixtures, 
     assert set(a.status) == {"ok"}, a[a.status != "ok"][["metric", "reason"]].to_string()
     pd.testing.assert_frame_equal(a, b)  # deterministic, computed twice from scratch
 
-    row = runs[0].summary["table"]["r2av"]
+    row = runs[0].summary["details"]["table"]["r2av"]
     assert set(PAPER_ORDER) <= set(row)
     for cell in row.values():
         assert "-" not in cell.replace("-0", "0").split("/"), row  # every cell filled, S and M
@@ -50,8 +50,12 @@ def test_every_metric_every_cell_identical_twice(two_instances, bench_fixtures, 
         assert label in md and label in csv
     assert r"ID-Sim S/M $\uparrow$" in tex and "DreamID-Omni (debug)" in md
     summary = json.loads((out / "summary.json").read_text())
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert set(stages) == {"inputs", *names}  # a stage per metric, its models as setup
+    decode = summary["details"]["decode_s"]
+    summary = summary["details"]
     assert summary["note"] == "debug weights: scores are not meaningful"
     assert set(summary["metrics"]) == set(names)
     assert summary["metrics"]["wer"]["checkpoints"] == [{"component": "WhisperASR",
                                                          "variant": "debug", "seed": 0}]
-    assert summary["timing_s"]["decode"] < summary["timing_s"]["wall"]
+    assert 0 < decode < sum(s["compute_s"] for s in stages.values())

@@ -56,6 +56,9 @@ def test_run_tables_missing_resume_recompute(bench, tmp_path):
     assert "no prediction" in miss[miss.instance_id == ids[0]].reason.iloc[0]
     assert "unreadable prediction" in miss[miss.instance_id == ids[1]].reason.iloc[0]
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["job"] == "eval" and summary["items"]["total"] == len(ids)
+    assert summary["errors_by_stage"] == {"inputs": 2}  # the missing ones, at inputs
+    summary = summary["details"]
     assert set(summary["missing_predictions"]) == set(ids[:2])
     assert summary["counts"]["loudness_test"] == {"missing": 2, "ok": len(ids) - 2}
     assert summary["debug_weights"] and summary["metrics"]["loudness_test"]["version"] == "1"
@@ -106,7 +109,7 @@ def test_metric_errors_are_rows_not_crashes(bench, tmp_path):
     res = run.results
     assert set(res.status) == {"error", "missing"}
     assert res[res.status == "error"].reason.str.startswith("no face found").all()
-    assert run.summary["table"]["r2av"]["broken_test"] == "-"
+    assert run.summary["details"]["table"]["r2av"]["broken_test"] == "-"
 
 
 def test_an_unexpected_exception_is_an_error_row_and_is_retried(bench, tmp_path):

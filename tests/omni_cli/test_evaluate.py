@@ -30,8 +30,8 @@ def test_eval_released_fixtures(bench_fixtures, tmp_path):
     for f in ("results.parquet", "summary.json", "table.md", "table.csv", "table.tex"):
         assert (out / f).is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["metrics"] == ["spk_conf"]
-    assert summary["counts"]["spk_conf"] == {"not_computed": 2}
+    assert summary["provenance"]["config"]["metrics"] == ["spk_conf"]
+    assert summary["details"]["counts"]["spk_conf"] == {"not_computed": 2}
 
 
 def test_usage_errors(tmp_path, bench_fixtures):

@@ -49,7 +49,7 @@ def test_rate_over_multi_person_instances(judge, bench_fixtures, tmp_path, monke
     res = run.results
     assert len(res) == n_multi and set(res.split) == {"M"}  # single-person: not applicable
     assert sorted(res.value) == [0.0] * (n_multi - 1) + [1.0]
-    assert run.summary["table"]["r2av"]["spk_conf"] == f"{1 / n_multi:.3f}"
+    assert run.summary["details"]["table"]["r2av"]["spk_conf"] == f"{1 / n_multi:.3f}"
     body = st["requests"][0]["body"]
     assert body["messages"][0]["content"] == DEFAULT_PROMPT
     parts = body["messages"][1]["content"]
@@ -71,7 +71,7 @@ def test_without_judge_reported_not_computed(bench_fixtures, tmp_path, monkeypat
     run = evaluate(inst, bench_fixtures.pred, tmp_path / "o", ["spk_conf"], progress=False)
     assert set(run.results.status) == {"not_computed"}
     assert run.results.value.isna().all()
-    assert run.summary["table"]["r2av"]["spk_conf"] == "-"
+    assert run.summary["details"]["table"]["r2av"]["spk_conf"] == "-"
     assert np.all(run.results.reason.str.contains("no judge configured"))
 
 
@@ -85,4 +85,4 @@ def test_prompt_file_replaces_the_default(judge, bench_fixtures, tmp_path):
     run = evaluate(inst, bench_fixtures.pred, tmp_path / "o", ["spk_conf"], options=opts,
                    progress=False)
     assert st["requests"][0]["body"]["messages"][0]["content"] == "My own rubric. Reply 0 or 1."
-    assert run.summary["metrics"]["spk_conf"]["prompt"] == str(prompt)
+    assert run.summary["details"]["metrics"]["spk_conf"]["prompt"] == str(prompt)

@@ -29,7 +29,6 @@ from omni_core.manifests import errors_frame
 from omni_core.ray_helpers import RayConfig, shutdown_ray
 from omni_core.storage import RunFolder
 
-
 # Ray workers cannot import a test module: its stages travel by value.
 pytest.importorskip("ray").cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
