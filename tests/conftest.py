@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,3 +380,156 @@ def face_analysis(model):
                        providers=["CPUExecutionProvider"])
     app.prepare(ctx_id=0, det_size=(320, 320))
     return app
+
+
+# --------------------------------------------------------------------------------------------
+# HTML reports: a tiny DOM of what headless Chromium rendered, and its screenshots
+
+
+@dataclass
+class Node:
+    """An element of a parsed page: enough DOM to find sections, rows and attributes."""
+
+    tag: str
+    attrs: dict[str, str]
+    children: list[Any] = field(default_factory=list)  # Node | str
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self) -> Iterator[Node]:
+        yield self
+        for c in self.children:
+            if isinstance(c, Node):
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
+        """Elements of ``tag`` (any when None) with these attribute values (``data_testid``
+        means ``data-testid``)."""
+        want = {k.replace("_", "-"): v for k, v in attrs.items()}
+        return [n for n in self.iter() if (tag is None or n.tag == tag)
+                and all(n.attrs.get(k) == v for k, v in want.items())]
+
+    def one(self, tag: str | None = None, **attrs: str) -> Node:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, f"expected one {tag} {attrs}, found {len(found)}"
+        return found[0]
+
+
+_VOID = {"area", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+
+def parse_html(text: str) -> Node:
+    """A page as a :class:`Node` tree (the root is ``#root``)."""
+    import html.parser
+
+    class Builder(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.root = Node("#root", {})
+            self.stack = [self.root]
+
+        def handle_starttag(self, tag, attrs):
+            node = Node(tag, {k: v or "" for k, v in attrs})
+            self.stack[-1].children.append(node)
+            if tag not in _VOID:
+                self.stack.append(node)
+
+        def handle_startendtag(self, tag, attrs):
+            self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+        def handle_endtag(self, tag):
+            for i in range(len(self.stack) - 1, 0, -1):
+                if self.stack[i].tag == tag:
+                    del self.stack[i:]
+                    return
+
+        def handle_data(self, data):
+            self.stack[-1].children.append(data)
+
+    b = Builder()
+    b.feed(text)
+    b.close()
+    return b.root
+
+
+@dataclass
+class Chromium:
+    """Headless Chromium on local pages: the DOM after the page's scripts ran, or a PNG."""
+
+    exe: str
+    profile: Path
+
+    def _run(self, page: Path, *args: str) -> Any:
+        import subprocess
+
+        return subprocess.run(
+            [self.exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={self.profile}", "--virtual-time-budget=5000", *args,
+             Path(page).resolve().as_uri()],
+            capture_output=True, text=True, timeout=90, check=False)
+
+    def dom(self, page: Path) -> tuple[str, Node]:
+        """The serialised DOM once loaded (``--dump-dom``) and its :class:`Node` tree."""
+        res = self._run(page, "--dump-dom")
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "<body" in res.stdout, res.stderr[-2000:]
+        return res.stdout, parse_html(res.stdout)
+
+    def screenshot(self, page: Path, png: Path, width: int = 1280, height: int = 2400) -> Path:
+        """A PNG of the page's first ``width`` x ``height`` pixels."""
+        res = self._run(page, f"--window-size={width},{height}", "--hide-scrollbars",
+                        f"--screenshot={png}")
+        assert res.returncode == 0 and png.is_file(), res.stderr[-2000:]
+        return png
+
+
+@pytest.fixture
+def chromium(tmp_path) -> Chromium:
+    """Headless Chromium (fails, not skips, without it: scripts/setup.sh installs it)."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed; scripts/setup.sh installs it")
+    return Chromium(exe, tmp_path / "chromium-profile")
+
+
+def job_summary(job: str, stages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A ``summary.json`` of the common job shape (what every batch job writes), with
+    plausible defaults for what ``fields`` does not set: items and timing from the stages,
+    errors from their failed counts, a provenance with one checkpoint."""
+    failed = sum(int(s.get("failed", 0)) for s in stages)
+    first = stages[0].get("in", 0) if stages else 0
+    compute = round(sum(float(s.get("compute_s", 0.0)) for s in stages), 3)
+    setup = round(sum(float(s.get("setup_s", 0.0)) for s in stages), 3)
+    data: dict[str, Any] = {
+        "job": job, "out": f"/runs/{job}",
+        "items": {"total": first, "done": first - failed, "skipped": 0, "failed": failed},
+        "stages": stages,
+        "errors_by_stage": {s["stage"]: s["failed"] for s in stages if s.get("failed")},
+        "counts": {},
+        "timing": {"wall_s": compute, "compute_s": compute, "setup_s": setup},
+        "result_key": "0123456789abcdef0123456789abcdef",
+        "details": {},
+        "provenance": {
+            "suite_version": "0.1.0", "git_commit": "3f2c1ab", "date": "2025-01-02T03:04:05Z",
+            "python": "3.11.9", "host": "node-1", "argv": ["omni", job, "--out", "/runs"],
+            "config": {"seed": 0, "ray": {"address": None}},
+            "weights": {"mode": "debug", "folder": None, "checkpoints": [
+                {"entry": "whisper", "file": "model.safetensors", "path": "/w/whisper/m.st",
+                 "size": 1536, "mtime": 1_700_000_000.0, "sha256": "ab" * 32}]},
+            "inputs": ["/data/a.mp4"]},
+    }
+    data.update(fields)
+    return data
+
+
+def stage_entry(name: str, n_in: int, n_out: int, failed: int, compute_s: float,
+                setup_s: float = 0.0, actors: int = 1,
+                steps: Sequence[tuple[str, int, int, int, float]] = ()) -> dict[str, Any]:
+    """One ``stages`` entry of :func:`job_summary`; ``steps``: (step, in, out, failed, s)."""
+    return {"stage": name, "in": n_in, "out": n_out, "failed": failed, "compute_s": compute_s,
+            "setup_s": setup_s, "actors": actors,
+            "steps": [{"step": s, "in": i, "out": o, "failed": f, "seconds": sec}
+                      for s, i, o, f, sec in steps]}

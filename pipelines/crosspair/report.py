@@ -1,69 +1,72 @@
 """The HTML report of a cross-pair curation run: one self-contained page, ``OUT/report.html``.
 
-Built like the in-pair report (:mod:`pipelines.inpair.report`: same page frame, escaping,
-Content-Security-Policy, embedded media, a missing table never stops it). Sections:
+Built with the report kit (:mod:`omni_core.report`: page frame, escaping, Content-Security-
+Policy, charts, waveforms, and the sections every job report has); a missing table never stops
+it, a missing or older ``summary.json`` shows as a note. Sections:
 
-- ``header``: the in-pair runs, wall time, rows per table;
-- ``stages``: in / out / failed / seconds of retrieval, the voice steps and samples;
-  ``errors``: grouped by stage and reason;
+- ``header``: the in-pair runs and their samples (``summary.details``), the job's items and
+  wall time, rows per table;
+- ``stages``: retrieval, voices (its steps labels, prompt, clone, enhance, check) and samples;
+  ``errors``: per stage or step and reason, and the rows (the kit's job sections);
 - ``retrieval``: verified matches and refusals by reason, cosine histogram, and precision /
   recall when the run was scored against a sample corpus (``OUT/score.json``);
-- ``voices``: clones made and passed, the speaker-similarity and WER pass rates, their
-  histograms, and the first clones (text, Whisper's transcript, waveform);
-- ``samples``: what became of each in-pair sample, and the stage-3 table's tasks.
+- ``voices``: clones made and passed, the speaker-similarity and WER pass rates
+  (``summary.details.voices``), their histograms, and the first clones (text, Whisper's
+  transcript, waveform);
+- ``samples``: what became of each in-pair sample, and the stage-3 table's tasks;
+- ``provenance``: suite version, commit, weights and checkpoints, inputs, config (the kit's).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from omni_core.storage import RunFolder
-
-from ..inpair import report as inpair_report
-from ..inpair.report import (
+from omni_core.report import (
     NONE,
     Html,
     ReportOptions,
     RunData,
     errors_section,
     esc,
+    facts,
     fmt_num,
     histogram_block,
     html_table,
+    job_facts,
+    load_run,
     page,
-    read_mono,
+    problems_list,
+    provenance_section,
     read_table,
+    rows_per_table,
     section,
     stages_section,
-    svg_waveform,
-    waveform_envelope,
+    waveform,
     write_page,
 )
+from omni_core.storage import RunFolder
 
 TABLES = ("identity_matches", "voices", "crosspair_sources", "samples", "references",
           "errors")
+SECTIONS = ("header", "stages", "errors", "retrieval", "voices", "samples", "provenance")
 
 
-def load_run(out: RunFolder | str | os.PathLike[str]) -> RunData:
-    """The run at a folder, a URL or a :class:`RunFolder` (remote tables are staged)."""
-    run = inpair_report.load_run(out, TABLES)
-    run.path("stage3/samples.parquet")  # staged when remote
-    run.path("score.json")
-    stage3, st = read_table(run.out / "stage3", "samples")
-    run.state["stage3/samples"] = st
-    if stage3 is not None:
-        run.tables["stage3/samples"] = stage3
-    elif st.startswith("unreadable"):
-        run.problems.append(f"stage3/samples: {st}")
+def load_crosspair_run(out: RunFolder | str | os.PathLike[str]) -> RunData:
+    """The run at a folder, a URL or a :class:`RunFolder` (remote tables are staged), with
+    the stage-3 table of ``OUT/stage3`` as ``stage3/samples``."""
+    run = load_run(out, TABLES, extra=("stage3/samples.parquet", "score.json"))
+    run.add_table("stage3/samples", *read_table(run.out / "stage3", "samples"))
     return run
 
 
 def _score(run: RunData) -> dict[str, Any]:
+    """``OUT/score.json`` (written by ``omni curate score``), or {} when absent or broken."""
     path = run.out / "score.json"
     try:
         data = json.loads(path.read_text()) if path.is_file() else {}
@@ -73,37 +76,32 @@ def _score(run: RunData) -> dict[str, Any]:
 
 
 def header_section(run: RunData) -> str:
-    s = run.summary
-    runs = s.get("runs") if isinstance(s.get("runs"), list) else []
-    wall = s.get("wall_s")
-    facts = [("output folder", str(run.out)),
-             ("in-pair runs", ", ".join(map(str, runs)) or "none"),
-             ("in-pair samples", fmt_num(s.get("inpair_samples"))
-              if s.get("inpair_samples") is not None else "none"),
-             ("wall time", f"{fmt_num(wall)} s" if isinstance(wall, int | float) else "none")]
-    dl = "".join(f'<dt>{esc(k)}</dt><dd data-testid="fact-{esc(k.split()[-1])}">{esc(v)}</dd>'
-                 for k, v in facts)
-    rows = [(t, len(run.tables[t]) if t in run.tables else "none", run.state.get(t, "?"))
-            for t in (*TABLES, "stage3/samples")]
-    problems = ("<ul class=\"problems\">" + "".join(f"<li>{esc(p)}</li>" for p in run.problems)
-                + "</ul>") if run.problems else ""
+    runs = run.summary.detail("runs", list, [])
+    n_samples = run.summary.detail("inpair_samples", (int, float))
+    dl = facts([("output", "output folder", run.name),
+                ("runs", "in-pair runs", ", ".join(map(str, runs)) or "none"),
+                ("samples", "in-pair samples",
+                 fmt_num(n_samples) if n_samples is not None else "none"),
+                *job_facts(run.summary)])
     return ('<section data-testid="header"><h1>Cross-pair curation report</h1>\n'
-            f'<dl class="facts">{dl}</dl>{problems}<h3>Rows per table</h3>'
-            + html_table(("table", "rows", "manifest"), rows,
-                         row_attrs=[f'data-table="{esc(r[0])}"' for r in rows])
+            + dl + problems_list(run.problems) + "<h3>Rows per table</h3>"
+            + rows_per_table(run, (*TABLES, "stage3/samples"), counted=False)
             + "\n</section>")
 
 
 def retrieval_section(run: RunData, opts: ReportOptions) -> str:
+    """How well subjects were found in other videos: the step every cross-pair sample
+    depends on."""
     m = run.table("identity_matches")
     score = _score(run).get("retrieval")
     parts = []
     if isinstance(score, dict):
         parts.append(
             '<p data-testid="retrieval-score">against the sample corpus truth: precision '
-            f"{fmt_num(score.get('precision'))} ({score.get('correct')}/{score.get('matches')}"
-            f" verified matches the same person), recall {fmt_num(score.get('recall'))} "
-            f"({score.get('found')}/{score.get('positives')} same-person pairs found)</p>")
+            f"{esc(fmt_num(score.get('precision')))} ({esc(score.get('correct'))}/"
+            f"{esc(score.get('matches'))} verified matches the same person), recall "
+            f"{esc(fmt_num(score.get('recall')))} ({esc(score.get('found'))}/"
+            f"{esc(score.get('positives'))} same-person pairs found)</p>")
     if m is None:
         return section("retrieval", "Identity retrieval", "".join(parts) + NONE)
     ok = m[m.verified]
@@ -115,36 +113,41 @@ def retrieval_section(run: RunData, opts: ReportOptions) -> str:
         parts.append(html_table(("refused because", "candidates"),
                                 sorted(refused.value_counts().items())))
     parts.append(histogram_block(m.cosine, "Cosine of the candidates", "cosine",
-                                 "candidates", "cosine-hist", opts))
+                                 "candidates", "cosine-hist", bins=opts.hist_bins))
     return section("retrieval", "Identity retrieval", "\n".join(parts))
 
 
 def voices_section(run: RunData, opts: ReportOptions, n_cards: int = 8) -> str:
+    """What the voice checks passed (rates from ``summary.details.voices``, counts from the
+    table) and the first clones to listen to on paper: text, transcript, waveform."""
     v = run.table("voices")
     if v is None:
         return section("voices", "Cloned voices", NONE)
-    s = run.summary.get("voices") if isinstance(run.summary.get("voices"), dict) else {}
+    s = run.summary.detail("voices", Mapping, {})
 
     def rate(key: str) -> str:
         x = s.get(key)
-        return "n/a" if x is None else f"{100 * float(x):.0f}%"
+        return f"{100 * float(x):.0f}%" if isinstance(x, int | float) else "n/a"
 
     wer_gate = (f"WER at most {fmt_num(s['max_wer'])}: pass rate {rate('wer_pass_rate')}"
                 if s.get("max_wer") is not None else "words not checked (check.max_wer null)")
     parts = [f'<p data-testid="voice-rates">{len(v)} voice(s) cloned, {int(v.passed.sum())} '
-             f"passed (of {s.get('checked', '?')} checked); speaker similarity at least "
+             f"passed (of {esc(s.get('checked', '?'))} checked); speaker similarity at least "
              f"{fmt_num(s.get('min_similarity'))}: pass rate {rate('similarity_pass_rate')}; "
              f"{esc(wer_gate)}; backend {esc(', '.join(sorted(set(v.backend))))}</p>"]
     parts.append(histogram_block(v.similarity, "Speaker similarity with the prompt",
-                                 "WavLM-ECAPA cosine", "voices", "similarity-hist", opts))
-    parts.append(histogram_block(v.wer, "WER of the clone", "WER", "voices", "wer-hist", opts))
+                                 "WavLM-ECAPA cosine", "voices", "similarity-hist",
+                                 bins=opts.hist_bins))
+    parts.append(histogram_block(v.wer, "WER of the clone", "WER", "voices", "wer-hist",
+                                 bins=opts.hist_bins))
     rows = []
     for r in v.head(n_cards).itertuples():
         wave: Any = "—"
         if isinstance(r.path, str):
-            got = read_mono(run.path(r.path), opts.max_wave_s)
-            if got is not None:
-                wave = Html(svg_waveform(*waveform_envelope(got[0], opts.wave_columns)))
+            svg = waveform(run.path(r.path), columns=opts.wave_columns,
+                           max_s=opts.max_wave_s, label="cloned voice waveform")
+            if svg is not None:
+                wave = Html(svg)
         rows.append((r.voice_id, "passed" if r.passed else (r.reason or "failed"), r.text,
                      r.transcript or "—",
                      r.similarity if pd.notna(r.similarity) else "—",
@@ -155,6 +158,7 @@ def voices_section(run: RunData, opts: ReportOptions, n_cards: int = 8) -> str:
 
 
 def samples_section(run: RunData) -> str:
+    """What became of each in-pair sample, and the task mix of the stage-3 table."""
     src = run.table("crosspair_sources")
     parts = []
     if src is not None:
@@ -173,15 +177,19 @@ def samples_section(run: RunData) -> str:
 
 
 def render_report(run: RunData, opts: ReportOptions | None = None) -> str:
+    """The whole page as a string."""
     o = opts or ReportOptions()
-    return page(f"Cross-pair curation report: {run.name.rstrip('/').rsplit('/', 1)[-1]}",
-                [header_section(run), stages_section(run), errors_section(run, o),
-                 retrieval_section(run, o), voices_section(run, o), samples_section(run)])
+    return page(f"Cross-pair curation report: {run.short_name}",
+                [header_section(run), stages_section(run.summary),
+                 errors_section(run.summary, run.tables.get("errors"), o,
+                                state=run.state.get("errors", "absent")),
+                 retrieval_section(run, o), voices_section(run, o), samples_section(run),
+                 provenance_section(run.summary, o)])
 
 
 def write_report(out: RunFolder | str | os.PathLike[str],
                  options: ReportOptions | None = None) -> Path:
     """Write ``OUT/report.html`` for the cross-pair output ``out`` (a folder, a URL or a
     :class:`RunFolder`; uploaded when remote); returns its local path."""
-    run = load_run(out)
+    run = load_crosspair_run(out)
     return write_page(run, render_report(run, options))

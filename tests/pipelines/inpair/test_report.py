@@ -1,19 +1,16 @@
 """The curation report: a realistic output folder rendered, then loaded in headless Chromium.
 
 The folder is written with the real manifest writer, real PNG crops (skimage's astronaut), real
-WAVs (soundfile) and caption JSON files; the assertions read the DOM Chromium dumps after the
-page's load handler ran.
+WAVs (soundfile), caption JSON files and a ``summary.json`` of the common job shape; the
+assertions read the DOM Chromium dumps after the page's load handler ran (the ``chromium``
+fixture of tests/conftest.py). The kit's own pieces are tested in tests/omni_core/report.
 """
 
 from __future__ import annotations
 
 import base64
-import html.parser
 import io
 import json
-import shutil
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,109 +31,50 @@ from omni_core.manifests import (
     write_manifest,
 )
 from pipelines.inpair.caption import Segment, assemble_caption
-from pipelines.inpair.report import (
-    SECTIONS,
-    ReportOptions,
-    histogram_bins,
-    waveform_envelope,
-    write_report,
-)
+from pipelines.inpair.report import SECTIONS, InpairOptions, write_report
 
-STAGES = ("prepare", "cut", "audio", "faces", "associate", "references", "caption", "finish")
+STAGES = ("prepare", "audio", "visual", "caption", "finish")
+STEPS = {"prepare": ["probe", "cut"], "visual": ["faces", "associate", "references"]}
 INJECT = "<script>document.body.dataset.pwned='yes'</script>"
 IMG_INJECT = '<img src="data:," data-testid="injected">'
-
-# ----------------------------------------------------------------------------- a tiny DOM
-
-
-@dataclass
-class Node:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node | str] = field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def iter(self):
-        yield self
-        for c in self.children:
-            if isinstance(c, Node):
-                yield from c.iter()
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
-        want = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [n for n in self.iter() if (tag is None or n.tag == tag)
-                and all(n.attrs.get(k) == v for k, v in want.items())]
-
-    def one(self, tag: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one {tag} {attrs}, found {len(found)}"
-        return found[0]
-
-
-VOID = {"area", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-
-
-class _Builder(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#root", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag, attrs):
-        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
-
-    def handle_endtag(self, tag):
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
-
-
-def parse(dom: str) -> Node:
-    b = _Builder()
-    b.feed(dom)
-    b.close()
-    return b.root
-
-
-def chromium_dom(page: Path, tmp_path: Path) -> tuple[str, Node]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.fail("chromium is not installed; scripts/setup.sh installs it")
-    res = subprocess.run(
-        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000",
-         "--dump-dom", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=90, check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "<body" in res.stdout, res.stderr[-2000:]
-    return res.stdout, parse(res.stdout)
-
 
 # ----------------------------------------------------------------------------- a run's output
 
 
-def stage(name, n_in, n_out, failed, seconds):
-    return {"stage": name, "in": n_in, "out": n_out, "failed": failed, "seconds": seconds}
+def inpair_stages(prepare_in: int = 4, prepare_failed: int = 2, clips: int = 6,
+                  zero: bool = False) -> list[dict]:
+    """The in-pair job's stages and steps (figures of the fixture run, or all zero)."""
+    from conftest import stage_entry
+
+    if zero:
+        return [stage_entry("prepare", prepare_in, 0, prepare_failed, 0.4, steps=[
+            ("probe", prepare_in, 0, prepare_failed, 0.4), ("cut", 0, 0, 0, 0.0)])] + [
+            stage_entry(s, 0, 0, 0, 0.0) for s in STAGES[1:]]
+    return [
+        stage_entry("prepare", prepare_in, clips, prepare_failed, 4.75, 0.5, steps=[
+            ("probe", prepare_in, 2, prepare_failed, 1.25), ("cut", 2, clips, 0, 3.5)]),
+        stage_entry("audio", clips, 5, 1, 12.0, 2.0),
+        stage_entry("visual", 5, 3, 0, 3.75, 1.0, actors=2, steps=[
+            ("faces", 5, 4, 0, 2.5), ("associate", 4, 3, 0, 0.75),
+            ("references", 3, 3, 0, 0.5)]),
+        stage_entry("caption", 3, 3, 0, 0.25),
+        stage_entry("finish", clips, clips, 0, 0.1)]
 
 
 def write_summary(out: Path, counts: dict[str, int], stages: list[dict], errors: dict[str, int],
-                  inputs: int, wall: float) -> None:
-    (out / "summary.json").write_text(json.dumps({
-        "inputs": inputs, "skipped_inputs": 0, "counts": counts, "errors_by_stage": errors,
-        "stage_seconds": {s["stage"]: s["seconds"] for s in stages}, "wall_s": wall,
-        "stages": stages}))
+                  inputs: int, wall: float, **details) -> dict:
+    """``summary.json`` of the common job shape for an in-pair run; returns it."""
+    from conftest import job_summary
+
+    data = job_summary(
+        "inpair", stages, out=str(out), counts=counts, errors_by_stage=errors,
+        items={"total": inputs, "done": inputs - stages[0]["failed"], "skipped": 0,
+               "failed": stages[0]["failed"]},
+        timing={"wall_s": wall, "compute_s": sum(s["compute_s"] for s in stages),
+                "setup_s": sum(s["setup_s"] for s in stages)},
+        details={"filters": {}, "max_decodes_per_clip": {"audio": 1, "video": 2}, **details})
+    (out / "summary.json").write_text(json.dumps(data))
+    return data
 
 
 def sine_wav(path: Path, freq: float, seconds: float, sr: int = 16000) -> None:
@@ -221,25 +159,23 @@ def full_run(tmp_path: Path) -> Path:
     write_manifest(errs, "errors", out / "errors.parquet")
     counts = {"videos": 2, "clips": 6, "speech_segments": 3, "face_tracks": 5, "identities": 4,
               "references": 7, "samples": 3, "errors": 3}
-    stages = [stage("prepare", 4, 2, 2, 1.25), stage("cut", 2, 6, 0, 3.5),
-              stage("audio", 6, 5, 1, 12.0), stage("faces", 5, 4, 0, 2.5),
-              stage("associate", 4, 3, 0, 0.75), stage("references", 3, 3, 0, 0.5),
-              stage("caption", 3, 3, 0, 0.25), stage("finish", 6, 6, 0, 0.1)]
-    write_summary(out, counts, stages, {"prepare": 2, "audio": 1}, inputs=4, wall=17.5)
+    write_summary(out, counts, inpair_stages(), {"prepare": 2, "audio": 1}, inputs=4,
+                  wall=17.5, filters={"sample": 3, "no_speech": 1, "no_faces": 1,
+                                      "filtered": 1})
     return out
 
 
 # ----------------------------------------------------------------------------- tests
 
 
-def test_report_of_a_full_run_renders_in_chromium(full_run: Path, tmp_path: Path) -> None:
+def test_report_of_a_full_run_renders_in_chromium(full_run: Path, chromium) -> None:
     page = write_report(full_run)
     assert page == full_run / "report.html"
     raw = page.read_text()
     assert "http://" not in raw.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in raw and "<link" not in raw
     assert len(raw) < 200_000  # thumbnails, not the full crops
-    dom, root = chromium_dom(page, tmp_path)
+    dom, root = chromium.dom(page)
     body = root.one("body")
 
     # every embedded image decoded: the three identity crops, nothing injected
@@ -251,28 +187,50 @@ def test_report_of_a_full_run_renders_in_chromium(full_run: Path, tmp_path: Path
         src = img.attrs["src"]
         assert src.startswith("data:image/jpeg;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
-            assert max(im.size) <= ReportOptions().thumb_px
+            assert max(im.size) <= InpairOptions().thumb_px
     for testid in SECTIONS:
         assert len(root.find_all("section", data_testid=testid)) == 1, testid
+    fact_ids = [n.attrs["data-testid"] for n in root.find_all("dd")]
+    assert len(fact_ids) == len(set(fact_ids))  # each fact found by its own hook
 
-    # header
+    # header: the job's items are the inputs
     header = root.one("section", data_testid="header")
-    assert header.one(data_testid="fact-inputs").text() == "4"
+    assert header.one(data_testid="fact-items").text() == "4"
     assert header.one(data_testid="fact-wall").text() == "17.5 s"
+    assert header.one(data_testid="fact-job").text() == "inpair"
+    assert header.one(data_testid="fact-decodes").text() == "audio 1, video 2"
     assert "7" in header.one("tr", data_table="references").text()
+    assert not header.find_all(data_testid="problems")
 
-    # stages, errors
+    # stages with their steps, errors
     rows = root.find_all("tr", data_testid="stage-row")
     assert [r.attrs["data-stage"] for r in rows] == list(STAGES)
-    audio = [c.text() for c in root.one("tr", data_stage="audio").find_all("td")]
-    assert audio == ["audio", "6", "5", "1", "12.00"]
-    prepare = [c.text() for c in root.one("tr", data_stage="prepare").find_all("td")]
-    assert prepare == ["prepare", "4", "2", "2", "1.25"]
+    for stage_name, steps in STEPS.items():
+        got = root.find_all("tr", data_testid="step-row", data_stage=stage_name)
+        assert [r.attrs["data-step"] for r in got] == steps
+    table = root.one("table", data_testid="stages-table")
+    order = [r.attrs.get("data-step", r.attrs.get("data-stage")) for r in table.find_all("tr")
+             if r.attrs.get("data-testid") in ("stage-row", "step-row")]
+    assert order == ["prepare", "probe", "cut", "audio", "visual", "faces", "associate",
+                     "references", "caption", "finish"]  # each step right under its stage
+    audio = [c.text() for c in root.one("tr", data_testid="stage-row",
+                                        data_stage="audio").find_all("td")]
+    assert audio == ["audio", "6", "5", "1", "12.00", "2.00", "1"]
+    prepare = [c.text() for c in root.one("tr", data_testid="stage-row",
+                                          data_stage="prepare").find_all("td")]
+    assert prepare == ["prepare", "4", "6", "2", "4.75", "0.50", "1"]
+    probe = [c.text() for c in root.one("tr", data_step="probe").find_all("td")]
+    assert probe[:5] == ["probe", "4", "2", "2", "1.25"]
+    bars = root.one("svg", data_testid="step-seconds").find_all("rect")
+    assert len(bars) == 8  # 5 steps + the 3 stages without steps
+    assert {b.attrs["data-label"]: float(b.attrs["data-value"]) for b in bars}[
+        "prepare › cut"] == 3.5
     groups = root.find_all(data_testid="error-group")
     assert [(g.attrs["data-stage"], g.attrs["data-count"]) for g in groups] == [
         ("prepare", "2"), ("audio", "1")]
     assert "no video stream" in groups[0].text() and "b.mp4" in groups[0].text()
     assert IMG_INJECT in groups[1].text()  # shown as text, not as an element
+    assert len(root.find_all("tr", data_testid="error-row")) == 3
 
     # filters
     status = {r.attrs["data-status"]: int(r.attrs["data-count"])
@@ -289,7 +247,7 @@ def test_report_of_a_full_run_renders_in_chromium(full_run: Path, tmp_path: Path
 
     # histograms: 12 duration bins over 6 clips; speakers 0..3 -> 4 bars
     dur = root.one("svg", data_testid="hist-duration").find_all("rect")
-    assert len(dur) == ReportOptions().hist_bins
+    assert len(dur) == InpairOptions().hist_bins
     assert sum(int(r.attrs["data-count"]) for r in dur) == len(DURATIONS)
     spk = root.one("svg", data_testid="hist-speakers").find_all("rect")
     assert [int(r.attrs["data-count"]) for r in spk] == [1, 3, 1, 1]
@@ -320,25 +278,36 @@ def test_report_of_a_full_run_renders_in_chromium(full_run: Path, tmp_path: Path
     assert arts[2].find_all(data_testid="caption-missing")
     assert len(root.find_all("script")) == 1  # only the report's own
 
+    # provenance: what produced the run
+    prov = root.one("section", data_testid="provenance")
+    assert prov.one(data_testid="fact-git-commit").text() == "3f2c1ab"
+    assert prov.one(data_testid="fact-weights-mode").text() == "debug"
+    assert prov.one("tr", data_testid="checkpoint-row").attrs["data-entry"] == "whisper"
+    assert '"seed": 0' in prov.one("details", data_testid="config").text()
 
-def test_report_of_a_run_where_every_input_failed(tmp_path: Path) -> None:
+
+def test_report_of_a_run_where_every_input_failed(tmp_path: Path, chromium) -> None:
     out = tmp_path / "out"
     write_manifest(VIDEOS.empty(), "videos", out / "videos.parquet")
-    errs = ERRORS.dummy(3, item=["x.mp4", "y.mp4", "z.txt"], stage="prepare",
+    errs = ERRORS.dummy(3, item=["x.mp4", "y.mp4", "z.txt"], stage="probe",
                         error_type="MediaError", reason="not a media file")
     write_manifest(errs, "errors", out / "errors.parquet")
-    stages = [stage("prepare", 3, 0, 3, 0.4)] + [stage(s, 0, 0, 0, 0.0) for s in STAGES[1:]]
-    write_summary(out, {"videos": 0, "errors": 3}, stages, {"prepare": 3}, inputs=3, wall=1.2)
-    page = write_report(out, ReportOptions(n_captions=5))
-    _, root = chromium_dom(page, tmp_path)
+    write_summary(out, {"videos": 0, "errors": 3}, inpair_stages(3, 3, zero=True),
+                  {"probe": 3}, inputs=3, wall=1.2)
+    page = write_report(out, InpairOptions(n_captions=5))
+    _, root = chromium.dom(page)
     assert root.one("body").attrs.get("data-images-loaded") == "0/0"
     for testid in SECTIONS:
         assert len(root.find_all("section", data_testid=testid)) == 1, testid
     group = root.one(data_testid="error-group")
-    assert (group.attrs["data-stage"], group.attrs["data-count"]) == ("prepare", "3")
+    assert (group.attrs["data-stage"], group.attrs["data-count"]) == ("probe", "3")
+    assert "prepare › probe: 3" in group.text()  # the step named under its stage
+    assert root.one("tr", data_testid="error-count").attrs["data-parent"] == "prepare"
+    assert root.one(data_testid="fact-failed").text() == "3"
     for testid in ("filters", "histograms", "contact-sheet", "captions"):
         assert "none" in root.one("section", data_testid=testid).text()
-    assert not root.find_all("svg")
+    assert not root.find_all("svg", data_testid="hist-duration")
+    assert not root.find_all("svg", data_testid="waveform")
     assert "absent" in root.one("tr", data_table="clips").text()
 
 
@@ -351,14 +320,30 @@ def test_report_survives_a_missing_summary_and_a_corrupt_table(tmp_path: Path) -
     assert "clips: unreadable" in html_text
 
 
-def test_helpers() -> None:
-    bins = histogram_bins([0, 1, 1, 3], integer=True)
-    assert [(b.lo, b.count) for b in bins] == [(0, 1), (1, 2), (2, 0), (3, 1)]
-    bins = histogram_bins([1.0, 2.0, float("nan"), None, 3.0], bins=4)
-    assert len(bins) == 4 and sum(b.count for b in bins) == 3
-    assert histogram_bins([5.0, 5.0])[0].count == 2 and histogram_bins([]) == []
-    # every clip is clip_frames / fps long: equal up to float rounding is one bin
-    same = histogram_bins([121 / 24, 5.041666666666667, 5.0416666666666661])
-    assert len(same) == 1 and same[0].count == 3
-    lo, hi = waveform_envelope(np.sin(np.linspace(0, 20, 16000)), 200)
-    assert len(lo) == len(hi) == 200 and (lo <= hi).all() and hi.max() > 0.99
+def test_report_of_an_older_summary_says_so(full_run: Path) -> None:
+    """A run written before the common job summary (top-level stage_seconds, wall_s, filters)
+    still gets its page: the job sections say why they are empty, the rest is all there."""
+    (full_run / "summary.json").write_text(json.dumps({
+        "inputs": 4, "skipped_inputs": 0, "counts": {"clips": 6}, "wall_s": 17.5,
+        "stage_seconds": {"prepare": 1.0}, "stages": [{"stage": "prepare", "seconds": 1.0}],
+        "filters": {"sample": 3}}))
+    from conftest import parse_html
+
+    root = parse_html(write_report(full_run).read_text())
+    for testid in ("stages", "provenance"):
+        sec = root.one("section", data_testid=testid)
+        assert "older or unknown shape" in sec.one(data_testid="summary-note").text()
+    assert "older or unknown shape" in root.one(data_testid="problems").text()
+    assert len(root.find_all(data_testid="error-group")) == 2  # from the errors table
+    assert len(root.find_all(data_testid="identity-card")) == 4
+
+
+def test_clips_per_status_from_the_summary_when_the_table_is_broken(full_run: Path) -> None:
+    (full_run / "clips.parquet").write_bytes(b"not parquet")
+    from conftest import parse_html
+
+    root = parse_html(write_report(full_run).read_text())
+    status = {r.attrs["data-status"]: int(r.attrs["data-count"])
+              for r in root.find_all("tr", data_testid="status-row")}
+    assert status["sample"] == 3 and status["filtered"] == 1 and status["unmatched"] == 0
+    assert "counts from summary.json" in root.one("section", data_testid="filters").text()
