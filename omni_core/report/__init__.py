@@ -8,7 +8,7 @@ for all of them, so the pages look and behave alike and escaping is done in one 
   escaping, number formats, tables, sections, fact lists, notes, collapsible JSON;
 - :mod:`.charts`: inline-SVG histograms and horizontal bar charts;
 - :mod:`.media`: image thumbnails, waveforms, embedded audio/video, contact-sheet cards;
-- :mod:`.job`: the common ``summary.json`` of a batch job (:class:`JobSummary`) and the
+- :mod:`.job`: the common ``summary.json`` of a batch job (:class:`SummaryView`) and the
   sections every job report has: stages with their steps, errors, provenance;
 - :mod:`.output`: a job's output folder (local or a URL) read into :class:`RunData`, and the
   page written back.
@@ -19,14 +19,14 @@ own sections from these pieces and its job's ``summary.details``.
 
 from .charts import Bar, Bin, histogram_bins, histogram_block, svg_bars, svg_histogram
 from .job import (
-    JobSummary,
     Stage,
     Step,
+    SummaryView,
     errors_section,
     job_facts,
-    parse_summary,
+    parse_summary_view,
     provenance_section,
-    read_summary,
+    read_summary_view,
     stages_section,
     timing_facts,
 )
@@ -71,12 +71,12 @@ from .page import (
 )
 
 __all__ = [
-    "NONE", "Bar", "Bin", "Fact", "Figure", "Html", "JobSummary", "ReportOptions", "RunData",
+    "NONE", "Bar", "Bin", "Fact", "Figure", "Html", "SummaryView", "ReportOptions", "RunData",
     "Stage", "Step", "card", "code_list", "contact_sheet", "embedded_media", "errors_section",
     "esc", "examples_html", "facts", "fmt_bytes", "fmt_num", "fmt_s", "histogram_bins",
     "histogram_block", "html_table", "job_facts", "json_details", "load_run", "media_data_uri",
-    "media_type", "missing", "missing_box", "more_line", "note", "page", "parse_summary",
-    "problems_list", "provenance_section", "read_mono", "read_summary", "read_table",
+    "media_type", "missing", "missing_box", "more_line", "note", "page", "parse_summary_view",
+    "problems_list", "provenance_section", "read_mono", "read_summary_view", "read_table",
     "rows_per_table", "section", "slug", "stages_section", "svg_bars", "svg_histogram",
     "svg_waveform", "thumbnail", "thumbnail_data_uri", "timing_facts", "waveform",
     "waveform_envelope", "write_html", "write_page",

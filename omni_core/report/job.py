@@ -14,9 +14,9 @@ where the time went, what failed and exactly what produced the output:
 - ``counts`` (rows per table), ``details`` (the job's own figures) and ``provenance`` (suite
   version, git commit, date, argv, config, weights and their checkpoints, inputs).
 
-:class:`JobSummary` reads that shape defensively: a report is written after a long run, often
+:class:`SummaryView` reads that shape defensively: a report is written after a long run, often
 to find out what went wrong, so a summary that is missing, unreadable, of an older shape or
-with a field of the wrong type gives a note on the page (:attr:`JobSummary.problem`) and
+with a field of the wrong type gives a note on the page (:attr:`SummaryView.problem`) and
 "none" in place of the figure, never an exception.
 """
 
@@ -111,7 +111,7 @@ def _stage(entry: Mapping[str, Any]) -> Stage:
 
 
 @dataclass(frozen=True)
-class JobSummary:
+class SummaryView:
     """A job's ``summary.json`` as read: the raw object and typed, never-failing views of it.
 
     ``problem`` says why the summary cannot be shown (absent, unreadable, not an object, an
@@ -201,38 +201,38 @@ class JobSummary:
         return None
 
 
-def parse_summary(data: object) -> JobSummary:
-    """A decoded ``summary.json`` as a :class:`JobSummary` (with a problem if it is not an
+def parse_summary_view(data: object) -> SummaryView:
+    """A decoded ``summary.json`` as a :class:`SummaryView` (with a problem if it is not an
     object of the common job shape)."""
     if not isinstance(data, Mapping):
-        return JobSummary({}, "summary.json is not a JSON object")
+        return SummaryView({}, "summary.json is not a JSON object")
     absent = [k for k in REQUIRED_KEYS if k not in data]
     if absent:
-        return JobSummary(dict(data), (
+        return SummaryView(dict(data), (
             "summary.json has an older or unknown shape (no " + ", ".join(absent)
             + "): rerun the job with this version to see its stages, timing and provenance"))
-    return JobSummary(dict(data), None)
+    return SummaryView(dict(data), None)
 
 
-def read_summary(path: str | os.PathLike[str]) -> JobSummary:
+def read_summary_view(path: str | os.PathLike[str]) -> SummaryView:
     """``summary.json`` at ``path`` (a file; a folder means its ``summary.json``), never
-    raising: an absent or unreadable file is a :class:`JobSummary` with a problem."""
+    raising: an absent or unreadable file is a :class:`SummaryView` with a problem."""
     p = Path(path)
     if p.is_dir():
         p = p / "summary.json"
     if not p.is_file():
-        return JobSummary({}, "summary.json is absent")
+        return SummaryView({}, "summary.json is absent")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return JobSummary({}, f"summary.json is unreadable: {exc}")
-    return parse_summary(data)
+        return SummaryView({}, f"summary.json is unreadable: {exc}")
+    return parse_summary_view(data)
 
 
 # ----------------------------------------------------------------------------- header facts
 
 
-def job_facts(summary: JobSummary, *, items: str = "items") -> list[Fact]:
+def job_facts(summary: SummaryView, *, items: str = "items") -> list[Fact]:
     """The header facts every job has: job, items total / done / skipped / failed and wall
     time (``items``: what the job's items are called, e.g. "inputs")."""
     n = summary.items
@@ -265,7 +265,7 @@ def _sum(values: Sequence[float | int | None]) -> float | None:
     return float(sum(got)) if got else None
 
 
-def stages_section(summary: JobSummary, *, testid: str = "stages", title: str = "Stages"
+def stages_section(summary: SummaryView, *, testid: str = "stages", title: str = "Stages"
                    ) -> str:
     """The stages table (steps indented under their stage), wall vs compute vs setup, and a
     bar chart of seconds per step (a stage without steps is one bar)."""
@@ -303,7 +303,7 @@ def stages_section(summary: JobSummary, *, testid: str = "stages", title: str = 
                    + svg_bars(bars, "step-seconds", unit="s", fmt=fmt_s))
 
 
-def timing_facts(summary: JobSummary) -> str:
+def timing_facts(summary: SummaryView) -> str:
     """Wall vs compute vs setup: how parallel the job ran (compute / wall) and how much of
     the actors' time went to starting up (setup) rather than to items."""
     t = summary.timing
@@ -327,7 +327,7 @@ def timing_facts(summary: JobSummary) -> str:
 # ----------------------------------------------------------------------------- errors
 
 
-def errors_section(summary: JobSummary, errors: pd.DataFrame | None,
+def errors_section(summary: SummaryView, errors: pd.DataFrame | None,
                    opts: ReportOptions | None = None, *, state: str = "ok",
                    testid: str = "errors", title: str = "Errors") -> str:
     """Errors per stage / step (a step under its stage's name) grouped by error type and
@@ -404,7 +404,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def _error_counts(counts: Mapping[str, int], summary: JobSummary, order: Sequence[str]) -> str:
+def _error_counts(counts: Mapping[str, int], summary: SummaryView, order: Sequence[str]) -> str:
     names = sorted(counts, key=lambda s: (order.index(s) if s in order else len(order), s))
     rows, attrs = [], []
     for n in names:
@@ -425,7 +425,7 @@ def _mtime(value: object) -> str:
     return "—" if v is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v))
 
 
-def provenance_section(summary: JobSummary, opts: ReportOptions | None = None, *,
+def provenance_section(summary: SummaryView, opts: ReportOptions | None = None, *,
                        testid: str = "provenance", title: str = "Provenance") -> str:
     """What produced the output: suite version, git commit, date, command, weights (mode,
     folder, each checkpoint's file, size, time and digest), inputs, and the full config in a

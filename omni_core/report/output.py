@@ -21,7 +21,7 @@ from omni_core.errors import ManifestError, OmniError
 from omni_core.manifests import read_manifest
 from omni_core.storage import RunFolder, as_run_folder, is_remote
 
-from .job import JobSummary, read_summary
+from .job import SummaryView, read_summary_view
 from .page import esc, html_table, write_html
 
 
@@ -30,7 +30,7 @@ class RunData:
     """What a report is made of: the summary, the readable tables and what went wrong."""
 
     out: Path  # the local folder (a remote output's staging folder)
-    summary: JobSummary
+    summary: SummaryView
     tables: dict[str, pd.DataFrame]
     state: dict[str, str]  # table -> "ok" | "absent" | "unreadable: ..."
     problems: list[str] = field(default_factory=list)
@@ -101,7 +101,7 @@ def load_run(out: RunFolder | str | os.PathLike[str], names: Sequence[str],
                 remote.local(rel)
             except OmniError:
                 pass
-    summary = read_summary(root / "summary.json")
+    summary = read_summary_view(root / "summary.json")
     tables: dict[str, pd.DataFrame] = {}
     state: dict[str, str] = {}
     for name in names:

@@ -15,15 +15,15 @@ import pytest
 
 from omni_core.manifests import ERRORS, write_manifest
 from omni_core.report import (
-    JobSummary,
     ReportOptions,
+    SummaryView,
     errors_section,
     job_facts,
     load_run,
     page,
-    parse_summary,
+    parse_summary_view,
     provenance_section,
-    read_summary,
+    read_summary_view,
     rows_per_table,
     section,
     stages_section,
@@ -63,17 +63,18 @@ def dom(html_text: str):
 
 
 def test_read_summary_never_raises(tmp_path: Path) -> None:
-    assert read_summary(tmp_path).problem == "summary.json is absent"
+    assert read_summary_view(tmp_path).problem == "summary.json is absent"
     (tmp_path / "summary.json").write_text("{not json")
-    assert read_summary(tmp_path).problem.startswith("summary.json is unreadable")
+    assert read_summary_view(tmp_path).problem.startswith("summary.json is unreadable")
     (tmp_path / "summary.json").write_text("[1, 2]")
-    assert read_summary(tmp_path / "summary.json").problem == "summary.json is not a JSON object"
+    view = read_summary_view(tmp_path / "summary.json")
+    assert view.problem == "summary.json is not a JSON object"
     (tmp_path / "summary.json").write_text(json.dumps({"inputs": 3, "wall_s": 1.0}))
-    old = read_summary(tmp_path)
+    old = read_summary_view(tmp_path)
     assert "older or unknown shape" in old.problem and "job, items, stages, timing" in old.problem
     assert old.stages == [] and old.items["total"] is None and old.details == {}
     (tmp_path / "summary.json").write_text(json.dumps(crosspair_like()))
-    s = read_summary(tmp_path)
+    s = read_summary_view(tmp_path)
     assert s.ok and s.job == "crosspair" and s.items["total"] == 6
     assert [st.name for st in s.stages] == ["retrieval", "voices", "samples"]
     assert [x.name for x in s.stages[1].steps] == ["labels", "prompt", "clone", "enhance",
@@ -88,12 +89,12 @@ def test_fields_of_the_wrong_type_render_as_none(bad) -> None:
     and the figure shows as a dash or "none"."""
     base = crosspair_like()
     for key in list(base):
-        s = parse_summary({**base, key: bad})
+        s = parse_summary_view({**base, key: bad})
         html = (stages_section(s) + errors_section(s, None) + provenance_section(s)
                 + str(job_facts(s)))
         assert "<section" in html
     broken = {**base, "stages": [bad, {"stage": bad, "in": bad, "steps": [bad, {"step": bad}]}]}
-    html = stages_section(parse_summary(broken))
+    html = stages_section(parse_summary_view(broken))
     assert 'data-testid="stage-row"' in html
 
 
@@ -101,7 +102,7 @@ def test_fields_of_the_wrong_type_render_as_none(bad) -> None:
 
 
 def test_stages_table_has_each_step_under_its_stage() -> None:
-    root = dom(stages_section(parse_summary(crosspair_like())))
+    root = dom(stages_section(parse_summary_view(crosspair_like())))
     table = root.one("table", data_testid="stages-table")
     names = [(r.attrs["data-testid"], r.attrs.get("data-step", r.attrs.get("data-stage")))
              for r in table.find_all("tr") if r.attrs.get("data-testid") in ("stage-row",
@@ -132,19 +133,19 @@ def test_stages_table_has_each_step_under_its_stage() -> None:
 
 
 def test_stages_of_an_old_or_missing_summary_say_why() -> None:
-    for s in (JobSummary({}, "summary.json is absent"),
-              parse_summary({"stage_seconds": {"a": 1.0}, "wall_s": 3.0})):
+    for s in (SummaryView({}, "summary.json is absent"),
+              parse_summary_view({"stage_seconds": {"a": 1.0}, "wall_s": 3.0})):
         root = dom(stages_section(s))
         assert root.one(data_testid="summary-note").text() == s.problem
         assert not root.find_all("table")
-    assert "none" in stages_section(parse_summary({**crosspair_like(), "stages": []}))
+    assert "none" in stages_section(parse_summary_view({**crosspair_like(), "stages": []}))
 
 
 def test_job_facts() -> None:
-    facts = {k: v for k, _, v in job_facts(parse_summary(crosspair_like()), items="inputs")}
+    facts = {k: v for k, _, v in job_facts(parse_summary_view(crosspair_like()), items="inputs")}
     assert facts["items"] == "6" and facts["failed"] == "1" and facts["wall"] == "12 s"
     assert facts["job"] == "crosspair" and facts["skipped"] == "0"
-    facts = {k: v for k, _, v in job_facts(JobSummary({}, "absent"))}
+    facts = {k: v for k, _, v in job_facts(SummaryView({}, "absent"))}
     assert facts["items"] == facts["wall"] == facts["job"] == "none"
 
 
@@ -156,8 +157,8 @@ def test_errors_are_escaped_grouped_by_step_and_truncated() -> None:
     stages = ["check"] * 7 + ["retrieval", "weird"]
     reasons = [f"reason {i % 4} {IMG}" for i in range(7)] + ["no face", HOSTILE]
     opts = ReportOptions(examples=1, max_reason_groups=3, max_error_rows=5)
-    html = errors_section(parse_summary(crosspair_like()), errors_frame(items, stages, reasons),
-                          opts)
+    html = errors_section(parse_summary_view(crosspair_like()),
+                          errors_frame(items, stages, reasons), opts)
     assert "<script>" not in html and "<img" not in html
     root = dom(html)
     assert not root.find_all("script") and not root.find_all(data_testid="injected")
@@ -181,13 +182,13 @@ def test_errors_are_escaped_grouped_by_step_and_truncated() -> None:
 
 
 def test_errors_without_rows() -> None:
-    s = parse_summary(crosspair_like())
+    s = parse_summary_view(crosspair_like())
     root = dom(errors_section(s, None, state="unreadable: bad parquet"))
     assert "unreadable: bad parquet" in root.one(data_testid="errors-note").text()
     assert root.one("tr", data_testid="error-count").attrs["data-stage"] == "check"
-    ok = parse_summary({**crosspair_like(), "errors_by_stage": {}})
+    ok = parse_summary_view({**crosspair_like(), "errors_by_stage": {}})
     assert "none" in errors_section(ok, ERRORS.empty())
-    assert "none" in errors_section(JobSummary({}, "absent"), None)
+    assert "none" in errors_section(SummaryView({}, "absent"), None)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -202,7 +203,7 @@ def test_provenance_section() -> None:
     prov["weights"]["checkpoints"].append(
         {"entry": "arcface", "file": None, "path": f"/w/{IMG}.onnx", "size": 3 * 1024 ** 3,
          "mtime": "yesterday", "sha256": None})
-    html = provenance_section(parse_summary(data), ReportOptions(max_list=10))
+    html = provenance_section(parse_summary_view(data), ReportOptions(max_list=10))
     assert "<script>" not in html and "<img" not in html
     root = dom(html)
     assert root.one(data_testid="fact-suite-version").text() == "0.1.0"
@@ -226,7 +227,7 @@ def test_provenance_section() -> None:
     assert "showing 10 of 30 entries" in root.one(data_testid="inputs-more").text()
     config = root.one("details", data_testid="config")
     assert json.loads(config.one("pre").text()) == prov["config"]
-    no_prov = dom(provenance_section(parse_summary({**data, "provenance": None})))
+    no_prov = dom(provenance_section(parse_summary_view({**data, "provenance": None})))
     assert "no provenance" in no_prov.one(data_testid="provenance-note").text()
 
 
