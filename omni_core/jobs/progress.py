@@ -135,7 +135,7 @@ class ProgressView:
         self.snapshot = snapshot
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
-        self.interval = interval if interval is not None else (0.5 if self.tty else 10.0)
+        self.interval = interval if interval is not None else (0.5 if self.tty else 5.0)
         self._drawn = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="omni-progress", daemon=True)

@@ -156,33 +156,6 @@ def test_remote_run_folder_stages_publishes_and_fetches(s3, tmp_path):
         node_b.read_text("missing.json")
 
 
-def test_parts_on_a_remote_output_resume_on_another_machine(s3, tmp_path):
-    from pipelines.parts import PartStore
-
-    bucket = s3.bucket()
-    fs = s3.fs()
-    source = f"{bucket}/in/talk.mp4"
-    fs.pipe_file(source.removeprefix("s3://"), b"video bytes")
-    first = PartStore(RunFolder(f"{bucket}/run", staging=tmp_path / "node1"), "k1")
-    first.put_input(source, ["c1", "c2"], {"videos": [{"video_id": "v"}]})
-    first.put_clip("c1", {"clips": [{"clip_id": "c1"}]}, {"audio": 1.0})
-    assert fs.exists(f"{bucket}/run/_parts/k1/clips/c1/c1.json".removeprefix("s3://"))
-    # a fresh machine: nothing staged, only the bucket
-    again = PartStore(f"{bucket}/run", "k1")
-    again.folder = RunFolder(f"{bucket}/run", staging=tmp_path / "node2")
-    part = again.input_part(source)
-    assert part is not None and part["stat"] == stat_key(source)
-    assert again.clip_done("c1") and not again.clip_done("c2")
-    assert not again.input_complete(source)
-    again.put_clip("c2", {"clips": [{"clip_id": "c2"}]}, {"audio": 2.0})
-    assert first.input_complete(source)
-    assert not (tmp_path / "node2" / "_parts").exists()  # parts go straight to the bucket
-    # another configuration sees nothing; a changed input is planned again
-    assert PartStore(f"{bucket}/run", "k2").input_part(source) is None
-    fs.pipe_file(source.removeprefix("s3://"), b"other bytes")
-    assert again.input_part(source) is None
-
-
 def test_credentials_are_never_printed(s3, tmp_path, capsys):
     from conftest import FAKE_AWS
 

@@ -41,7 +41,7 @@ def latents(curated, tmp_path_factory):
         summary = extract_latents(curated, out, cfg, progress=False)
     finally:
         shutdown_ray()
-    assert summary.errors == [] and summary.written == 6
+    assert summary.items["failed"] == 0 and summary.details["written"] == 6
     return out
 
 
@@ -82,11 +82,11 @@ def test_a_rerun_does_nothing_and_a_bad_sample_is_an_error_row(curated, latents,
     before = {p.name: p.read_bytes() for p in latents.glob("shard-*.safetensors")}
     summary = extract_latents(curated, latents, LatentsConfig(storage_dtype="float32"),
                               progress=False)
-    assert summary.skipped == 6 and summary.errors == []
+    assert summary.items["skipped"] == 6 and summary.items["failed"] == 0
     assert {p.name: p.read_bytes() for p in latents.glob("shard-*.safetensors")} == before
 
     broken = tmp_path / "curated"
-    shutil.copytree(curated, broken, ignore=shutil.ignore_patterns("_parts"))
+    shutil.copytree(curated, broken, ignore=shutil.ignore_patterns("_results"))
     samples = read_manifest(broken / "samples.parquet", "samples")
     # a stage-3 sample table: each sample's task goes into the latent index
     samples["task"] = ["r2av", "rv2av", "ra2v", "r2av", "rv2av", "ra2v"]
@@ -97,7 +97,7 @@ def test_a_rerun_does_nothing_and_a_bad_sample_is_an_error_row(curated, latents,
         summary = extract_latents(broken, tmp_path / "lat", LatentsConfig(), progress=False)
     finally:
         shutdown_ray()
-    assert summary.written == 5 and [s for s, _ in summary.errors] == [victim]
+    assert summary.details["written"] == 5 and summary.items["failed"] == 1
     errors = read_manifest(tmp_path / "lat" / "errors.parquet", "errors")
     assert list(errors.item) == [victim] and set(errors.stage) == {"latents"}
     idx = read_index(tmp_path / "lat")
@@ -146,14 +146,14 @@ def test_generate_writes_playable_videos_that_omni_eval_scores(instances, tmp_pa
     cfg = GenerateConfig(steps=4)
     summary = generate(instances, tmp_path / "pred", cfg, progress=False)
     table = read_manifest(instances, "bench_instances")
-    assert summary.errors == [] and summary.written == len(table)
+    assert summary.items["failed"] == 0 and summary.details["written"] == len(table)
     g = DEBUG.geometry
     for iid in table.instance_id:
         info = probe(tmp_path / "pred" / f"{iid}.mp4")
         assert (info.width, info.height, info.n_frames) == (g.width, g.height, g.frames)
         assert info.has_audio and info.sample_rate == g.sample_rate
     again = generate(instances, tmp_path / "pred", cfg, progress=False)
-    assert again.skipped == len(table) and again.written == 0
+    assert again.items["skipped"] == len(table) and again.details["written"] == 0
     run = evaluate(table, tmp_path / "pred", tmp_path / "eval", ["aes", "pq", "wer"],
                    progress=False)
     res = run.results
@@ -170,11 +170,59 @@ def test_a_failing_instance_is_an_error_row_and_the_others_are_written(instances
     write_manifest(pd.concat([table.iloc[:1], pd.DataFrame([bad])], ignore_index=True),
                    "bench_instances", path)
     summary = generate(path, tmp_path / "pred", GenerateConfig(steps=2), progress=False)
-    assert summary.written == 1 and [i for i, _ in summary.errors] == ["broken_0"]
+    assert summary.details["written"] == 1 and summary.items["failed"] == 1
     assert not (tmp_path / "pred" / "broken_0.mp4").exists()
     errors = read_manifest(tmp_path / "pred" / "errors.parquet", "errors")
     assert list(errors.item) == ["broken_0"] and list(errors.stage) == ["generate"]
     assert "missing.png" in errors.reason[0]
+
+
+def test_another_checkpoint_regenerates_every_video_and_the_same_one_none(instances,
+                                                                          tmp_path):
+    """A folder never mixes two models' videos: generating into it with another checkpoint
+    replaces every video (and the summary names that checkpoint); the same checkpoint and
+    settings generate nothing; going back to the first checkpoint regenerates again."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    table = read_manifest(instances, "bench_instances").iloc[:2]
+    path = tmp_path / "instances.parquet"
+    write_manifest(table, "bench_instances", path)
+    ckpts = {}
+    for seed in (1, 2):
+        model = build_model(DEBUG.args, seed=seed)
+        with torch.no_grad():  # a fresh model's zero head would make every checkpoint agree
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        ckpts[seed] = tmp_path / f"ckpt{seed}"
+        ckpts[seed].mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(ckpts[seed] / "model.safetensors"))
+    pred = tmp_path / "pred"
+
+    def run(seed):
+        s = generate(path, pred, GenerateConfig(steps=2, checkpoint=str(ckpts[seed])),
+                     progress=False)
+        videos = {i: hashlib.sha256((pred / f"{i}.mp4").read_bytes()).hexdigest()
+                  for i in table.instance_id}
+        return s, videos
+
+    first, a = run(1)
+    assert first.items == {"total": 2, "done": 2, "skipped": 0, "failed": 0}
+    second, b = run(2)
+    assert second.items["done"] == 2 and second.details["written"] == 2
+    assert all(a[i] != b[i] for i in a)  # every video is the second checkpoint's
+    data = json.loads((pred / "summary.json").read_text())
+    assert data["details"]["checkpoint"]["path"] == str(ckpts[2].resolve())
+    assert data["provenance"]["config"]["checkpoint"] == str(ckpts[2])
+    third, c = run(2)
+    assert third.items["skipped"] == 2 and third.details["written"] == 0 and c == b
+    back, d = run(1)
+    assert back.items["done"] == 2 and d == a  # deterministic: the first model's videos
+    again = generate(path, pred, GenerateConfig(steps=3, checkpoint=str(ckpts[1])),
+                     progress=False)
+    assert again.items["done"] == 2  # a sampler setting is part of the key too
 
 
 def test_sampling_is_deterministic_and_both_guidance_forms_run(instances):

@@ -58,10 +58,11 @@ def test_every_inpair_sample_is_accounted_for(crosspair, inpair_offline_run):
     assert src.status.value_counts().to_dict() == {"sample": 3, "no_match": 3}
     samples = read_manifest(out / "samples.parquet", "samples")
     assert sorted(samples.sample_id) == sorted(src.sample_id.dropna())
-    assert summary.sources == {"sample": 3, "no_match": 3}
-    assert summary.voices["cloned"] == summary.voices["passed"] == 4
-    assert summary.voices["similarity_pass_rate"] == 1.0
-    assert summary.voices["wer_pass_rate"] is None  # words not checked offline
+    d = summary.details
+    assert summary.job == "crosspair" and d["sources"] == {"sample": 3, "no_match": 3}
+    assert d["voices"]["cloned"] == d["voices"]["passed"] == 4
+    assert d["voices"]["similarity_pass_rate"] == 1.0
+    assert d["voices"]["wer_pass_rate"] is None  # words not checked offline
     assert read_manifest(out / "errors.parquet", "errors").empty
 
 
@@ -97,7 +98,7 @@ def test_stage3_table_holds_the_mix_and_reads_as_a_curation_folder(crosspair):
     summary, _, out, _ = crosspair
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples")
     assert sorted(st3.task) == ["r2av", "ra2v", "rv2av"]  # 3 samples at 4:3:3 -> 1/1/1
-    assert summary.stage3_tasks == {"r2av": 1, "rv2av": 1, "ra2v": 1}
+    assert summary.details["stage3_tasks"] == {"r2av": 1, "rv2av": 1, "ra2v": 1}
     refs = read_manifest(out / "stage3" / "references.parquet", "references")
     used = {r for ids in st3.image_reference_ids for r in ids} | \
         {r for ids in st3.audio_reference_ids for r in ids}
@@ -115,16 +116,20 @@ def test_report_and_summary(crosspair):
     assert "4 voice(s) cloned, 4 passed" in page and "words not checked" in page
     assert 'data-task="rv2av"' in page
     data = json.loads((out / "summary.json").read_text())
-    assert data["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
+    assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
     stages = {r["stage"]: r for r in data["stages"]}
+    assert list(stages) == ["retrieval", "voices", "samples"]
     assert stages["retrieval"]["in"] == 6 and stages["retrieval"]["out"] == 3
-    assert stages["clone"]["in"] == stages["check"]["out"] == 4
-    assert any("cross-pair curation" in line for line in summary.lines())
+    steps = {st["step"]: st for st in stages["voices"]["steps"]}
+    assert steps["clone"]["in"] == steps["check"]["out"] == 4
+    assert stages["voices"]["setup_s"] > 0 and stages["voices"]["actors"] >= 1
+    assert data["provenance"]["inputs"] == summary.details["runs"]
+    assert summary.lines()[0].startswith("crosspair: 4 items")
 
 
 def test_rerun_skips_every_voice_and_writes_the_same_manifests(crosspair):
     _, again, out, first = crosspair
-    assert again.skipped_voices == 4
+    assert again.items["skipped"] == 4
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
 
@@ -141,7 +146,7 @@ def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
-        while not list(out.glob("_parts/*/clips/*/*.json")):
+        while not list(out.glob("_results/crosspair/voices/*/*.json")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -153,7 +158,7 @@ def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run,
         resumed = run_crosspair([inpair_offline_run], out, _cfg(), progress=False)
     finally:
         shutdown_ray()
-    assert 0 < resumed.skipped_voices < 4
+    assert 0 < resumed.items["skipped"] < 4
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
 
@@ -305,7 +310,7 @@ def test_stage3_latents_carry_each_samples_task(crosspair, tmp_path):
                                   progress=False)
     finally:
         shutdown_ray()
-    assert summary.errors == [] and summary.written == 3
+    assert summary.items["failed"] == 0 and summary.details["written"] == 3
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples").set_index("sample_id")
     index = read_index(tmp_path / "lat").set_index("sample_id")
     assert index.task.to_dict() == st3.task.to_dict()
@@ -337,7 +342,8 @@ def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offlin
         summary = run_crosspair([f"{bucket}/inpair"], f"{bucket}/cross", _cfg(), progress=False)
     finally:
         shutdown_ray()
-    assert summary.out == f"{bucket}/cross" and summary.sources == {"sample": 3, "no_match": 3}
+    assert summary.out == f"{bucket}/cross"
+    assert summary.details["sources"] == {"sample": 3, "no_match": 3}
     remote = RunFolder(f"{bucket}/cross", staging=tmp_path / "check")
     for name in TABLES:
         got = read_manifest(remote.local(f"{name}.parquet"), name)
@@ -353,7 +359,7 @@ def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offlin
 
     monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node2"))
     again = run_crosspair([f"{bucket}/inpair"], f"{bucket}/cross", _cfg(), progress=False)
-    assert again.skipped_voices == 4
+    assert again.items["skipped"] == 4
 
     # `omni latents` reads the stage-3 table straight from the bucket
     from omni_model.data import read_index
@@ -364,6 +370,6 @@ def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offlin
                               progress=False)
     finally:
         shutdown_ray()
-    assert lat.errors == [] and lat.written == 3
+    assert lat.items["failed"] == 0 and lat.details["written"] == 3
     st3 = read_manifest(local / "stage3" / "samples.parquet", "samples")
     assert sorted(read_index(tmp_path / "lat").task) == sorted(st3.task)

@@ -56,7 +56,7 @@ def test_every_input_is_processed_or_an_error_row(inputs, run):
     summary, _, out, _ = run
     f = frames(out)
     every = set(list_inputs(inputs))
-    assert summary.inputs == len(every) == 10
+    assert summary.items["total"] == len(every) == 10
     assert set(f["videos"].path) | set(f["errors"].item) == every
     # a usable video that gives no clip is a videos row and an error row saying why
     vfr = str(inputs / "broken" / "vfr.mp4")
@@ -72,16 +72,32 @@ def test_every_input_is_processed_or_an_error_row(inputs, run):
     clips = f["clips"]
     assert len(clips) == 2 and clips.status.notna().all()
     assert set(clips.status) <= set(CLIP_STATUS)
-    # every model stage's actors booked their construction time; the booking files are gone
-    assert set(summary.setup_seconds) == {"audio", "visual", "caption"}
-    assert summary.setup_seconds["audio"] > 0 and summary.setup_seconds["visual"] > 0
+    # every stage's actors booked their start-up and model loading as setup, never as
+    # compute; the booking files are gone
+    setup = {s["stage"]: s["setup_s"] for s in summary.stages}
+    assert setup["audio"] > 0 and setup["visual"] > 0 and all(v > 0 for v in setup.values())
+    assert all(s["actors"] >= 1 for s in summary.stages)
     assert not (out / "_setup").exists()
     again = run[1]  # the rerun found everything done: no actor was started
-    assert again.setup_seconds == {} and again.skipped_inputs == again.inputs
-    stages = json.loads((out / "summary.json").read_text())["stages"]
-    assert [r["stage"] for r in stages] == list(STAGES)
+    assert again.timing["setup_s"] == 0 and again.items["skipped"] == again.items["total"]
+    data = json.loads((out / "summary.json").read_text())
+    stages = data["stages"]
+    assert [r["stage"] for r in stages] == [s.name for s in STAGES]
     assert stages[0] == {**stages[0], "in": 10, "out": 2, "failed": 8}
-    assert all(r["in"] == 2 and r["failed"] == 0 for r in stages[1:4])
+    steps = {st["step"]: st for r in stages for st in r["steps"]}
+    assert list(steps) == ["prepare", "cut", "audio", "faces", "associate", "references",
+                           "caption", "finish"]
+    assert all(steps[k]["in"] == 2 and steps[k]["failed"] == 0
+               for k in ("cut", "audio", "faces"))
+    # stage compute is the sum of its items' step times: no item counted twice
+    for r in stages:
+        assert r["compute_s"] == pytest.approx(sum(st["seconds"] for st in r["steps"]),
+                                               abs=1e-2)
+    assert data["timing"]["compute_s"] == pytest.approx(
+        sum(r["compute_s"] for r in stages), abs=1e-2)
+    prov = data["provenance"]
+    assert prov["config"]["clip"]["fps"] == 24 and prov["weights"]["mode"] == "debug"
+    assert prov["inputs"] == [str(inputs)] and prov["git_commit"]
 
 
 def test_clips_are_cut_to_the_model_rate(run):
@@ -106,7 +122,7 @@ def test_speech_segments_lie_inside_their_clips(run):
 
 def test_rerun_skips_everything_and_writes_the_same_manifests(run):
     summary, again, out, first = run
-    assert again.skipped_inputs == again.inputs == summary.inputs
+    assert again.items["skipped"] == again.items["total"] == summary.items["total"]
     assert again.counts == summary.counts
     for t, data in first.items():  # errors carry the time they happened; all else is equal
         assert (out / f"{t}.parquet").read_bytes() == data, t
@@ -126,7 +142,7 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
-        while not list(out.glob("_parts/*/inputs/*.json")):
+        while not list(out.glob("_results/inpair/inputs/*/*.json")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -139,7 +155,7 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
         resumed = run_inpair(inputs, out, cfg, progress=False)
     finally:
         shutdown_ray()
-    assert 0 < resumed.skipped_inputs < resumed.inputs  # the planned inputs were not redone
+    assert 0 < resumed.items["skipped"] < resumed.items["total"]  # planned ones not redone
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
 
@@ -202,13 +218,13 @@ def test_offline_backends_turn_every_talking_clip_into_a_sample(offline, sample_
 
     summary, out, stub = offline
     t = {name: read_manifest(out / f"{name}.parquet", name) for name in TABLES}
-    assert summary.inputs == 6 and len(t["errors"]) == 0
+    assert summary.items["total"] == 6 and len(t["errors"]) == 0
     assert (t["clips"].status == "sample").all() and len(t["samples"]) == 6
     assert len(stub["requests"]) == 6  # one caption request per sample
     run = json.loads((out / "summary.json").read_text())
-    assert run["filters"] == {"sample": 6}
-    # each clip's media is decoded once per stage group (the VLM's 4 frames in caption)
-    assert run["max_decodes_per_clip"] == {"caption video": 1, "visual audio": 1,
+    assert run["details"]["filters"] == {"sample": 6}
+    # each clip's media is decoded once per stage (the VLM's 4 frames in caption)
+    assert run["details"]["max_decodes_per_clip"] == {"caption video": 1, "visual audio": 1,
                                            "visual video": 1}
     refs = t["references"].set_index("reference_id")
     segs = t["speech_segments"]
@@ -318,8 +334,8 @@ def test_inputs_and_output_in_s3_give_the_local_run(offline, sample_corpus, chat
         summary = run_inpair(f"{bucket}/corpus/talking", f"{bucket}/run", cfg, progress=False)
     finally:
         shutdown_ray()
-    assert summary.out == f"{bucket}/run" and summary.inputs == 6
-    assert summary.counts["samples"] == 6 and summary.setup_seconds
+    assert summary.out == f"{bucket}/run" and summary.items["total"] == 6
+    assert summary.counts["samples"] == 6 and summary.timing["setup_s"] > 0
     remote = RunFolder(f"{bucket}/run", staging=tmp_path / "check")
     t = {name: read_manifest(remote.local(f"{name}.parquet"), name) for name in TABLES}
     here = {name: read_manifest(local / f"{name}.parquet", name) for name in TABLES}
@@ -343,7 +359,8 @@ def test_inputs_and_output_in_s3_give_the_local_run(offline, sample_corpus, chat
     monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "node2"))
     node2 = RunFolder(f"{bucket}/run", staging=tmp_path / "node2" / "run")
     again = run_inpair(f"{bucket}/corpus/talking", node2, cfg, progress=False)
-    assert again.skipped_inputs == again.inputs == 6 and again.setup_seconds == {}
+    assert again.items["skipped"] == again.items["total"] == 6
+    assert again.timing["setup_s"] == 0
     for name in TABLES:
         assert (tmp_path / "node2" / "run" / f"{name}.parquet").read_bytes() == \
             remote.local(f"{name}.parquet").read_bytes(), name
@@ -366,7 +383,7 @@ def _work(tmp_path, clip_file: str, source: str) -> dict:
 
     clip = {"clip_id": "c1", "video_id": "v1", "path": clip_file, "start_s": 0.0,
             "end_s": 5.04, "n_frames": 121, "status": "sample", "n_speakers": 1}
-    work = ClipWork("c1", "v1", source, clip)
+    work = ClipWork.start("c1", "v1", source, clip)
     work.tables["speech_segments"] = [{"speaker": "p0", "start_s": 0.5, "end_s": 2.0,
                                        "text": "hello there"}]
     work.subjects = [{"anchor": "<sub1>", "speaker": "p0", "identity_id": "i1",
@@ -374,6 +391,13 @@ def _work(tmp_path, clip_file: str, source: str) -> dict:
                       "image_path": "face.png", "frame_index": 0, "box": [0, 0, 1, 1],
                       "span": [0.5, 1.5]}]
     return work.to_row()
+
+
+def _job(tmp_path):
+    from omni_core.jobs import JobContext
+    from omni_core.storage import RunFolder
+
+    return JobContext("inpair", RunFolder(tmp_path), "k")
 
 
 def _config(*overrides: str) -> dict:
@@ -392,17 +416,19 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
     write_image(tmp_path / "face.png", skimage.data.astronaut()[:200, 150:350])
     cases = [
         # the annotations double on a file outside any sample corpus
-        (AudioStage(_config("audio.source=annotations"), str(tmp_path)), "audio",
+        (AudioStage(_job(tmp_path), config=_config("audio.source=annotations")), "audio",
          "not inside a sample corpus", str(tmp_path / "broken.mp4")),
         # frames that cannot be decoded
-        (VisualStage(_config("faces.backend=lbp", "associate.backend=motion"), str(tmp_path)),
+        (VisualStage(_job(tmp_path),
+                     config=_config("faces.backend=lbp", "associate.backend=motion")),
          "faces", "broken.mp4", str(tmp_path / "broken.mp4")),
     ]
     good = sample_corpus.out / "talking" / "talk00_1p.mp4"
     base_url, stub = judge
     stub["default"] = "this is not JSON"  # a VLM that never answers as asked
-    cases.append((CaptionStage(_config(f"caption.base_url={base_url}", "caption.model=m",
-                                       "caption.max_retries=0"), str(tmp_path)),
+    cases.append((CaptionStage(_job(tmp_path), config=_config(
+                      f"caption.base_url={base_url}", "caption.model=m",
+                      "caption.max_retries=0")),
                   "caption", "caption VLM", str(good)))
     for stage, step, words, source in cases:
         row = stage(_work(tmp_path, "broken.mp4" if step != "caption" else str(good), source))
@@ -411,7 +437,7 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
         (err,) = work.tables["errors"]
         assert err["item"] == "c1" and err["stage"] == step and err["reason"]
         assert words in err["reason"], err
-        assert step in work.stats  # the failing step's time is booked
+        assert step in work.steps  # the failing step's time is booked
         # a clip that failed earlier passes through the next stage untouched
         again = ClipWork.from_row(stage(row))
         assert again.tables["errors"] == work.tables["errors"] and again.failed == step
