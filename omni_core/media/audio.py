@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..errors import MediaError
-from ._ffmpeg import binary, run
+from .ffmpeg import binary, run
 
 DEFAULT_TIMEOUT_S = 120.0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError
-from ._ffmpeg import DEFAULT_TIMEOUT_S, binary, call, last_line
+from .ffmpeg import DEFAULT_TIMEOUT_S, binary, call, last_line
 
 # A frame interval further than this fraction from the median interval counts as irregular;
 # a video is VFR when more than VFR_MIN_SHARE of its intervals are irregular.

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import MediaError
-from ._ffmpeg import binary, run
+from .ffmpeg import binary, run
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media._ffmpeg import binary, run
+from ..media.ffmpeg import binary, run
 from ..media.write import write_mp4, write_wav
 
 TRUNCATE_FRACTION = 0.3

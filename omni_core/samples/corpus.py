@@ -325,7 +325,10 @@ def make_corpus(out: str | os.PathLike, seed: int = 0,
 
     from .readme import readme_text
 
-    (out / "README.md").write_text(readme_text(seed, plans, broken_rows, rec_desc))
+    (out / "README.md").write_text(readme_text(seed, plans, broken_rows, rec_desc,
+                                                  version=GENERATOR_VERSION,
+                                                  size=(WIDTH, HEIGHT), fps=FPS,
+                                                  face_px=FACE_PX))
     tick("README.md")
 
     listed = sorted(p for sub in SUBDIRS for p in (out / sub).rglob("*") if p.is_file())

@@ -10,9 +10,13 @@ if TYPE_CHECKING:
 
 
 def readme_text(seed: int, plans: list[ClipPlan], broken: list[BrokenFile],
-                stm_mapping: str) -> str:
-    from .corpus import FACE_PX, FPS, GENERATOR_VERSION, HEIGHT, WIDTH
+                stm_mapping: str, *, version: int, size: tuple[int, int], fps: int,
+                face_px: dict[int, int]) -> str:
+    """The corpus README; the builder passes its own geometry (this module imports nothing
+    of it, so the two never import each other)."""
     from .speech import SAMPLE_RATE
+
+    GENERATOR_VERSION, (WIDTH, HEIGHT), FPS, FACE_PX = version, size, fps, face_px  # noqa: N806
 
     lines = [
         "# Sample corpus (generated)",

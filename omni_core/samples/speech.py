@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError
-from ..media._ffmpeg import binary, call, last_line
 from ..media.audio import load_audio
+from ..media.ffmpeg import binary, call, last_line
 
 SAMPLE_RATE = 16_000
 PEAK = 0.45  # per utterance; two overlapping utterances still stay below full scale

@@ -18,11 +18,12 @@
    and the stage-3 table (``OUT/stage3``): the pool's samples with R2AV : RV2AV : RA2V
    assigned in the configured ratio.
 
-Each voice is one result record (:class:`omni_core.jobs.ResultStore`): a rerun skips the finished ones, and the
-manifests are the sorted merge of the parts, so a killed run resumed gives the same
-manifests as one never interrupted. OUT/summary.json and OUT/report.html describe the run.
-The in-pair runs and OUT may be folders or URLs (``s3://...``, :mod:`omni_core.storage`):
-actors read media through local copies and publish what they write.
+Each voice is one result record (:class:`omni_core.jobs.ResultStore`): a rerun skips the
+finished ones, and the manifests are the sorted merge of the records, so a killed run
+resumed gives the same manifests as one never interrupted. OUT/summary.json and
+OUT/report.html describe the run. The in-pair runs and OUT may be folders or URLs
+(``s3://...``, :mod:`omni_core.storage`): actors read media through local copies and
+publish what they write.
 """
 
 from __future__ import annotations

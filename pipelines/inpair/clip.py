@@ -32,7 +32,7 @@ import numpy as np
 
 from omni_core.errors import MediaError
 from omni_core.media import MediaInfo, probe
-from omni_core.media._ffmpeg import binary, run
+from omni_core.media.ffmpeg import binary, run
 from omni_core.media.guard import run_guarded
 
 # Default shot threshold per backend. Both are on the low side of what is usually quoted

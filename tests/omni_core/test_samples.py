@@ -13,7 +13,7 @@ import pytest
 
 from omni_core.errors import MediaError, OmniError
 from omni_core.manifests import read_manifest
-from omni_core.media._ffmpeg import binary, run
+from omni_core.media.ffmpeg import binary, run
 from omni_core.samples import make_corpus, plan_corpus
 from omni_core.samples.broken import top_level_atoms
 from omni_core.samples.corpus import FPS, HEIGHT, WIDTH, talking_rows

@@ -9,7 +9,7 @@ import pytest
 from omni_core.config import from_dict
 from omni_core.errors import ConfigError, MediaError
 from omni_core.media import MediaInfo, load_audio, probe, read_frames
-from omni_core.media._ffmpeg import binary, run
+from omni_core.media.ffmpeg import binary, run
 from pipelines.inpair.clip import (
     ClipOptions,
     ClipSpan,
