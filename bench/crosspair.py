@@ -72,20 +72,20 @@ def measure(inpair: Path, out: Path, overrides: list[str]) -> dict[str, Any]:
         s = run_crosspair([inpair], out, cfg, progress=False)
     finally:
         shutdown_ray()
-    voice_steps = {r["stage"]: r for r in s.stages if r["stage"] not in ("retrieval",
-                                                                          "samples")}
-    busy = sum(r["seconds"] for r in voice_steps.values())
-    setup = sum(s.setup_seconds.values())
-    return {"inpair_samples": s.inpair_samples, "sources": s.sources,
-            "voices": s.voices["cloned"], "passed": s.voices["passed"],
-            "samples": s.counts["samples"], "stage3": s.stage3_tasks,
-            "wall_s": round(s.wall_s, 2),
-            "voices_per_minute": round(60 * s.voices["cloned"] / s.wall_s, 2),
-            "stages": {r["stage"]: {**r, "items_per_s": round(r["in"] / r["seconds"], 3)
-                                    if r["seconds"] else None} for r in s.stages},
-            "voice_compute_s": round(busy, 2), "setup_seconds": s.setup_seconds,
-            "wall_over_compute": round(s.wall_s / busy, 2) if busy else None,
-            "wall_over_compute_and_setup": round(s.wall_s / (busy + setup), 2)
+    steps = s.step_rows()
+    voices = next(r for r in s.stages if r["stage"] == "voices")
+    busy, wall = voices["compute_s"], s.timing["wall_s"]
+    setup = s.timing["setup_s"]
+    d = s.details
+    return {"inpair_samples": d["inpair_samples"], "sources": d["sources"],
+            "voices": d["voices"]["cloned"], "passed": d["voices"]["passed"],
+            "samples": s.counts["samples"], "stage3": d["stage3_tasks"],
+            "wall_s": round(wall, 2),
+            "voices_per_minute": round(60 * d["voices"]["cloned"] / wall, 2),
+            "stages": steps,
+            "voice_compute_s": round(busy, 2), "setup_seconds": s.setup_by_stage,
+            "wall_over_compute": round(wall / busy, 2) if busy else None,
+            "wall_over_compute_and_setup": round(wall / (busy + setup), 2)
             if busy + setup else None}
 
 

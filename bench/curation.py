@@ -12,7 +12,6 @@ weights on a few clips and reports per-stage throughput and the GPU busy share.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -64,22 +63,22 @@ def _measure(inputs: Path, out: Path, overrides: list[str],
         s = run_inpair(inputs, out, cfg, progress=False)
     finally:
         shutdown_ray()
-    busy = sum(s.stage_seconds.values())
-    setup = sum(s.setup_seconds.values())
+    t = s.timing
+    busy, setup, wall = t["compute_s"], t["setup_s"], t["wall_s"]
     slots = int(cfg.ray.num_cpus or os.cpu_count() or 1)
-    return {"inputs": s.inputs, "clips": s.counts["clips"], "wall_s": round(s.wall_s, 2),
-            "stage_seconds": s.stage_seconds, "compute_s": round(busy, 2),
-            "wall_over_compute": round(s.wall_s / busy, 2) if busy else None,
+    return {"inputs": s.items["total"], "clips": s.counts["clips"], "wall_s": round(wall, 2),
+            "stage_seconds": {r["stage"]: r["compute_s"] for r in s.stages},
+            "compute_s": round(busy, 2),
+            "wall_over_compute": round(wall / busy, 2) if busy else None,
             "cpus": slots,
             # below 1 when stages overlap; x CPUs it compares with perfect packing
-            "wall_x_cpus_over_compute": round(slots * s.wall_s / busy, 2) if busy else None,
-            "clips_per_minute": round(60 * s.counts["clips"] / s.wall_s, 2),
-            "setup_seconds": s.setup_seconds,
-            "wall_over_compute_and_setup": round(s.wall_s / (busy + setup), 2)
+            "wall_x_cpus_over_compute": round(slots * wall / busy, 2) if busy else None,
+            "clips_per_minute": round(60 * s.counts["clips"] / wall, 2),
+            "setup_seconds": s.setup_by_stage,
+            "wall_over_compute_and_setup": round(wall / (busy + setup), 2)
             if busy else None,
-            "stages": s.stages, "statuses": s.filters,
-            "max_decodes_per_clip": json.loads((s.out / "summary.json").read_text())[
-                "max_decodes_per_clip"]}
+            "stages": s.step_rows(), "statuses": s.details["filters"],
+            "max_decodes_per_clip": s.details["max_decodes_per_clip"]}
 
 
 def score_offline(corpus: Path, out: Path) -> dict[str, Any]:
@@ -93,7 +92,8 @@ def score_offline(corpus: Path, out: Path) -> dict[str, Any]:
     finally:
         shutdown_ray()
     overall = score_run(out, corpus).to_dict()["overall"]
-    return {"inputs": s.inputs, "samples": s.counts["samples"], "wall_s": round(s.wall_s, 2),
+    return {"inputs": s.items["total"], "samples": s.counts["samples"],
+            "wall_s": round(s.timing["wall_s"], 2),
             "der": overall["der"], "association": overall["association"],
             "wer": overall["wer"], "faces": overall["faces"]}
 
@@ -205,10 +205,8 @@ def run_real_size(device: str = "cuda", inputs: int = 3, weights: str = "random"
             shutil.copyfile(f, chosen / f.name)
         with GpuBusy() as busy:
             r = _measure(chosen, Path(tdir) / "out", overrides)
-    per_stage = {row["stage"]: {
-        "in": row["in"], "out": row["out"], "failed": row["failed"], "seconds": row["seconds"],
-        "items_per_s": round(row["in"] / row["seconds"], 3) if row["seconds"] else None}
-        for row in r["stages"]}
+    per_stage = {k: {f: v[f] for f in ("stage", "in", "out", "failed", "seconds",
+                                        "items_per_s")} for k, v in r["stages"].items()}
     device_name = device
     if gpu:
         import torch
@@ -228,8 +226,8 @@ def markdown_real_size(r: dict[str, Any]) -> str:
              f"({r['clips_per_minute']} clips/min); GPU busy {share}; audio and visual stage "
              f"groups at {r['gpu_fraction']} GPU each; actor setup: " + ", ".join(
                  f"{k} {v} s" for k, v in r["setup_seconds"].items()), "",
-             "| stage | in | out | failed | compute s | items / compute s |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['in']} | {v['out']} | {v['failed']} | {v['seconds']} | "
-              f"{v['items_per_s']} |" for k, v in r["stages"].items()]
+             "| stage | step | in | out | failed | compute s | items / compute s |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {v['stage']} | {k} | {v['in']} | {v['out']} | {v['failed']} | "
+              f"{v['seconds']} | {v['items_per_s']} |" for k, v in r["stages"].items()]
     return "\n".join(lines) + "\n"

@@ -119,6 +119,19 @@ class JobSummary:
         return folder.write_text("summary.json", json.dumps(self.to_json(), indent=2,
                                                             default=str) + "\n")
 
+    def step_rows(self) -> dict[str, dict[str, Any]]:
+        """Every step of every stage, in order: in / out / failed / seconds, the stage it
+        belongs to, and items per compute second (benchmarks report these)."""
+        return {st["step"]: {**st, "stage": s["stage"],
+                             "items_per_s": round(st["in"] / st["seconds"], 3)
+                             if st["seconds"] else None}
+                for s in self.stages for st in s["steps"]}
+
+    @property
+    def setup_by_stage(self) -> dict[str, float]:
+        """Setup seconds of the stages that started actors (or models) in this run."""
+        return {s["stage"]: s["setup_s"] for s in self.stages if s["setup_s"]}
+
     # -- the console
 
     @property
