@@ -114,6 +114,8 @@ def run_score(args: argparse.Namespace) -> int:
     from pipelines.inpair.score import ScoreOptions, score_json, score_run
 
     path = Path(args.json) if args.json else Path(args.run) / "score.json"
+    if not Path(args.run).is_dir():
+        raise OmniError(f"run folder not found: {args.run}")
     kind = read_summary(args.run)["job"]  # what the run says it is, never a guess
     if kind == "crosspair":
         from pipelines.crosspair.report import write_report

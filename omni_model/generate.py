@@ -293,12 +293,11 @@ def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
     from omni_core.jobs import (
         JobContext,
         collect_setup,
-        provenance,
         result_key,
         run_in_process,
-        stage_rows,
+        summarize_items,
     )
-    from omni_core.manifests import errors_frame, read_manifest, write_manifest
+    from omni_core.manifests import read_manifest
     from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
@@ -317,26 +316,16 @@ def generate(instances: str | os.PathLike[str], out: str | os.PathLike[str],
     items = run_in_process(job, todo, [StagePlan(GenerateStage, params={
         "config": cfg, "root": str(root)}, unit="videos")], progress=progress) if todo else []
     setup = collect_setup(job)
-    errors = errors_frame([e for i in items for e in i.tables.get("errors", [])])
-    write_manifest(errors, "errors", folder.root / "errors.parquet")
     written = sum(1 for i in items if i.failed is None)
-    summary = JobSummary.build(
-        JOB, str(folder.root), total=len(rows), skipped=len(rows) - len(todo),
-        stages=stage_rows([(GenerateStage.name, GenerateStage.step_names())],
-                          [i.stats() for i in items], setup=setup.seconds,
-                          actors=setup.actors),
-        errors=errors, counts={"videos": written, "errors": len(errors)},
-        wall_s=time.perf_counter() - t0, result_key=key,
-        details={"written": written, "instances": str(path), "checkpoint":
-                 identity["checkpoint"]},
-        provenance=provenance(to_dict(cfg), weights=cfg.weights, inputs=[str(path)],
-                              checkpoints=setup.checkpoints + (
-                                  [identity["checkpoint"]] if cfg.checkpoint else [])),
+    return summarize_items(
+        job, items, [GenerateStage], setup, total=len(rows), skipped=len(rows) - len(todo),
+        counts={"videos": written}, wall_s=time.perf_counter() - t0,
+        details={"written": written, "instances": str(path),
+                 "checkpoint": identity["checkpoint"]},
+        config=to_dict(cfg), weights=cfg.weights, inputs=[str(path)],
+        checkpoints=[identity["checkpoint"]] if cfg.checkpoint else [],
         notes=[f"{written} videos written, checkpoint "
-               f"{cfg.checkpoint or 'none (random init)'}"]
-        + [f"error {e.item}: {e.reason}" for e in errors.head(20).itertuples()])
-    summary.write(folder)
-    return summary
+               f"{cfg.checkpoint or 'none (random init)'}"])
 
 
 def instance_seed(seed: int, instance_id: str) -> int:

@@ -397,14 +397,7 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                     verbose: bool = False) -> JobSummary:
     """Latents of every sample of a curation run (a folder or URL) into the folder ``out``
     (shards, ``index.parquet``, ``meta.json``, ``errors.parquet``, ``summary.json``)."""
-    from omni_core.jobs import (
-        JobContext,
-        collect_setup,
-        provenance,
-        run_on_ray,
-        stage_rows,
-    )
-    from omni_core.manifests import errors_frame, write_manifest
+    from omni_core.jobs import JobContext, collect_setup, run_on_ray, summarize_items
     from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
@@ -425,7 +418,6 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                       verbose=verbose)
     items = [WorkItem.from_row(r) for r in done]
     setup = collect_setup(job)
-    errors = errors_frame([e for i in items for e in i.tables.get("errors", [])])
     writer = ShardWriter(Path(folder.root), cfg.shard_size, getattr(torch, cfg.storage_dtype))
     written = 0
     for r in rows:  # the task from the sample table (a part does not depend on it)
@@ -444,18 +436,9 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
     writer.close({k: null[k] for k in NULL_TEXTS}, {
         "flavor": cfg.flavor, "weights": cfg.weights, "config": cfg_dict,
         "geometry": to_dict(fl.geometry), "curation": str(curation)})
-    write_manifest(errors, "errors", folder.root / "errors.parquet")
-    summary = JobSummary.build(
-        JOB, str(folder.root), total=len(rows), skipped=len(rows) - len(todo),
-        stages=stage_rows([(EncodeStage.name, EncodeStage.step_names())],
-                          [i.stats() for i in items], setup=setup.seconds,
-                          actors=setup.actors),
-        errors=errors, counts={"samples": written, "errors": len(errors)},
-        wall_s=time.perf_counter() - t0, result_key=key,
+    return summarize_items(
+        job, items, [EncodeStage], setup, total=len(rows), skipped=len(rows) - len(todo),
+        counts={"samples": written}, wall_s=time.perf_counter() - t0,
         details={"flavor": cfg.flavor, "written": written, "curation": str(curation)},
-        provenance=provenance(cfg_dict, weights=cfg.weights, inputs=[str(curation)],
-                              checkpoints=setup.checkpoints),
-        notes=[f"{written} samples in the shards of {folder.root}"]
-        + [f"error {e.item}: {e.reason}" for e in errors.head(20).itertuples()])
-    summary.write(folder)
-    return summary
+        config=cfg_dict, weights=cfg.weights, inputs=[str(curation)],
+        notes=[f"{written} samples in the shards of {folder.root}"])

@@ -15,9 +15,9 @@ from .resources import StageResources, actor_args
 from .runner import StagePlan, run_in_process, run_on_ray, start_ray
 from .stage import JobContext, SetupRecord, Stage, WorkItem, collect_setup
 from .store import ResultStore, result_key
-from .summary import JobSummary, driver_stage, read_summary, stage_rows
+from .summary import JobSummary, driver_stage, read_summary, stage_rows, summarize_items
 
 __all__ = ["JobContext", "JobSummary", "ResultStore", "SetupRecord", "Stage", "StagePlan",
            "StageResources", "WorkItem", "actor_args", "collect_setup", "driver_stage",
            "file_identity", "provenance", "read_summary", "result_key", "run_in_process",
-           "run_on_ray", "stage_rows", "start_ray", "weights_mode"]
+           "run_on_ray", "stage_rows", "start_ray", "summarize_items", "weights_mode"]

@@ -168,6 +168,36 @@ class JobSummary:
         return out
 
 
+def summarize_items(job: Any, items: Sequence[Any], stages: Sequence[Any], setup: Any, *,
+                    total: int, skipped: int, counts: Mapping[str, int], wall_s: float,
+                    details: Mapping[str, Any], config: Mapping[str, Any], weights: Any,
+                    inputs: Sequence[str], checkpoints: Sequence[Mapping[str, Any]] = (),
+                    notes: Sequence[str] = ()) -> JobSummary:
+    """The summary of a job whose items came back from the runner (:class:`WorkItem` s that
+    carry their error rows and step times): ``OUT/errors.parquet`` and ``OUT/summary.json``
+    are written; the stage table comes from ``stages`` (Stage classes) and ``setup``
+    (:class:`SetupRecord`)."""
+    from omni_core.manifests import errors_frame, write_manifest
+
+    from .provenance import provenance
+
+    errors = errors_frame([e for i in items for e in i.tables.get("errors", [])])
+    write_manifest(errors, "errors", job.out.local("errors.parquet", fetch=False))
+    job.out.publish("errors.parquet")
+    summary = JobSummary.build(
+        job.job, job.out.out, total=total, skipped=skipped,
+        stages=stage_rows([(s.name, s.step_names()) for s in stages],
+                          [i.stats() for i in items], setup=setup.seconds,
+                          actors=setup.actors),
+        errors=errors, counts={**counts, "errors": len(errors)}, wall_s=wall_s,
+        result_key=job.key, details=details,
+        provenance=provenance(config, weights=weights, inputs=inputs,
+                              checkpoints=[*setup.checkpoints, *checkpoints]),
+        notes=[*notes, *(f"error {e.item}: {e.reason}" for e in errors.head(20).itertuples())])
+    summary.write(job.out)
+    return summary
+
+
 def read_summary(folder: RunFolder | str) -> dict[str, Any]:
     """A job's summary.json as a dict (``OmniError`` when absent or not a job summary)."""
     from omni_core.errors import OmniError

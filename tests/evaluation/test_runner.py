@@ -11,6 +11,7 @@ from benchmark.released import import_released
 from evaluation import registry
 from evaluation.registry import Metric, MetricSpec, Output, register
 from evaluation.runner import evaluate
+from omni_core.jobs.summary import KEYS
 from omni_core.manifests import read_manifest
 
 CALLS = {"n": 0}
@@ -56,7 +57,8 @@ def test_run_tables_missing_resume_recompute(bench, tmp_path):
     assert "no prediction" in miss[miss.instance_id == ids[0]].reason.iloc[0]
     assert "unreadable prediction" in miss[miss.instance_id == ids[1]].reason.iloc[0]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["job"] == "eval" and summary["items"]["total"] == len(ids)
+    assert tuple(summary) == KEYS and summary["job"] == "eval"
+    assert summary["items"]["total"] == len(ids)
     assert summary["errors_by_stage"] == {"inputs": 2}  # the missing ones, at inputs
     summary = summary["details"]
     assert set(summary["missing_predictions"]) == set(ids[:2])

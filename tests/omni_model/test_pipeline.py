@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from omni_core.config import load_config
+from omni_core.jobs.summary import KEYS as SUMMARY_KEYS
 from omni_core.manifests import read_manifest, write_manifest
 from omni_core.media import probe
 from omni_core.ray_helpers import shutdown_ray
@@ -42,6 +43,9 @@ def latents(curated, tmp_path_factory):
     finally:
         shutdown_ray()
     assert summary.items["failed"] == 0 and summary.details["written"] == 6
+    data = json.loads((out / "summary.json").read_text())
+    assert tuple(data) == SUMMARY_KEYS and data["job"] == "latents"
+    assert data["provenance"]["inputs"] == [str(curated)]
     return out
 
 
@@ -214,6 +218,7 @@ def test_another_checkpoint_regenerates_every_video_and_the_same_one_none(instan
     assert second.items["done"] == 2 and second.details["written"] == 2
     assert all(a[i] != b[i] for i in a)  # every video is the second checkpoint's
     data = json.loads((pred / "summary.json").read_text())
+    assert tuple(data) == SUMMARY_KEYS and data["job"] == "generate"
     assert data["details"]["checkpoint"]["path"] == str(ckpts[2].resolve())
     assert data["provenance"]["config"]["checkpoint"] == str(ckpts[2])
     third, c = run(2)

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from omni_core.config import load_config, to_dict
+from omni_core.jobs.summary import KEYS as SUMMARY_KEYS
 from omni_core.manifests import read_manifest
 from omni_core.ray_helpers import shutdown_ray
 from pipelines.crosspair.config import CrosspairConfig
@@ -116,6 +117,7 @@ def test_report_and_summary(crosspair):
     assert "4 voice(s) cloned, 4 passed" in page and "words not checked" in page
     assert 'data-task="rv2av"' in page
     data = json.loads((out / "summary.json").read_text())
+    assert tuple(data) == SUMMARY_KEYS and data["job"] == "crosspair"
     assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
     stages = {r["stage"]: r for r in data["stages"]}
     assert list(stages) == ["retrieval", "voices", "samples"]

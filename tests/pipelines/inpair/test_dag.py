@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from omni_core.config import load_config
+from omni_core.jobs.summary import KEYS as SUMMARY_KEYS
 from omni_core.manifests import CLIP_STATUS
 from omni_core.media import load_audio, probe, read_image
 from omni_core.ray_helpers import shutdown_ray
@@ -81,6 +82,7 @@ def test_every_input_is_processed_or_an_error_row(inputs, run):
     again = run[1]  # the rerun found everything done: no actor was started
     assert again.timing["setup_s"] == 0 and again.items["skipped"] == again.items["total"]
     data = json.loads((out / "summary.json").read_text())
+    assert tuple(data) == SUMMARY_KEYS and data["job"] == "inpair"
     stages = data["stages"]
     assert [r["stage"] for r in stages] == [s.name for s in STAGES]
     assert stages[0] == {**stages[0], "in": 10, "out": 2, "failed": 8}

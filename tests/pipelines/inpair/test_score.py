@@ -107,6 +107,7 @@ def build_run(corpus: Path, truth, spans: dict[str, list[tuple[float, float]]] |
 def write_run(run: dict[str, list[dict]], out: Path) -> Path:
     for name, rows in run.items():
         write_manifest(rows, name, out / f"{name}.parquet")
+    (out / "summary.json").write_text(json.dumps({"job": "inpair"}))  # what a run says it is
     return out
 
 
