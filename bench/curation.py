@@ -2,7 +2,7 @@
 
 Reports clips per minute, the ratio of wall time to the summed compute time of the stages
 (Ray start-up, scheduling and actor model loading; the issue's goal is at most 1.3), and the
-most times one clip was decoded in each stage group (goal: once). The corpus's six talking
+most times one clip was decoded in each stage (goal: once). The corpus's six talking
 videos are measured as they are and copied ``copies`` times under other names (other ids, so
 nothing is skipped): fixed costs dominate six clips, the copies show the steady state.
 
@@ -119,7 +119,7 @@ def _run_lines(title: str, r: dict[str, Any]) -> list[str]:
             f"{k} {v} s" for k, v in r["setup_seconds"].items())
         + f"; wall / (compute + setup) = {r['wall_over_compute_and_setup']}", "",
         "Clips per status: " + ", ".join(f"{k} {v}" for k, v in r["statuses"].items()), "",
-        "Most decodes of one clip per stage group (goal 1): " + ", ".join(
+        "Most decodes of one clip per stage (goal 1): " + ", ".join(
             f"{k} {v}" for k, v in r["max_decodes_per_clip"].items()), ""]
 
 
@@ -184,10 +184,10 @@ def run_real_size(device: str = "cuda", inputs: int = 3, weights: str = "random"
                   gpu_fraction: float = 0.5) -> dict[str, Any]:
     """The DAG with the real-size models (``weights="random"``: the released architectures,
     random weights; SCRFD + ArcFace, SyncNet, pyannote, Whisper) on ``device`` over
-    ``inputs`` of the corpus's talking videos. The audio and visual stage groups each ask for
+    ``inputs`` of the corpus's talking videos. The audio and visual stages each ask for
     ``gpu_fraction`` of a GPU, so both share one.
 
-    Per stage group: items in and out, compute seconds and items per compute second; overall:
+    Per stage: items in and out, compute seconds and items per compute second; overall:
     clips per minute, actor setup and the GPU busy share over the whole run (:class:`GpuBusy`).
     Random weights make the model outputs meaningless (SCRFD finds no faces, so the visual
     steps after detection see little work); the point is the cost of the models that do run.

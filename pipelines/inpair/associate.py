@@ -1,4 +1,5 @@
-"""Stage 4 of in-pair curation: which face track belongs to which diarized speaker.
+"""The ``associate`` step of in-pair curation (``visual`` stage): which face track belongs to
+which diarized speaker, and the clip's status that follows.
 
 For every (speaker, face track) pair a score says how well the face moves with that speaker's
 speech; the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``, maximising) then

@@ -1,4 +1,4 @@
-"""Stage 2 of in-pair curation: who speaks when, and what they say, in one clip.
+"""The ``audio`` stage of in-pair curation: who speaks when, and what they say, in one clip.
 
 The DAG's audio actor decodes a clip to 16 kHz mono (``omni_core.media.load_audio``) and calls
 the model-level pieces here, each built once per actor:

@@ -1,4 +1,5 @@
-"""Stage 6 of in-pair curation: the structured caption of a clip (released block format).
+"""The ``caption`` stage of in-pair curation: the structured caption of a clip (released block
+format).
 
 A caption binds subject k (the k-th speaker label of the clip, reference image k) to the
 anchors ``<subK>`` / ``<imgK>`` in every field (paper: "structured captions"). Two kinds of

@@ -1,4 +1,5 @@
-"""Stage 1 of in-pair curation: shot boundaries, a speech-aligned clip plan, and the cuts.
+"""The ``prepare`` stage of in-pair curation: shot boundaries, a speech-aligned clip plan
+(step ``prepare``), and the cuts (step ``cut``).
 
 Pure functions the DAG's prepare stage calls for one input video (no Ray here):
 

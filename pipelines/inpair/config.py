@@ -29,7 +29,7 @@ class Resources:
 
 @dataclass
 class AudioOptions:
-    """Stage 2. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's).
+    """The ``audio`` stage. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's).
 
     ``source``: ``models`` (enhancement, diarization, Whisper) or ``annotations``, a test double
     that reads who-says-what-when from the sample corpus's ground truth

@@ -1,4 +1,5 @@
-"""Stage 5 of in-pair curation: each subject's identity and timbre references, and their masks.
+"""The ``references`` step of in-pair curation (``visual`` stage): each subject's identity and
+timbre references, and their masks.
 
 For every speaker the association paired with a face (a *subject*):
 
