@@ -41,14 +41,14 @@ from omni_core.weights import (
     require,
 )
 
-from ..registry import Metric, MetricSpec, Output, register
-from .clip_vit import (
+from ..models.clip_vit import (
     VisionConfig,
     VisionTransformer,
     clip_preprocess,
     is_torchscript_archive,
     torchscript_state_dict,
 )
+from ..registry import Metric, MetricSpec, Output, register
 
 __all__ = [
     "DIRECTION",

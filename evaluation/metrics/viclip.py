@@ -40,9 +40,7 @@ from omni_core.errors import WeightsError
 from omni_core.media import sample_indices
 from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
-from ..registry import Metric, MetricSpec, Output, register
-from ..texts import caption_text
-from .clip_vit import (
+from ..models.clip_vit import (
     BPETokenizer,
     LayerNorm,
     TextConfig,
@@ -53,6 +51,8 @@ from .clip_vit import (
     read_torch_archive,
     train_bpe_merges,
 )
+from ..registry import Metric, MetricSpec, Output, register
+from ..texts import caption_text
 
 __all__ = [
     "DIRECTION",

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from evaluation.metrics import aes
-from evaluation.metrics.clip_vit import (
+from evaluation.models.clip_vit import (
     ArchiveObject,
     VisionConfig,
     VisionTransformer,

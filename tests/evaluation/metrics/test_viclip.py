@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluation.metrics import viclip
-from evaluation.metrics.clip_vit import (
+from evaluation.models.clip_vit import (
     BPETokenizer,
     SelfAttention,
     TextConfig,

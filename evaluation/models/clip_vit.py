@@ -1,4 +1,4 @@
-"""OpenAI-CLIP-style building blocks shared by the AES and ViCLIP metrics.
+"""OpenAI-CLIP-style building blocks shared by the AES and ViCLIP networks.
 
 Both metrics run a CLIP ViT (AES: OpenAI CLIP ViT-L/14; ViCLIP: a video ViT-L/14 plus a CLIP
 text transformer) and both use VBench's ``clip_transform``. This module holds our own
