@@ -30,3 +30,9 @@ class ManifestError(OmniError):
 
 class WeightsError(OmniError):
     """A pretrained checkpoint is missing, corrupt or cannot be fetched."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name if it has none): what a
+    one-line :class:`OmniError` quotes from a third-party failure."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

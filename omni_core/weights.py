@@ -63,6 +63,7 @@ __all__ = [
     "VerifyReport",
     "VerifyState",
     "WeightFile",
+    "WeightPaths",
     "WeightsEntry",
     "entry_dir",
     "fetch",
@@ -1046,6 +1047,51 @@ def load_state_dict_strict(
     module.load_state_dict(given, strict=ignore is None, assign=assign)
 
 
+class WeightPaths(Mapping[str, Path]):
+    """The local files a wrapper's ``_load`` reads, by name (see
+    :meth:`PretrainedComponent.from_pretrained`). A deferred file is resolved through
+    :func:`require` when it is first looked up; iterating over the names resolves nothing.
+    """
+
+    def __init__(self) -> None:
+        self._paths: dict[str, Path] = {}
+        self._deferred: dict[str, Callable[[], Path]] = {}
+
+    def __setitem__(self, key: str, path: Path) -> None:
+        self._deferred.pop(key, None)
+        self._paths[key] = path
+
+    def defer(self, key: str, resolve: Callable[[], Path]) -> None:
+        """Register ``key``, whose path ``resolve()`` gives (or raises) on first lookup."""
+        self._paths.pop(key, None)
+        self._deferred[key] = resolve
+
+    def __getitem__(self, key: str) -> Path:
+        if key in self._deferred:
+            self._paths[key] = self._deferred.pop(key)()
+        return self._paths[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._paths or key in self._deferred
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._paths, *self._deferred])
+
+    def __len__(self) -> int:
+        return len(self._paths) + len(self._deferred)
+
+
+def _needed_files(name: str, files: tuple[str, ...], root: str | os.PathLike[str] | None,
+                  registry: Registry | None, deferred: bool) -> list[str]:
+    """The files of entry ``name`` a wrapper reads: ``files``, or every manifest file (the
+    whole entry checked first, unless ``deferred``: one error naming the first missing file)."""
+    if files:
+        return list(files)
+    if not deferred:
+        require(name, None, root, registry=registry)
+    return [f.path for f in _entry(name, registry).files]
+
+
 class PretrainedComponent(ABC):
     """Base of every model wrapper (ArcFace, Whisper, SyncNet, CLAP, ...).
 
@@ -1060,12 +1106,22 @@ class PretrainedComponent(ABC):
     Subclasses set ``weights_entry`` (``None`` for components without a checkpoint) and,
     optionally, ``weights_files``: the files ``_load`` needs, relative to the entry folder
     (files inside an unpacked archive included). Empty means every file of the entry.
+    A wrapper that also reads other entries (a tokenizer, a head, a vocoder) declares them in
+    ``extra_weights`` instead of resolving them itself, so that they come from the same
+    weights root and manifest and a missing file is the same one-line error.
     The class does not inherit ``torch.nn.Module`` so that ONNX-backed wrappers can use it;
     torch wrappers inherit both.
     """
 
     weights_entry: ClassVar[str | None] = None
     weights_files: ClassVar[tuple[str, ...]] = ()
+    #: Further entries ``_load`` reads: entry name -> the files it needs (empty: every file of
+    #: the entry). They reach ``_load`` in ``paths`` under ``"<entry>/<file>"``.
+    extra_weights: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: Entries of ``extra_weights`` that ``_load`` needs only for some checkpoints (a fallback):
+    #: checked when ``_load`` first looks one of their files up, so a checkpoint that does not
+    #: need them loads without them being there.
+    optional_weights: ClassVar[frozenset[str]] = frozenset()
 
     is_debug: bool = False
     debug_seed: int | None = None
@@ -1084,20 +1140,27 @@ class PretrainedComponent(ABC):
     ) -> Self:
         """Load the real checkpoint from the local weights folder (never from the network).
 
-        ``paths`` given to :meth:`_load` maps each needed file (``weights_files``, or every
-        manifest file) to its local path; an unpacked archive maps to the entry folder.
+        ``paths`` given to :meth:`_load` (a :class:`WeightPaths`) maps each needed file
+        (``weights_files``, or every manifest file) to its local path, and each file of an
+        ``extra_weights`` entry under ``"<entry>/<file>"``; an unpacked archive maps to the
+        entry folder. The extra entries are checked first, then the main one; those in
+        ``optional_weights`` only when ``_load`` looks them up.
         """
+        paths = WeightPaths()
+        for name, files in cls.extra_weights.items():
+            for rel in _needed_files(name, files, root, registry, name in cls.optional_weights):
+                key = f"{name}/{rel}"
+                if name in cls.optional_weights:
+                    paths.defer(key, functools.partial(require, name, rel, root,
+                                                       registry=registry))
+                else:
+                    paths[key] = require(name, rel, root, registry=registry)
         folder: Path | None = None
-        paths: dict[str, Path] = {}
         if cls.weights_entry is not None:
             name = cls.weights_entry
-            if cls.weights_files:
-                rels = list(cls.weights_files)
-                folder = entry_dir(name, root)
-            else:  # the whole entry: one error naming the first missing file
-                folder = require(name, None, root, registry=registry)
-                rels = [f.path for f in _entry(name, registry).files]
-            paths = {rel: require(name, rel, root, registry=registry) for rel in rels}
+            folder = entry_dir(name, root)
+            for rel in _needed_files(name, cls.weights_files, root, registry, False):
+                paths[rel] = require(name, rel, root, registry=registry)
         return cls._load(paths, device, **kw).mark_pretrained(folder)
 
     @classmethod

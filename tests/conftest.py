@@ -190,7 +190,7 @@ def mossformergan_checkpoint(weights: Path, drop: int = 0) -> Path:
     import torch
     from clearvoice.models.mossformer_gan_se.generator import MossFormerGAN_SE_16K
 
-    from pipelines.inpair.audio import clearvoice_entry
+    from omni_core.models.enhancer import clearvoice_entry
 
     torch.manual_seed(0)
     net = MossFormerGAN_SE_16K(SimpleNamespace(fft_len=400, mode="inference")).model

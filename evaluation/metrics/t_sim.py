@@ -31,8 +31,9 @@ with the caption's per-speaker timestamps and compared with that speaker's refer
 instance score is the mean over speakers. See :class:`TSimOptions` for the choices
 (``segment_mode``, ``missing_timestamps``) and the documented fallback.
 
-The model (WavLM through transformers with our key converter, ECAPA-TDNN, the loading rules)
-lives in :mod:`omni_core.models.speaker`, which the cross-pair curation uses too.
+The model (ECAPA-TDNN and the loading rules) lives in :mod:`omni_core.models.speaker`, its
+WavLM (transformers' with our key converter) in :mod:`omni_core.models.wavlm`; the cross-pair
+curation uses both too.
 
 Not reproduced bit for bit: upstream reads files with librosa and resamples with torchaudio's
 sinc ``Resample``; we take audio as :mod:`omni_core.media` decodes it (soxr, channel mean).
@@ -52,17 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from omni_core.models.speaker import (
-    MIN_SAMPLES,
-    EcapaArch,
-    SpeakerVerifier,
-    SpeakerVerifierArch,
-    WavLMArch,
-    WavLMHiddenStates,
-    hf_wavlm_to_upstream,
-    upstream_to_model_state_dict,
-    upstream_wavlm_to_hf,
-)
+from omni_core.models.speaker import MIN_SAMPLES, SpeakerVerifier
 
 from ..registry import Metric, MetricSpec, Output, register
 
@@ -70,22 +61,14 @@ __all__ = [
     "DIRECTION",
     "SAMPLE_RATE",
     "VERSION",
-    "EcapaArch",
     "MultiTSimResult",
     "SpeakerTSim",
-    "SpeakerVerifier",
-    "SpeakerVerifierArch",
     "TSimOptions",
     "TSimResult",
-    "WavLMArch",
-    "WavLMHiddenStates",
     "cosine",
-    "hf_wavlm_to_upstream",
     "speaker_audio",
     "t_sim",
     "t_sim_multi",
-    "upstream_to_model_state_dict",
-    "upstream_wavlm_to_hf",
 ]
 
 VERSION = "1"

@@ -46,6 +46,17 @@ def load_audio(
     return audio.mean(axis=1, dtype=np.float32) if mono else audio.astype(np.float32)
 
 
+def to_mono(waveform: np.ndarray) -> np.ndarray:
+    """Contiguous float32 (n,): a (n, channels) array is averaged over its channels (the
+    downmix :func:`load_audio` uses); any other shape is a :class:`MediaError`."""
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float32)
+    if x.ndim != 1:
+        raise MediaError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample an in-memory waveform (time on axis 0) with soxr's high-quality mode."""
     if sr_in == sr_out:

@@ -6,8 +6,10 @@ never leaves a truncated output that a rerun would mistake for finished work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,14 @@ import soundfile as sf
 
 from ..errors import MediaError
 from .ffmpeg import binary, run
+
+
+@contextlib.contextmanager
+def temp_wav(audio: np.ndarray, sample_rate: int) -> Iterator[Path]:
+    """The waveform as a temporary 16-bit wav, deleted on exit: for libraries that only read
+    files (DiariZen, ClearerVoice)."""
+    with tempfile.TemporaryDirectory(prefix="omni-audio-") as tmp:
+        yield write_wav(Path(tmp) / "clip.wav", audio, sample_rate)
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:

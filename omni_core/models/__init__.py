@@ -1,11 +1,16 @@
-"""Model wrappers shared by the curation pipelines and the evaluator.
+"""Model wrappers shared by the curation pipelines and the evaluator: every network a pipeline
+runs lives here.
 
 Each module wraps one upstream model family as an :class:`omni_core.weights.PretrainedComponent`
 (real checkpoint from the local weights folder, or a tiny seeded debug twin) together with the
 model-level pre- and post-processing it needs: :mod:`.face` (insightface SCRFD + ArcFace packs,
 LBP cascade, 5-point alignment), :mod:`.s3fd` (the S3FD face detector of syncnet_python),
-:mod:`.syncnet` (SyncNet v2, face-track crops, MFCC, Sync-C / Sync-D / AV offset) and
-:mod:`.whisper` (openai-whisper ASR). Metric protocols and registration stay in
-``evaluation.metrics``; nothing here imports that package. Import the submodules directly:
-this package imports nothing heavy on its own.
+:mod:`.syncnet` (SyncNet v2, face-track crops, MFCC, Sync-C / Sync-D / AV offset),
+:mod:`.whisper` (openai-whisper ASR, words with timestamps), :mod:`.diarizer` (pyannote.audio /
+DiariZen speaker diarization), :mod:`.enhancer` (ClearerVoice speech enhancement),
+:mod:`.wavlm` (the one WavLM), :mod:`.speaker` (WavLM + ECAPA-TDNN speaker embeddings) and
+:mod:`.f5tts` (F5-TTS voice cloning). Networks only the evaluator runs are in
+``evaluation.models``; metric protocols and registration in ``evaluation.metrics``. Nothing
+here imports those packages. Import the submodules directly: this package imports nothing heavy
+on its own.
 """

@@ -47,10 +47,8 @@ from torch import nn
 from omni_core.errors import OmniError, WeightsError
 from omni_core.weights import (
     PretrainedComponent,
-    Registry,
     load_state_dict_strict,
     load_torch_checkpoint,
-    require,
 )
 
 SAMPLE_RATE = 24000
@@ -275,6 +273,7 @@ class F5TTS(PretrainedComponent, nn.Module):
 
     weights_entry = WEIGHTS_ENTRY
     weights_files = (CKPT_FILE, VOCAB_FILE)
+    extra_weights = {VOCOS_ENTRY: (VOCOS_CONFIG, VOCOS_FILE)}
     sample_rate = SAMPLE_RATE
 
     def __init__(self, arch: F5Arch, vocab: Mapping[str, int], *, vocos_config: Mapping[str, Any]
@@ -303,25 +302,15 @@ class F5TTS(PretrainedComponent, nn.Module):
     # -- building -----------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, root: str | os.PathLike[str] | None = None, device: str = "cpu", *,
-                        registry: Registry | None = None, **kw: Any) -> Self:
-        """Load ``f5-tts-v1-base`` (checkpoint + vocab) and ``vocos-mel-24khz`` (config +
-        weights) from ``<root>/<entry>/``; a missing file is one :class:`WeightsError`."""
-        return super().from_pretrained(root, device, registry=registry, _registry=registry,
-                                       _root=root, **kw)
-
-    @classmethod
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:
         import yaml
 
-        registry = kw.pop("_registry", None)
-        root = kw.pop("_root", None)
         arch = kw.pop("arch", None) or F5Arch.base()
         options = kw.pop("options", None)
         if kw:
             raise TypeError(f"unexpected arguments: {sorted(kw)}")
-        cfg_path = require(VOCOS_ENTRY, VOCOS_CONFIG, root, registry=registry)
-        voc_path = require(VOCOS_ENTRY, VOCOS_FILE, root, registry=registry)
+        cfg_path = paths[f"{VOCOS_ENTRY}/{VOCOS_CONFIG}"]
+        voc_path = paths[f"{VOCOS_ENTRY}/{VOCOS_FILE}"]
         try:
             vocos_cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:

@@ -4,19 +4,9 @@ curation's check that a cloned voice is still its speaker.
 
 The embedding protocol is described in :mod:`evaluation.metrics.t_sim`.
 
-Implementation choice, WavLM: we run transformers' ``WavLMModel`` (in the environment, and
-checked upstream-equivalent by Hugging Face when they ported the original checkpoints) with our
-own state-dict converter from the fairseq/s3prl key names used inside
-``wavlm_large_finetune.pth`` (``feature_extract.model.*``). This is more reliable than a
-hand-written WavLM: the gated relative position bias, bucketing and weight-normed positional
-convolution are the parts most easily got subtly wrong, and they come from a maintained,
-tested port; what we own is a key renaming that tests check name by name and shape by shape.
-Two transformers details are handled here rather than trusted: (i) transformers 5 reports as
-the last of its ``hidden_states`` the *un-normalised* output of the last layer, while s3prl (and
-transformers 4) give the encoder output after the final layer norm, so we collect the hidden
-states with hooks exactly as s3prl does; (ii) the waveform normalisation (2a) is done by s3prl,
-not by the model, so we do it ourselves with s3prl's eps (transformers' feature extractor uses
-a different eps).
+WavLM is the suite's one WavLM (:mod:`.wavlm`: transformers' ``WavLMModel`` with our
+state-dict converter from the fairseq/s3prl key names used inside ``wavlm_large_finetune.pth``,
+``feature_extract.model.*``, and s3prl's hidden states and waveform normalisation).
 
 Loading follows upstream's ``strict=False`` faithfully but loudly: the fine-tuned checkpoint
 must provide every ECAPA weight and ``feature_weight``; WavLM weights it lacks are taken from the
@@ -29,9 +19,7 @@ initialisation would leave in place; upstream keys we do not use (the AAM-softma
 from __future__ import annotations
 
 import logging
-import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -42,13 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
-from omni_core.weights import (
-    PretrainedComponent,
-    Registry,
-    load_state_dict_strict,
-    load_torch_checkpoint,
-    require,
-)
+from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
+
+from .wavlm import WavLM, WavLMArch, upstream_wavlm_to_hf
 
 SAMPLE_RATE = 16000
 
@@ -69,64 +53,6 @@ MIN_SAMPLES = 400
 
 # --------------------------------------------------------------------------------------------
 # architecture
-
-
-@dataclass(frozen=True)
-class WavLMArch:
-    """The WavLM hyper-parameters (fairseq ``WavLMConfig`` names in comments)."""
-
-    hidden: int = 1024  # encoder_embed_dim
-    layers: int = 24  # encoder_layers
-    heads: int = 16  # encoder_attention_heads
-    ffn: int = 4096  # encoder_ffn_embed_dim
-    #: conv_feature_layers: (dim, kernel, stride) per CNN block (50 frames per second at 16 kHz).
-    conv: tuple[tuple[int, int, int], ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + (
-        (512, 2, 2),
-    ) * 2
-    conv_pos: int = 128  # conv_pos (kernel of the convolutional position embedding)
-    conv_pos_groups: int = 16  # conv_pos_groups
-    num_buckets: int = 320  # relative position buckets
-    max_distance: int = 800  # relative position max distance
-    #: cfg.normalize: s3prl normalises each waveform before the model (true for WavLM-large).
-    normalize_wav: bool = True
-
-    @property
-    def n_hidden_states(self) -> int:
-        """What s3prl's hooks collect: one input per layer plus the final encoder output."""
-        return self.layers + 1
-
-    def hf_config(self) -> Any:
-        """The equivalent ``transformers.WavLMConfig`` (extractor_mode layer_norm, pre-LN)."""
-        from transformers import WavLMConfig
-
-        return WavLMConfig(
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            intermediate_size=self.ffn,
-            hidden_act="gelu",
-            conv_dim=tuple(c[0] for c in self.conv),
-            conv_kernel=tuple(c[1] for c in self.conv),
-            conv_stride=tuple(c[2] for c in self.conv),
-            conv_bias=False,
-            feat_extract_norm="layer",
-            feat_extract_activation="gelu",
-            do_stable_layer_norm=True,
-            num_conv_pos_embeddings=self.conv_pos,
-            num_conv_pos_embedding_groups=self.conv_pos_groups,
-            num_buckets=self.num_buckets,
-            max_bucket_distance=self.max_distance,
-            layer_norm_eps=1e-5,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            activation_dropout=0.0,
-            feat_proj_dropout=0.0,
-            layerdrop=0.0,
-            mask_time_prob=0.0,
-            mask_feature_prob=0.0,
-            apply_spec_augment=False,
-            add_adapter=False,
-        )
 
 
 @dataclass(frozen=True)
@@ -272,140 +198,7 @@ def _build_ecapa(module: nn.Module, feat_dim: int, arch: EcapaArch) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# WavLM through transformers, hidden states collected as s3prl does
-
-
-class WavLMHiddenStates(nn.Module):
-    """transformers' ``WavLMModel`` returning s3prl's ``hidden_states`` (layers + 1 tensors)."""
-
-    def __init__(self, arch: WavLMArch):
-        super().__init__()
-        from transformers import WavLMModel
-
-        self.arch = arch
-        self.model = WavLMModel(arch.hf_config())
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, samples) unpadded waveforms -> (layers + 1, B, frames, hidden)."""
-        if self.arch.normalize_wav:
-            wav = F.layer_norm(wav, wav.shape[-1:])  # s3prl: F.layer_norm(wav, wav.shape)
-        inputs: list[torch.Tensor] = []
-
-        def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            inputs.append(args[0] if args else kwargs["hidden_states"])
-
-        handles = [
-            layer.register_forward_pre_hook(grab, with_kwargs=True)
-            for layer in self.model.encoder.layers
-        ]
-        try:
-            last = self.model(wav).last_hidden_state  # after the encoder's final layer norm
-        finally:
-            for h in handles:
-                h.remove()
-        if len(inputs) != self.arch.layers:
-            raise RuntimeError(f"collected {len(inputs)} layer inputs, expected {self.arch.layers}")
-        return torch.stack([*inputs, last], dim=0)
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoint conversion: fairseq/s3prl WavLM names <-> transformers WavLMModel names
-
-_LAYER_RULES = (  # within encoder.layers.{i}.
-    ("self_attn.k_proj.", "attention.k_proj."),
-    ("self_attn.q_proj.", "attention.q_proj."),
-    ("self_attn.v_proj.", "attention.v_proj."),
-    ("self_attn.out_proj.", "attention.out_proj."),
-    ("self_attn.grep_linear.", "attention.gru_rel_pos_linear."),
-    ("self_attn.grep_a", "attention.gru_rel_pos_const"),
-    ("self_attn.relative_attention_bias.", "attention.rel_attn_embed."),
-    ("self_attn_layer_norm.", "layer_norm."),
-    ("fc1.", "feed_forward.intermediate_dense."),
-    ("fc2.", "feed_forward.output_dense."),
-    ("final_layer_norm.", "final_layer_norm."),
-)
-_TOP_RULES = (
-    ("layer_norm.", "feature_projection.layer_norm."),
-    ("post_extract_proj.", "feature_projection.projection."),
-    ("encoder.layer_norm.", "encoder.layer_norm."),
-    ("encoder.pos_conv.0.bias", "encoder.pos_conv_embed.conv.bias"),
-)
-_CONV_RULES = (  # within feature_extractor.conv_layers.{i}.  (extractor_mode layer_norm)
-    ("0.weight", "conv.weight"),
-    ("0.bias", "conv.bias"),
-    ("2.1.weight", "layer_norm.weight"),
-    ("2.1.bias", "layer_norm.bias"),
-)
-_LAYER_RE = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
-_CONV_RE = re.compile(r"^feature_extractor\.conv_layers\.(\d+)\.(.+)$")
-
-
-def _weight_norm_names(parametrized: bool) -> tuple[str, str]:
-    if parametrized:  # torch.nn.utils.parametrizations.weight_norm (what transformers uses now)
-        return ("encoder.pos_conv_embed.conv.parametrizations.weight.original0",
-                "encoder.pos_conv_embed.conv.parametrizations.weight.original1")
-    return ("encoder.pos_conv_embed.conv.weight_g", "encoder.pos_conv_embed.conv.weight_v")
-
-
-def _rename(key: str, rules: Sequence[tuple[str, str]], reverse: bool) -> str | None:
-    for up, hf in rules:
-        src, dst = (hf, up) if reverse else (up, hf)
-        if key.startswith(src) if src.endswith(".") else key == src:
-            return dst + key[len(src):]
-    return None
-
-
-def _map_key(key: str, reverse: bool, parametrized: bool) -> str | None:
-    g, v = _weight_norm_names(parametrized)
-    wn = {"encoder.pos_conv.0.weight_g": g, "encoder.pos_conv.0.weight_v": v}
-    if reverse:
-        wn = {b: a for a, b in wn.items()}
-    if key in wn:
-        return wn[key]
-    m = _LAYER_RE.match(key)
-    if m:
-        rest = _rename(m.group(2), _LAYER_RULES, reverse)
-        return None if rest is None else f"encoder.layers.{m.group(1)}.{rest}"
-    m = _CONV_RE.match(key)
-    if m:
-        rest = _rename(m.group(2), _CONV_RULES, reverse)
-        return None if rest is None else f"feature_extractor.conv_layers.{m.group(1)}.{rest}"
-    return _rename(key, _TOP_RULES, reverse)
-
-
-def upstream_wavlm_to_hf(
-    state: Mapping[str, torch.Tensor], *, parametrized: bool = True
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """fairseq/s3prl WavLM keys (no prefix) -> transformers ``WavLMModel`` keys.
-
-    Returns ``(converted, unknown)``: keys with no rule (e.g. ``mask_emb``) are listed, not
-    silently dropped. Works on meta tensors (names and shapes only).
-    """
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        new = _map_key(key, reverse=False, parametrized=parametrized)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    return out, unknown
-
-
-def hf_wavlm_to_upstream(
-    state: Mapping[str, torch.Tensor], *, parametrized: bool = True
-) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`upstream_wavlm_to_hf` (tests build upstream-format files with it)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key == "masked_spec_embed":
-            out["mask_emb"] = value
-            continue
-        new = _map_key(key, reverse=True, parametrized=parametrized)
-        if new is None:
-            raise KeyError(f"no upstream name for transformers key {key!r}")
-        out[new] = value
-    return out
+# checkpoint conversion: the whole ECAPA_TDNN state dict
 
 
 def upstream_to_model_state_dict(
@@ -449,17 +242,22 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
 
     State-dict keys: ``feature_weight`` (25 layer weights) and the ECAPA layers (``layer1`` ...
     ``linear``) carry upstream's names and shapes unchanged; ``feature_extract.model.*`` is
-    transformers' WavLM (see :func:`upstream_wavlm_to_hf` for the renaming).
+    transformers' WavLM (see :func:`~.wavlm.upstream_wavlm_to_hf` for the renaming).
     """
 
     weights_entry = "wavlm-large-sv-ecapa"
     weights_files = (FINETUNE_FILE,)
+    #: ``wavlm-large`` only fills WavLM weights the fine-tuned file lacks (upstream's
+    #: strict=False): read only then. ``arch=`` (a keyword of ``from_pretrained``) overrides the
+    #: architecture; tests load tiny upstream-format files with it.
+    extra_weights = {WAVLM_ENTRY: (WAVLM_FILE,)}
+    optional_weights = frozenset({WAVLM_ENTRY})
 
     def __init__(self, arch: SpeakerVerifierArch | None = None):
         nn.Module.__init__(self)
         self.arch = arch or SpeakerVerifierArch.large()
         feat_dim = self.arch.wavlm.hidden
-        self.feature_extract = WavLMHiddenStates(self.arch.wavlm)
+        self.feature_extract = WavLM(self.arch.wavlm)
         self.feature_weight = nn.Parameter(torch.zeros(self.arch.wavlm.n_hidden_states))
         self.instance_norm = nn.InstanceNorm1d(feat_dim)  # affine=False: no weights
         _build_ecapa(self, feat_dim, self.arch.ecapa)
@@ -562,25 +360,8 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
         self.eval()
 
     @classmethod
-    def from_pretrained(
-        cls,
-        root: str | os.PathLike[str] | None = None,
-        device: str = "cpu",
-        *,
-        registry: Registry | None = None,
-        **kw: Any,
-    ) -> Self:
-        """Load ``wavlm_large_finetune.pth`` (and ``wavlm-large`` only if it lacks WavLM weights).
-
-        ``arch=`` overrides the architecture (tests load tiny upstream-format files with it).
-        """
-        # the second entry must resolve against the same manifest as the first
-        return super().from_pretrained(root, device, registry=registry, _registry=registry, **kw)
-
-    @classmethod
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:
         arch = kw.pop("arch", None) or SpeakerVerifierArch.large()
-        registry = kw.pop("_registry", None)
         if kw:
             raise TypeError(f"unexpected arguments: {sorted(kw)}")
         ckpt = load_torch_checkpoint(paths[FINETUNE_FILE])
@@ -591,9 +372,7 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
             model = cls(arch)
         fallback = None
         if _missing_wavlm(state, model):
-            root = paths[FINETUNE_FILE].parent.parent  # <root>/<entry>/<file>
-            wavlm_path = require(WAVLM_ENTRY, WAVLM_FILE, root, registry=registry)
-            wavlm_ckpt = load_torch_checkpoint(wavlm_path)
+            wavlm_ckpt = load_torch_checkpoint(paths[f"{WAVLM_ENTRY}/{WAVLM_FILE}"])
             fallback = wavlm_ckpt.get("model", wavlm_ckpt)
         model.load_upstream_state_dict(state, fallback, assign=True)
         return model.to(device).eval()

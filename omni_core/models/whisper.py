@@ -7,6 +7,8 @@ decoding code (``whisper.decode`` for one window, ``whisper.transcribe`` for lon
 (:data:`DEBUG_DIMS`). Shared by the WER metric (``evaluation.metrics.wer``, which adds text
 normalisation and scoring) and the curation pipelines; :class:`WhisperOptions` holds the
 decoding choices, whose defaults are the WER protocol's (English, greedy, first window, fp32).
+:func:`transcribe` gives the curation pipelines words with timestamps (:class:`Word` s), from
+openai-whisper's own ``transcribe(word_timestamps=True)`` on the same network.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
+from omni_core.media.audio import to_mono
 from omni_core.weights import PretrainedComponent, load_state_dict_strict, load_torch_checkpoint
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "Transcript",
     "WhisperASR",
     "WhisperOptions",
+    "Word",
+    "transcribe",
 ]
 
 SAMPLE_RATE = 16000  # Whisper's only input rate
@@ -90,6 +95,18 @@ class Transcript:
     no_speech_prob: float
     duration_s: float
     truncated: bool  # longer than 30 s and transcribed with long_form="first_window"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word Whisper heard. ``text`` is as Whisper writes it: with its leading space in
+    languages that separate words by spaces, so joining the texts gives the transcript;
+    ``probability`` is Whisper's mean token probability of the word."""
+
+    text: str
+    start_s: float
+    end_s: float
+    probability: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,3 +227,55 @@ class WhisperASR(PretrainedComponent, nn.Module):
         res = whisper.decode(self.model, self.log_mel(x), decoding)
         return Transcript(res.text.strip(), tuple(res.tokens), float(res.avg_logprob),
                           float(res.no_speech_prob), duration, duration > CHUNK_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------
+# words with timestamps (curation)
+
+
+def transcribe(model: WhisperASR, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
+               language: str | None = None, *, fp16: bool = False,
+               condition_on_previous_text: bool = False) -> list[Word]:
+    """Words with timestamps: openai-whisper's ``transcribe(word_timestamps=True)`` on the
+    network of ``model`` (a :class:`WhisperASR`).
+
+    ``language=None`` lets Whisper detect it from the first 30 s. Decoding is deterministic:
+    greedy at temperature 0 only. Upstream's default falls back to sampling at temperatures
+    0.2 ... 1.0 when a window looks like a failure (compression ratio > 2.4 or mean log
+    probability < -1); sampling is random, so here such a window keeps its greedy result.
+    ``condition_on_previous_text`` is off by default: without the fallback, feeding each window
+    the previous text lets one hallucinated window repeat itself through the rest of the clip.
+    ``fp16`` only applies on CUDA.
+
+    Times are in seconds from the clip start, clipped to the clip (the last window is padded)
+    and made monotonic: each word starts where the previous one ended or later, and never ends
+    before it starts. Words whose text is blank are left out.
+    """
+    import whisper
+
+    from omni_core.media.audio import resample
+
+    x = to_mono(waveform)
+    if sample_rate != SAMPLE_RATE:
+        x = resample(x, sample_rate, SAMPLE_RATE)
+    x = np.array(x, dtype=np.float32)  # a writable copy: whisper wraps it in a tensor
+    duration = len(x) / SAMPLE_RATE
+    if len(x) == 0:
+        return []
+    net = model.model
+    out = whisper.transcribe(
+        net, x, verbose=None, temperature=0.0, word_timestamps=True, language=language,
+        condition_on_previous_text=condition_on_previous_text,
+        fp16=bool(fp16 and net.device.type == "cuda"))
+    words: list[Word] = []
+    last_end = 0.0
+    for seg in out["segments"]:
+        for w in seg.get("words", []):
+            text = str(w["word"])
+            if not text.strip():
+                continue
+            start = min(max(float(w["start"]), last_end), duration)
+            end = min(max(float(w["end"]), start), duration)
+            words.append(Word(text, start, end, float(w["probability"])))
+            last_end = end
+    return words

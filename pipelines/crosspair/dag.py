@@ -82,10 +82,10 @@ class VoiceStage(Stage):
     steps = VOICE_STEPS
 
     def setup(self, config: dict[str, Any]) -> None:
+        from omni_core.models.enhancer import Enhancer
         from omni_core.models.speaker import SpeakerVerifier
         from omni_core.models.whisper import WhisperASR
 
-        from ..inpair.audio import Enhancer
         from .voices import make_cloner
 
         self.cfg = from_dict(CrosspairConfig, config)
@@ -153,8 +153,8 @@ class VoiceStage(Stage):
     def _voice(self, unit: dict[str, Any], voice: dict[str, Any]) -> None:
         from omni_core.media import load_audio, write_wav
         from omni_core.media.audio import resample
+        from omni_core.models.whisper import transcribe
 
-        from ..inpair.audio import transcribe
         from .voices import SAMPLE_RATE, check_clone
 
         c = self.cfg.clone

@@ -253,8 +253,8 @@ def check_clone(clone: np.ndarray, clone_rate: int, original: np.ndarray,
     :class:`~omni_core.models.speaker.SpeakerVerifier`, ``asr`` a
     :class:`~omni_core.models.whisper.WhisperASR`."""
     from omni_core.media.audio import resample
+    from omni_core.models.whisper import transcribe
     from omni_core.wer import utterance_wer
-    from pipelines.inpair.audio import transcribe
 
     o = opts or CloneCheckOptions()
     c16 = resample(_mono(clone), clone_rate, SAMPLE_RATE)

@@ -557,6 +557,81 @@ def test_from_pretrained_missing_is_one_clear_error(tmp_path: Path) -> None:
     assert "linear.pt" in msg and "tiny-linear" in msg and "omni weights fetch tiny-linear" in msg
 
 
+class LinearWithScale(TinyLinear):
+    """A wrapper reading a second entry (a scale, like a head or a tokenizer) and, only when
+    the main checkpoint asks for it, a third one (like a fallback checkpoint)."""
+
+    extra_weights = {"tiny-scale": ("scale.pt",), "tiny-fallback": ("bias.pt",)}
+    optional_weights = frozenset({"tiny-fallback"})
+
+    @classmethod
+    def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:
+        state = W.load_torch_checkpoint(paths["linear.pt"])
+        if "layer.bias" not in state:  # the fallback entry is read only now
+            state["layer.bias"] = W.load_torch_checkpoint(paths["tiny-fallback/bias.pt"])["b"]
+        obj = cls(dim=state["layer.weight"].shape[0])
+        obj.load_state_dict(state)
+        scale = W.load_torch_checkpoint(paths["tiny-scale/scale.pt"])["s"]
+        with torch.no_grad():
+            obj.layer.weight.mul_(scale)
+        obj.seen = sorted(paths)  # type: ignore[attr-defined]
+        return obj.to(device)
+
+
+def scale_registry() -> W.Registry:
+    def one(name: str, path: str) -> dict[str, Any]:
+        return entry_of(name, [{"path": path, "url": "https://x.org/f", "sha256": None,
+                                "size": None}])
+
+    return registry_of(one("tiny-linear", "linear.pt"), one("tiny-scale", "scale.pt"),
+                       one("tiny-fallback", "bias.pt"))
+
+
+def test_extra_weights_reach_load_under_entry_and_file(tmp_path: Path) -> None:
+    src = TinyLinear.debug(seed=5, dim=3)
+    reg = scale_registry()
+    for entry in ("tiny-linear", "tiny-scale"):
+        (tmp_path / entry).mkdir()
+    torch.save({"layer.weight": src.layer.weight.detach()},  # no bias: needs the fallback
+               tmp_path / "tiny-linear" / "linear.pt")
+    # the required extra entry is checked first: one clear error, before anything is read
+    with pytest.raises(WeightsError) as exc:
+        LinearWithScale.from_pretrained(root=tmp_path, registry=reg)
+    assert "scale.pt" in str(exc.value) and "omni weights fetch tiny-scale" in str(exc.value)
+    torch.save({"s": torch.tensor(2.0)}, tmp_path / "tiny-scale" / "scale.pt")
+    # the optional entry is looked up by _load, since this checkpoint lacks the bias
+    with pytest.raises(WeightsError, match="omni weights fetch tiny-fallback"):
+        LinearWithScale.from_pretrained(root=tmp_path, registry=reg)
+    (tmp_path / "tiny-fallback").mkdir()
+    torch.save({"b": torch.ones(3)}, tmp_path / "tiny-fallback" / "bias.pt")
+    m = LinearWithScale.from_pretrained(root=tmp_path, registry=reg)
+    assert torch.equal(m.layer.weight, 2 * src.layer.weight) and torch.equal(
+        m.layer.bias, torch.ones(3))
+    assert m.seen == ["linear.pt", "tiny-fallback/bias.pt", "tiny-scale/scale.pt"]
+    assert m.weights_path == tmp_path / "tiny-linear"
+
+
+def test_optional_weights_are_not_needed_when_load_does_not_read_them(tmp_path: Path) -> None:
+    src = TinyLinear.debug(seed=5, dim=3)
+    for entry in ("tiny-linear", "tiny-scale"):
+        (tmp_path / entry).mkdir()
+    torch.save(src.state_dict(), tmp_path / "tiny-linear" / "linear.pt")
+    torch.save({"s": torch.tensor(1.0)}, tmp_path / "tiny-scale" / "scale.pt")
+    m = LinearWithScale.from_pretrained(root=tmp_path, registry=scale_registry())
+    assert torch.equal(m.layer.bias, src.layer.bias)  # no tiny-fallback folder at all
+
+
+def test_weight_paths_resolve_deferred_files_on_first_lookup(tmp_path: Path) -> None:
+    calls: list[str] = []
+    paths = W.WeightPaths()
+    paths["a"] = tmp_path / "a"
+    paths.defer("b", lambda: calls.append("b") or tmp_path / "b")
+    assert list(paths) == ["a", "b"] and len(paths) == 2 and "b" in paths and calls == []
+    assert paths["b"] == tmp_path / "b" and paths["b"] == tmp_path / "b" and calls == ["b"]
+    with pytest.raises(KeyError):
+        paths["c"]
+
+
 def test_load_torch_checkpoint_safetensors_and_unsafe_pickle(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

@@ -18,6 +18,7 @@ import torch
 
 from omni_core.errors import WeightsError
 from omni_core.models import speaker as S
+from omni_core.models import wavlm as W
 from omni_core.weights import Registry
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def test_inverse_rules_give_upstream_names():
     arch = S.SpeakerVerifierArch.debug()
     model = S.SpeakerVerifier.build(arch)
     hf = model.feature_extract.model.state_dict()
-    back = S.hf_wavlm_to_upstream(hf)
+    back = W.hf_wavlm_to_upstream(hf)
     up = {k.removeprefix("feature_extract.model."): v for k, v in upstream_shapes(arch).items()
           if k.startswith("feature_extract.model.")}
     assert {k: tuple(v.shape) for k, v in back.items()} == {
@@ -238,7 +239,7 @@ def test_wavlm_hidden_states_equal_transformers_wavlm_through_the_converter():
     ref = WavLMModel(arch.wavlm.hf_config()).eval()
     _randomise(ref, 4)
     # our path: transformers weights -> upstream names -> converter -> our wrapper
-    up = {"feature_extract.model." + k: v for k, v in S.hf_wavlm_to_upstream(
+    up = {"feature_extract.model." + k: v for k, v in W.hf_wavlm_to_upstream(
         ref.state_dict()).items()}
     head = {k: v for k, v in fake_upstream_state(arch).items()
             if not k.startswith("feature_extract.")}

@@ -203,7 +203,7 @@ def test_the_clone_goes_through_clearervoice_before_its_check(units, tmp_path, m
     layout) sits between the clone and its check: the checked audio is the enhanced one."""
     from conftest import mossformergan_checkpoint
 
-    from pipelines.inpair.audio import Enhancer
+    from omni_core.models.enhancer import Enhancer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the enhancer itself turns the hub off
     mossformergan_checkpoint(tmp_path / "weights")

@@ -17,6 +17,7 @@ import pytest
 
 from omni_core.manifests import read_manifest
 from omni_core.media import load_audio, read_frames
+from omni_core.models.diarizer import Turn
 from omni_core.models.syncnet import SyncNet, sync_scores_from_boxes
 from omni_core.samples.corpus import CLIP_PEOPLE
 from pipelines.inpair.associate import (
@@ -31,7 +32,6 @@ from pipelines.inpair.associate import (
     smooth_boxes,
     speaker_order,
 )
-from pipelines.inpair.audio import Turn
 
 CLIPS = [f"talking/talk{i:02d}_{n}p.mp4" for i, n in enumerate(CLIP_PEOPLE)]
 MOTION = AssociateOptions(backend="motion")
