@@ -133,8 +133,9 @@ def evaluate(
     for m in metrics:
         if m.spec.name in recompute:
             store.clear(m.spec.name)
-    described = {m.spec.name: m.describe() for m in metrics}
-    key = result_key(described)  # the run's key; each value also has its content key
+    # the run's key (each value is also kept under its own key: the metric as set up, and
+    # the content of its inputs)
+    key = result_key({m.spec.name: m.describe() for m in metrics})
     job = JobContext(JOB, folder, key)
     plans = [StagePlan(InputsStage, params={"pred_dir": pred_dir}, unit="instances")]
     plans += [StagePlan(_metric_stage(m.spec.name), params={"metric": m}, unit="instances")
@@ -183,7 +184,8 @@ def evaluate(
         details={
             "model": model, "debug_weights": debug,
             "note": f"{weights} weights: scores are not meaningful" if debug else None,
-            "metrics": described, "instances": int(len(instances)),
+            "metrics": {m.spec.name: m.describe() for m in metrics},  # as set up
+            "instances": int(len(instances)),
             "missing_predictions": missing, "counts": _counts(results),
             "table": {task: {k: c.text for k, c in row.items()} for task, row in agg.items()},
             "decode_s": round(decode_s, 3)},
