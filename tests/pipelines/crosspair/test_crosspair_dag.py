@@ -124,7 +124,8 @@ def test_report_and_summary(crosspair):
     assert stages["retrieval"]["in"] == 6 and stages["retrieval"]["out"] == 3
     steps = {st["step"]: st for st in stages["voices"]["steps"]}
     assert steps["clone"]["in"] == steps["check"]["out"] == 4
-    assert stages["voices"]["setup_s"] > 0 and stages["voices"]["actors"] >= 1
+    first_voices = next(r for r in summary.stages if r["stage"] == "voices")
+    assert first_voices["setup_s"] > 0 and first_voices["actors"] >= 1  # (the rerun: none)
     assert data["provenance"]["inputs"] == summary.details["runs"]
     assert summary.lines()[0].startswith("crosspair: 4 items")
 
@@ -178,12 +179,18 @@ def units(inpair_offline_run):
 
 
 def _stage(cfg: CrosspairConfig, out: Path) -> VoiceStage:
-    return VoiceStage(to_dict(cfg), str(out), "test")
+    """The stage as a Ray actor gets it (the job's context and its config)."""
+    from omni_core.jobs import JobContext
+    from omni_core.storage import RunFolder
+
+    return VoiceStage(JobContext("crosspair", RunFolder(out), "test"), config=to_dict(cfg))
 
 
 def _run_one(stage: VoiceStage, unit: dict) -> dict:
-    stage({"voice_id": unit["voice_id"], "unit": json.dumps(unit)})
-    return stage.store.clip_part(unit["voice_id"])
+    from omni_core.jobs import WorkItem
+
+    stage(WorkItem(unit["voice_id"], unit).to_row())
+    return stage.store.get("voices", unit["voice_id"], "test")
 
 
 def test_a_clone_that_fails_its_check_is_an_error_row_and_no_file(units, tmp_path):
@@ -280,7 +287,7 @@ def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_pa
     logs = run_job(ray_head, [str(omni), "curate", "crosspair", "--inpair",
                               str(inpair_offline_run), "--out", str(out), "--config",
                               str(OFFLINE), "--quiet"])
-    assert "cross-pair curation: 1 in-pair run(s), 6 in-pair samples" in logs
+    assert "1 in-pair run(s), 6 in-pair samples" in logs and "crosspair: 4 items" in logs
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
 

@@ -172,7 +172,7 @@ def test_runs_as_a_ray_job_on_a_local_head(inputs, run, tmp_path, ray_head):
     out = tmp_path / "out"
     logs = run_job(ray_head, [str(omni), "curate", "inpair", "--input", str(inputs), "--out",
                               str(out), "--quiet"])
-    assert "in-pair curation: 10 inputs" in logs
+    assert "inpair: 10 items (10 this run" in logs
     for t, data in first.items():
         assert (out / f"{t}.parquet").read_bytes() == data, t
 
