@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,11 @@ def _build_module(cache: Path, repos: Mapping[str, Path], amodel: str, fusion: b
     try:
         # required=(): only CLAP_Module's own tokenizer matters, checked below; the import-time
         # tokenizers of laion_clap.training.data are never used here.
-        with offline_laion_clap(cache, repos, required=()) as laion_clap:
+        with offline_laion_clap(cache, repos, required=()) as laion_clap, \
+                warnings.catch_warnings():
+            # laion_clap's HTSAT calls torch.meshgrid without ``indexing``: its own concern,
+            # nothing a user of the metric can act on
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
             module = laion_clap.CLAP_Module(enable_fusion=fusion, device=device, amodel=amodel,
                                             tmodel="roberta")
     finally:
