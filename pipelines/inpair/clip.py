@@ -47,6 +47,12 @@ X264_PRESET = "veryfast"
 X264_THREADS = 2  # x264's output depends on its thread count: fixed, so bytes are reproducible
 
 
+#: the highest target frame rate a clip may have (cameras and models stay far below)
+MAX_FPS = 240.0
+#: the shortest clip: one frame at 25 fps
+MIN_CLIP_S = 0.04
+
+
 @dataclass
 class ClipOptions:
     """How inputs are cut into clips (the ``clip`` section of the in-pair config).
@@ -84,8 +90,12 @@ class ClipOptions:
     def __post_init__(self) -> None:
         if self.clip_frames < 1:
             raise ValueError(f"clip_frames must be >= 1, got {self.clip_frames}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if not (math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be a number in (0, {MAX_FPS:g}], got {self.fps}")
+        if self.clip_s < MIN_CLIP_S:
+            # a clip of (almost) no time would make the plan of one video endless
+            raise ValueError(f"a clip of {self.clip_frames} frame(s) at {self.fps:g} fps "
+                             f"lasts {self.clip_s:.4g} s; at least {MIN_CLIP_S:g} s needed")
         if self.sample_rate < 1:
             raise ValueError(f"sample_rate must be >= 1, got {self.sample_rate}")
         if self.shot_backend not in SHOT_THRESHOLDS:
@@ -93,6 +103,10 @@ class ClipOptions:
                              f"{sorted(SHOT_THRESHOLDS)}")
         if self.shot_threshold is not None and not self.shot_threshold > 0:
             raise ValueError(f"shot_threshold must be > 0, got {self.shot_threshold}")
+        for name in ("min_shot_s", "hop_s", "shot_threshold"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
         if self.min_shot_s < 0:
             raise ValueError(f"min_shot_s must be >= 0, got {self.min_shot_s}")
         if self.max_clips_per_shot is not None and self.max_clips_per_shot < 1:

@@ -69,6 +69,19 @@ def test_options_defaults_and_validation():
         ClipOptions(hop_s=2.0)
     with pytest.raises(ValueError, match="shot_backend"):
         ClipOptions(shot_backend="transnet")
+    # a clip rate or length that would make one video's plan endless is refused up front
+    # (`--set clip.fps=.inf` once planned clips of 0 s forever)
+    for bad in ({"fps": float("inf")}, {"fps": 1e9}, {"fps": float("nan")}, {"fps": 0},
+                {"clip_frames": 1, "fps": 240}, {"min_shot_s": float("inf")},
+                {"hop_s": float("inf")}):
+        with pytest.raises(ValueError, match="fps|lasts|finite"):
+            ClipOptions(**bad)
+    from omni_core.config import load_config
+    from pipelines.inpair.config import InpairConfig
+
+    for value in (".inf", "1e9"):  # as `omni curate inpair --set clip.fps=...` reads it
+        with pytest.raises(ConfigError, match="fps"):
+            load_config(InpairConfig, None, [f"clip.fps={value}"])
     # loaded from a config section: a typo'd backend is one clear config error
     assert from_dict(ClipOptions, {"fps": 25, "hop_s": 6}).fps == 25.0
     with pytest.raises(ConfigError, match="shot_backend"):
