@@ -12,6 +12,7 @@ is parsed as a YAML scalar or flow collection (``lr=1e-5``, ``stages=[1,2]``, ``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -183,14 +184,19 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # no setting of the suite means "infinite" (None does)
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -81,3 +81,19 @@ def test_override_creates_sections():
     assert data == {"a": {"b": {"c": 1}, "d": "hello world"}}
     with pytest.raises(ConfigError, match="not a section"):
         apply_override(data, "a.d.e=1")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "inf", "1e400"])
+def test_no_number_setting_takes_infinity_or_nan(value):
+    """Every float field of every config: an infinite or NaN value is one clear error (a clip
+    rate of .inf once made curation plan clips of 0 s forever); None is how a setting says
+    "no limit"."""
+    with pytest.raises(ConfigError, match=r"lr: expected a finite number"):
+        from_dict(Optim, {"lr": value})
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400"])
+def test_an_infinite_override_is_one_line_naming_the_field(value):
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a finite number"):
+        load_config(Train, None, ["name=x", f"optim.lr={value}"])  # as `--set` gives it
+    assert load_config(Train, None, ["name=x", "optim.lr=1e-4"]).optim.lr == 1e-4
