@@ -48,7 +48,7 @@ from omni_core.jobs import (
     run_on_ray,
     stage_rows,
 )
-from omni_core.manifests import error_row, rows_frame, stable_id
+from omni_core.manifests import error_row, rows_frame, stable_id, write_manifest
 from omni_core.storage import RunFolder, as_run_folder, list_files, local_input
 
 from .config import InpairConfig
@@ -469,8 +469,6 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     rows, input_stats, clip_stats = _merge(store, key, inputs)
     frames = {t: rows_frame(t, rows[t], SORT_KEYS[t]) for t in TABLES}
     for t, df in frames.items():
-        from omni_core.manifests import write_manifest
-
         write_manifest(df, t, folder.local(f"{t}.parquet", fetch=False))
         folder.publish(f"{t}.parquet")
     decodes: dict[str, int] = {}  # most decodes of one clip, per stage and media kind
