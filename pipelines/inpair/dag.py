@@ -154,6 +154,7 @@ class PrepareStage(_ClipStage):
         cut_s = 0.0
         tables: dict[str, list[dict[str, Any]]] = {"videos": [], "errors": []}
         works: list[ClipWork] = []
+        finished: set[str] = set()  # clips an earlier run finished (one look each)
         failed = None
         try:
             local = local_input(source)  # a remote input is downloaded to this node's cache
@@ -189,6 +190,7 @@ class PrepareStage(_ClipStage):
                 work = ClipWork.start(clip_id, video_id, source, clip_row)
                 works.append(work)
                 if self.store.done("clips", clip_id, self.job.key):
+                    finished.add(clip_id)
                     continue  # finished by an earlier run: not cut again
                 ts = time.perf_counter()
                 try:
@@ -205,7 +207,7 @@ class PrepareStage(_ClipStage):
                 traceback.print_exc()
             tables["errors"].append(error_row(source, self.name, exc))
             works, failed = [], self.name
-        todo = [w for w in works if not self.store.done("clips", w.clip_id, self.job.key)]
+        todo = [w for w in works if w.clip_id not in finished]
         self.store.put("inputs", source, self.job.key, {
             "clip_ids": [w.clip_id for w in works], "tables": tables,
             "stats": {"steps": {"prepare": time.perf_counter() - t0 - cut_s},
