@@ -1,8 +1,11 @@
 """Starting or joining Ray, and sizing actor pools so a DAG cannot starve itself.
 
-By default a job runs on an embedded local cluster sized to this machine, with its dashboard
-bound to 127.0.0.1. ``address`` joins an existing cluster instead (``auto``, ``host:6379`` or
-``ray://host:10001``), which is what ``ray job submit`` gives a driver.
+By default a job runs on an embedded local cluster sized to this machine, started even when
+another cluster runs on the host. Every port it opens (GCS, raylet, object manager, workers,
+agents, metrics, dashboard) listens on 127.0.0.1 only, and the dashboard takes 8265 or the
+next free port, so two jobs (or two users) can share a workstation. ``address`` joins an
+existing cluster instead (``auto``, ``host:6379`` or ``ray://host:10001``), which is what
+``ray job submit`` gives a driver.
 
 Pool sizing: Ray Data runs the read and the CPU map tasks beside the actor pools. A pool that
 reserves every CPU leaves none for the read stage, and the dataset never finishes (measured on
@@ -38,15 +41,20 @@ class RayConfig:
     num_cpus: int | None = None  # local only; default: all cores of this machine
     num_gpus: int | None = None  # local only; default: what Ray detects
     object_store_memory_gb: float | None = None  # local only; default: Ray's choice
+    #: local only: the address every Ray port of the embedded cluster listens on;
+    #: None lets Ray choose (the machine's network address, ports on all interfaces)
+    node_ip_address: str | None = "127.0.0.1"
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"  # never 0.0.0.0 unless asked
-    dashboard_port: int = 8265
+    dashboard_port: int | None = None  # None: 8265, or the next free port up to 8315
     namespace: str = "omni"
     log_to_driver: bool = True
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError("num_cpus must be at least 1")
+        if self.dashboard_port is not None and not 1 <= self.dashboard_port <= 65535:
+            raise ValueError("dashboard_port must be a port number (1-65535) or null")
 
 
 def init_ray(cfg: RayConfig | None = None, *, verbose: bool = True) -> dict[str, float]:
@@ -83,18 +91,61 @@ def init_ray(cfg: RayConfig | None = None, *, verbose: bool = True) -> dict[str,
             dashboard_host=cfg.dashboard_host,
             dashboard_port=cfg.dashboard_port,
         )
+        if cfg.node_ip_address:
+            kwargs["_node_ip_address"] = cfg.node_ip_address
         if cfg.num_gpus is not None:
             kwargs["num_gpus"] = cfg.num_gpus
         if cfg.object_store_memory_gb:
             kwargs["object_store_memory"] = int(cfg.object_store_memory_gb * 1024**3)
     if cfg.address and cfg.address != "auto":
         _check_reachable(cfg.address)
+    local_ip = None if cfg.address else cfg.node_ip_address
     try:
-        ray.init(**kwargs)
+        with _node_address_as_given(local_ip):
+            context = ray.init(**kwargs)
     except Exception as exc:  # Ray raises RpcError, ConnectionError, RuntimeError...
         where = cfg.address or "a local cluster"
         raise OmniError(f"cannot start or join Ray at {where}: {exc}") from exc
+    if local_ip:
+        node_ip = ray.get_runtime_context().gcs_address.rpartition(":")[0]
+        if node_ip != local_ip:
+            log.warning("Ray ignored node_ip_address=%s (its cluster listens at %s)",
+                        local_ip, node_ip)
+    global _dashboard
+    _dashboard = getattr(context, "dashboard_url", None) or None
     return dict(ray.cluster_resources())
+
+
+_dashboard: str | None = None
+
+
+def dashboard_url() -> str | None:
+    """``http://host:port`` of the dashboard of the cluster :func:`init_ray` started or
+    joined (the port is 8265 or the next free one), or None without a dashboard."""
+    if not _dashboard:
+        return None
+    return _dashboard if "://" in _dashboard else f"http://{_dashboard}"
+
+
+@contextlib.contextmanager
+def _node_address_as_given(ip: str | None) -> Iterator[None]:
+    """Let a local cluster's node address be a loopback address.
+
+    Ray turns a loopback node address into the machine's network address before it starts
+    its processes, and those bind their gRPC ports to every interface; with a loopback node
+    address they bind to it alone. Ray offers no setting for this, so the conversion is
+    switched off while ``ray.init`` starts the cluster (``init_ray`` checks the result)."""
+    from ray._private import services
+
+    original = getattr(services, "resolve_ip_for_localhost", None)
+    if not ip or original is None:
+        yield
+        return
+    services.resolve_ip_for_localhost = lambda host: ip if host == ip else original(host)
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = original
 
 
 def _quiet_ray() -> None:
@@ -170,6 +221,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def shutdown_ray() -> None:
     import ray
 
+    global _dashboard
+    _dashboard = None
     if ray.is_initialized():
         ray.shutdown()
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omni_core.ray_helpers import RayConfig, core_log_filter, init_ray
+from omni_core.ray_helpers import RayConfig, core_log_filter, dashboard_url, init_ray
 
 from .progress import _LOCAL_BOARDS, ProgressBoard, ProgressView
 from .resources import StageResources, actor_args
@@ -55,6 +55,8 @@ def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]], plans: Sequence[
         return []
     with core_log_filter(not verbose) as stderr:
         start_ray(ray_config, verbose=verbose)
+        if progress and not verbose and dashboard_url():  # (verbose: Ray prints it itself)
+            print(f"Ray dashboard: {dashboard_url()}", file=stderr, flush=True)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # our own display (omni_core.jobs.progress)
         ctx.execution_options.verbose_progress = False
