@@ -30,6 +30,7 @@ were edited by hand.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -71,6 +72,7 @@ __all__ = [
     "load_torch_checkpoint",
     "require",
     "status",
+    "unrecorded",
     "verify",
     "weights_root",
 ]
@@ -665,7 +667,23 @@ def _require(e: WeightsEntry, folder: Path, file_path: str | None,
 _USED: dict[str, dict[str, Any]] = {}
 
 
+_RECORDING = [True]
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Resolve files without booking them as used (a job's pre-flight check on the driver:
+    the workers that load the files book them)."""
+    _RECORDING.append(False)
+    try:
+        yield
+    finally:
+        _RECORDING.pop()
+
+
 def _record_use(e: WeightsEntry, folder: Path, path: Path, file_path: str | None) -> None:
+    if not _RECORDING[-1]:
+        return
     if file_path is None:  # the whole entry: each of its manifest files
         for f in e.files:
             _note(e.name, f.path, folder / f.path, f.sha256)
@@ -1146,6 +1164,17 @@ class PretrainedComponent(ABC):
         entry folder. The extra entries are checked first, then the main one; those in
         ``optional_weights`` only when ``_load`` looks them up.
         """
+        paths, folder = cls.weight_paths(root, registry=registry, **kw)
+        return cls._load(paths, device, **kw).mark_pretrained(folder)
+
+    @classmethod
+    def weight_paths(cls, root: str | os.PathLike[str] | None = None, *,
+                     registry: Registry | None = None, **kw: Any
+                     ) -> tuple[Mapping[str, Path], Path | None]:
+        """Every file :meth:`from_pretrained` reads, resolved through :func:`require` (the
+        one-line error for the first missing one), and the folder of the main entry; loads
+        nothing. A wrapper that finds its files its own way overrides this, not
+        :meth:`from_pretrained`."""
         paths = WeightPaths()
         for name, files in cls.extra_weights.items():
             for rel in _needed_files(name, files, root, registry, name in cls.optional_weights):
@@ -1161,7 +1190,20 @@ class PretrainedComponent(ABC):
             folder = entry_dir(name, root)
             for rel in _needed_files(name, cls.weights_files, root, registry, False):
                 paths[rel] = require(name, rel, root, registry=registry)
-        return cls._load(paths, device, **kw).mark_pretrained(folder)
+        return paths, folder
+
+    @classmethod
+    def check_weights(cls, weights: str | os.PathLike[str] = "debug", *,
+                      registry: Registry | None = None, **kw: Any) -> None:
+        """Raise the :class:`WeightsError` that :meth:`for_weights` would raise for a missing
+        or broken checkpoint, in milliseconds and loading nothing: the pre-flight a job runs
+        before it starts any worker (``Stage.preflight``). The files are not booked as used
+        (the workers that load them do that)."""
+        kind = str(weights)
+        if kind in ("debug", "random"):
+            return
+        with unrecorded():
+            cls.weight_paths(kind, registry=registry, **kw)
 
     @classmethod
     def for_weights(cls, weights: str | os.PathLike[str] = "debug", device: str = "cpu", *,

@@ -245,6 +245,12 @@ class GenerateStage(Stage):
 
     name = "generate"
 
+    @classmethod
+    def preflight(cls, config: GenerateConfig, root: str) -> None:
+        from .latents import Encoders
+
+        Encoders.check(config.weights)
+
     def setup(self, config: GenerateConfig, root: str) -> None:
         self.cfg = config
         self.root = Path(root)

@@ -195,6 +195,17 @@ def grey_heads(frames: np.ndarray, tracks: list[np.ndarray], fit: Fit,
 class Encoders:
     """The three encoders of a flavor, loaded once (per actor)."""
 
+    @staticmethod
+    def check(weights: str) -> None:
+        """The one-line error loading the encoders would raise for a missing checkpoint;
+        loads nothing (a job's pre-flight)."""
+        from .audio_vae import AudioVAE
+        from .text_encoder import TextEncoder
+        from .video_vae import VideoVAE
+
+        for component in (VideoVAE, AudioVAE, TextEncoder):
+            component.check_weights(weights)
+
     def __init__(self, cfg: LatentsConfig) -> None:
         from .audio_vae import AudioVAE
         from .text_encoder import TextEncoder
@@ -352,6 +363,12 @@ class EncodeStage(Stage):
     record); the first actor also encodes the null texts."""
 
     name = "latents"
+
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        from omni_core.config import from_dict
+
+        Encoders.check(from_dict(LatentsConfig, config).weights)
 
     def setup(self, config: dict[str, Any]) -> None:
         from omni_core.config import from_dict

@@ -7,6 +7,10 @@ A stage is a class with
   an error row names the step that failed;
 * ``version``: bump it when a change of the code changes results (it is part of the result
   key, :mod:`omni_core.jobs.store`, so finished items are recomputed);
+* :meth:`Stage.preflight`: runs on the driver before any worker starts, with the stage's
+  parameters: it resolves every checkpoint :meth:`Stage.setup` will load (without loading
+  it), so that a missing or incomplete file is one line in milliseconds, not an actor that
+  dies on every node;
 * :meth:`Stage.setup`: loads models once per actor (or once per process for in-process
   jobs). Its time, and the worker's start-up before it, is booked as the stage's *setup*,
   never as compute;
@@ -113,6 +117,12 @@ class Stage:
     @classmethod
     def step_names(cls) -> tuple[str, ...]:
         return cls.steps or (cls.name,)
+
+    @classmethod
+    def preflight(cls, **params: Any) -> None:
+        """Raise the error :meth:`setup` would raise for a missing checkpoint or a setting
+        that cannot load, without loading anything (``PretrainedComponent.check_weights``).
+        Called by the runners, inside :func:`omni_core.weights.unrecorded`."""
 
     def setup(self, **params: Any) -> None:
         """Load what the stage needs once (models, clients)."""

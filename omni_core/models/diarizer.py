@@ -298,9 +298,27 @@ class Diarizer(PretrainedComponent):
         check_backend(backend)
         if backend == "diarizen":
             _import_diarizen()
-            obj = cls._load_diarizen(root, device, registry=registry, **kw)
-            return obj.mark_pretrained(obj.weights_path)
+            paths, folder = cls.weight_paths(root, registry=registry, backend=backend, **kw)
+            return cls._load_diarizen(paths, device).mark_pretrained(folder)
         return super().from_pretrained(root, device, registry=registry, **kw)
+
+    @classmethod
+    def weight_paths(cls, root: str | os.PathLike[str] | None = None, *, registry: Any = None,
+                     backend: str = "pyannote",
+                     diarizen_model: str | os.PathLike[str] | None = None,
+                     **kw: Any) -> tuple[Mapping[str, Path], Path | None]:
+        """pyannote: the manifest entry's files; DiariZen: its release folder
+        (``diarizen_model``) and the WeSpeaker embedding it reads from the manifest."""
+        check_backend(backend)
+        if backend != "diarizen":
+            return super().weight_paths(root, registry=registry, **kw)
+        if diarizen_model is None or not (Path(diarizen_model) / "config.toml").is_file():
+            raise WeightsError(
+                "backend 'diarizen' needs diarizen_model=<folder of a DiariZen release with "
+                "config.toml, pytorch_model.bin and plda/>, e.g. a local copy of "
+                "https://huggingface.co/BUT-FIT/diarizen-wavlm-large-s80-md")
+        embedding = require(_WESPEAKER_ENTRY, "pytorch_model.bin", root, registry=registry)
+        return {"embedding": embedding, "release": Path(diarizen_model)}, Path(diarizen_model)
 
     @classmethod
     def debug(cls, seed: int = 0, device: str = "cpu", **kw: Any) -> Self:
@@ -367,22 +385,12 @@ class Diarizer(PretrainedComponent):
         return cls(pipeline, plda_files=plda_files)
 
     @classmethod
-    def _load_diarizen(cls, root: Any, device: str, *, registry: Any = None,
-                       diarizen_model: str | os.PathLike[str] | None = None,
-                       **kw: Any) -> Self:
-        if diarizen_model is None or not (Path(diarizen_model) / "config.toml").is_file():
-            raise WeightsError(
-                "backend 'diarizen' needs diarizen_model=<folder of a DiariZen release with "
-                "config.toml, pytorch_model.bin and plda/>, e.g. a local copy of "
-                "https://huggingface.co/BUT-FIT/diarizen-wavlm-large-s80-md")
-        embedding = require(_WESPEAKER_ENTRY, "pytorch_model.bin", root, registry=registry)
+    def _load_diarizen(cls, paths: Mapping[str, Path], device: str) -> Self:
         from diarizen.pipelines.inference import DiariZenPipeline  # type: ignore[import-not-found]
 
-        pipeline = DiariZenPipeline(diarizen_hub=Path(diarizen_model).resolve(),
-                                    embedding_model=str(embedding))
-        obj = cls(pipeline, backend="diarizen")
-        obj.weights_path = Path(diarizen_model)
-        return obj
+        pipeline = DiariZenPipeline(diarizen_hub=paths["release"].resolve(),
+                                    embedding_model=str(paths["embedding"]))
+        return cls(pipeline, backend="diarizen")
 
     # ---- diarization
 

@@ -101,25 +101,18 @@ class Enhancer:
     the input's sample rate and length so that timestamps stay valid.
     """
 
-    def __init__(self, enabled: bool = False, model: str = "MossFormerGAN_SE_16K",
+    #: the model enhancement uses unless told otherwise
+    DEFAULT_MODEL = "MossFormerGAN_SE_16K"
+
+    def __init__(self, enabled: bool = False, model: str = DEFAULT_MODEL,
                  weights: str | os.PathLike[str] | None = None, *,
                  registry: Any = None) -> None:
         self.enabled = bool(enabled)
         self.model_name = model
         self._model: Any = None
-        if not self.enabled:
+        folder = self.check(enabled, model, weights, registry=registry)
+        if folder is None:
             return
-        if model not in CLEARVOICE_RATES:
-            raise OmniError(f"unknown ClearerVoice enhancement model {model!r}; choose one of "
-                            f"{', '.join(CLEARVOICE_RATES)}")
-        if weights is None or str(weights) in ("debug", "random"):
-            raise OmniError(
-                "speech enhancement has no debug twin: it needs ClearerVoice's checkpoint in a "
-                f"weights folder (weights: DIR, `omni weights fetch {clearvoice_entry(model)}`)"
-                ", or turn enhancement off (audio.enhance: false)")
-        from omni_core.weights import require
-
-        folder = require(clearvoice_entry(model), None, weights, registry=registry)
         try:
             clearvoice = import_module("clearvoice")
         except ImportError as exc:
@@ -135,6 +128,25 @@ class Enhancer:
             raise OmniError(f"ClearerVoice could not load {model}: {first_line(exc)}"
                             ) from exc
         _check_clearvoice_loaded(self._model.models[0].model, folder, model)
+
+    @staticmethod
+    def check(enabled: bool, model: str, weights: str | os.PathLike[str] | None, *,
+              registry: Any = None) -> Path | None:
+        """The checkpoint folder enhancement with ``model`` loads (None when disabled), or
+        the one-line error it would fail with; loads nothing (a job's pre-flight)."""
+        if not enabled:
+            return None
+        if model not in CLEARVOICE_RATES:
+            raise OmniError(f"unknown ClearerVoice enhancement model {model!r}; choose one of "
+                            f"{', '.join(CLEARVOICE_RATES)}")
+        if weights is None or str(weights) in ("debug", "random"):
+            raise OmniError(
+                "speech enhancement has no debug twin: it needs ClearerVoice's checkpoint in a "
+                f"weights folder (weights: DIR, `omni weights fetch {clearvoice_entry(model)}`)"
+                ", or turn enhancement off (audio.enhance: false)")
+        from omni_core.weights import require
+
+        return require(clearvoice_entry(model), None, weights, registry=registry)
 
     def __call__(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """The enhanced waveform (float32 (n,)); the input itself when disabled."""

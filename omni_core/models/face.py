@@ -323,15 +323,11 @@ class FaceModel(PretrainedComponent):
         return out
 
     @classmethod
-    def from_pretrained(
-        cls,
-        root: str | os.PathLike[str] | None = None,
-        device: str = "cpu",
-        *,
-        registry: Registry | None = None,
-        **kw: Any,
-    ) -> Self:
-        """Load the pack from ``<weights root>/<entry>/`` (never from the network)."""
+    def weight_paths(cls, root: str | os.PathLike[str] | None = None, *,
+                     registry: Registry | None = None, **kw: Any
+                     ) -> tuple[Mapping[str, Path], Path | None]:
+        """The pack's detector and recognizer under ``<weights root>/<entry>/`` (flat, in a
+        pack subfolder or in any one subfolder), never from the network."""
         if cls.weights_entry is None:
             raise TypeError("use BuffaloLFaceModel or AntelopeV2FaceModel")
         folder = entry_dir(cls.weights_entry, root)
@@ -342,7 +338,7 @@ class FaceModel(PretrainedComponent):
                 require(cls.weights_entry, name, root, registry=registry)
             rel = found[role].relative_to(folder).as_posix()
             paths[role] = require(cls.weights_entry, rel, root, registry=registry)
-        return cls._load(paths, device, **kw).mark_pretrained(folder)
+        return paths, folder
 
     @classmethod
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:

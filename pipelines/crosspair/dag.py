@@ -81,6 +81,21 @@ class VoiceStage(Stage):
     name = "voices"
     steps = VOICE_STEPS
 
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        from omni_core.models.enhancer import Enhancer
+        from omni_core.models.speaker import SpeakerVerifier
+        from omni_core.models.whisper import WhisperASR
+
+        from .voices import check_cloner
+
+        cfg = from_dict(CrosspairConfig, config)
+        c = cfg.clone
+        check_cloner(c.backend, model_dir=c.model_dir, weights=cfg.weights)
+        Enhancer.check(c.enhance, c.enhance_model, cfg.weights)
+        SpeakerVerifier.check_weights(cfg.weights)
+        WhisperASR.check_weights(cfg.weights)
+
     def setup(self, config: dict[str, Any]) -> None:
         from omni_core.models.enhancer import Enhancer
         from omni_core.models.speaker import SpeakerVerifier

@@ -61,9 +61,7 @@ class CosyVoiceCloner(VoiceCloner):
     name = "cosyvoice"
 
     def __init__(self, model_dir: str | os.PathLike[str] | None, *, fp16: bool = False) -> None:
-        if model_dir is None or not Path(model_dir).is_dir():
-            raise OmniError(f"CosyVoice needs its model folder (clone.model_dir), got "
-                            f"{model_dir!r}: download CosyVoice2-0.5B and point to it")
+        _check_cosyvoice_dir(model_dir)
         try:
             from cosyvoice.cli.cosyvoice import CosyVoice2  # type: ignore[import-not-found]
         except ImportError as exc:
@@ -151,18 +149,40 @@ class EspeakCloner(VoiceCloner):
         return min(known, key=lambda p: abs(np.log(known[p]) - np.log(f0)))
 
 
+def _check_cosyvoice_dir(model_dir: str | os.PathLike[str] | None) -> None:
+    if model_dir is None or not Path(model_dir).is_dir():
+        raise OmniError(f"CosyVoice needs its model folder (clone.model_dir), got "
+                        f"{model_dir!r}: download CosyVoice2-0.5B and point to it")
+
+
 CLONERS: dict[str, type[VoiceCloner]] = {"cosyvoice": CosyVoiceCloner,
                                           "f5-tts": F5Cloner,
                                           "espeak": EspeakCloner}
 
 
-def make_cloner(name: str, **kw: Any) -> VoiceCloner:
+def _cloner_class(name: str) -> type[VoiceCloner]:
     try:
-        cls = CLONERS[name]
+        return CLONERS[name]
     except KeyError:
         raise OmniError(f"unknown clone backend {name!r}; choose one of "
                         f"{', '.join(CLONERS)}") from None
-    return cls(**kw)
+
+
+def make_cloner(name: str, **kw: Any) -> VoiceCloner:
+    return _cloner_class(name)(**kw)
+
+
+def check_cloner(name: str, *, model_dir: str | os.PathLike[str] | None,
+                 weights: str | os.PathLike[str]) -> None:
+    """The one-line error building backend ``name`` would raise for a missing model; loads
+    nothing (the job's pre-flight)."""
+    _cloner_class(name)
+    if name == "cosyvoice":
+        _check_cosyvoice_dir(model_dir)
+    elif name == "f5-tts":
+        from omni_core.models.f5tts import F5TTS
+
+        F5TTS.check_weights(weights)
 
 
 @cache

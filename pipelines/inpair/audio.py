@@ -180,6 +180,19 @@ class AudioModels:
                           f"asr: {asr.describe()}",
                           f"enhancer: {enhancing}"])
 
+    @staticmethod
+    def check(options: AudioOptions, weights: str | os.PathLike[str] = "debug") -> None:
+        """The one-line error :meth:`load` would raise for a missing checkpoint; loads
+        nothing (the job's pre-flight)."""
+        from omni_core.models.whisper import WhisperASR
+
+        backend = getattr(options, "diarizer", "pyannote")
+        check_backend(backend)
+        Enhancer.check(bool(getattr(options, "enhance", False)), Enhancer.DEFAULT_MODEL,
+                       weights)
+        Diarizer.check_weights(weights, backend=backend)
+        WhisperASR.check_weights(weights)
+
     def run(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> AudioResult:
         from omni_core.models.whisper import transcribe
 

@@ -235,6 +235,14 @@ class AudioStage(_ClipStage):
             self.double = None
             self.models = AudioModels.load(self.cfg.audio, self.cfg.weights, self.cfg.device)
 
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        cfg = from_dict(InpairConfig, config)
+        if cfg.audio.source != "annotations":
+            from .audio import AudioModels
+
+            AudioModels.check(cfg.audio, cfg.weights)
+
     def process(self, work: ClipWork) -> None:
         if self.double is not None:
             segments = self.double.segments(work.source, work.clip["start_s"],
@@ -267,6 +275,17 @@ class VisualStage(_ClipStage):
 
     name = "visual"
     steps = ("faces", "associate", "references")
+
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        from omni_core.models.face import face_model_class
+
+        cfg = from_dict(InpairConfig, config)
+        face_model_class(cfg.faces.pack).check_weights(cfg.weights)
+        if cfg.associate.backend == "syncnet":
+            from omni_core.models.syncnet import SyncNet
+
+            SyncNet.check_weights(cfg.weights)
 
     def setup(self, config: dict[str, Any]) -> None:
         from omni_core.models.face import face_model_class

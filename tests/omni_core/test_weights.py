@@ -557,6 +557,23 @@ def test_from_pretrained_missing_is_one_clear_error(tmp_path: Path) -> None:
     assert "linear.pt" in msg and "tiny-linear" in msg and "omni weights fetch tiny-linear" in msg
 
 
+def test_check_weights_is_the_load_error_without_loading_or_booking(tmp_path: Path) -> None:
+    """The pre-flight a job runs on its driver (Stage.preflight): the same one-line error as
+    loading, and a complete folder passes without reading the checkpoint or booking it as
+    used (the workers that load it do that)."""
+    reg = tiny_registry(tmp_path)
+    TinyLinear.check_weights("debug")  # twins need no file
+    TinyLinear.check_weights("random")
+    with pytest.raises(WeightsError) as exc:
+        TinyLinear.check_weights(tmp_path, registry=reg)
+    assert "linear.pt" in str(exc.value) and "omni weights fetch tiny-linear" in str(exc.value)
+    (tmp_path / "tiny-linear").mkdir()
+    (tmp_path / "tiny-linear" / "linear.pt").write_bytes(b"not a checkpoint: never read")
+    before = W.used_checkpoints()
+    TinyLinear.check_weights(tmp_path, registry=reg)
+    assert W.used_checkpoints() == before
+
+
 class LinearWithScale(TinyLinear):
     """A wrapper reading a second entry (a scale, like a head or a tokenizer) and, only when
     the main checkpoint asks for it, a third one (like a fallback checkpoint)."""

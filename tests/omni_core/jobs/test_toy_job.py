@@ -130,3 +130,39 @@ def test_closing_table_names_every_stage_and_step(tmp_path):
     assert text.startswith("toy: 2 items (2 this run, 0 finished by an earlier run, 1 failed)")
     for word in ("square", "check", "record", "errors by step: check 1", "summary.json"):
         assert word in text
+
+
+class NeedsCheckpoint(Stage):
+    """A stage whose model file is missing: its pre-flight says so."""
+
+    name = "needs"
+
+    @classmethod
+    def preflight(cls, path: str) -> None:
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise OmniError(f"missing checkpoint {path}")
+
+    def setup(self, path: str) -> None:
+        raise AssertionError("setup must not run when the pre-flight fails")
+
+    def process(self, item: WorkItem) -> None:
+        pass
+
+
+@pytest.mark.parametrize("on_ray", [False, True])
+def test_preflight_fails_the_job_before_any_worker_starts(tmp_path, on_ray):
+    import ray
+
+    job = JobContext("toy", RunFolder(tmp_path), "k")
+    plans = [StagePlan(Square), StagePlan(NeedsCheckpoint, params={"path": str(tmp_path / "x")})]
+    items = [WorkItem("n1", {"n": 1})]
+    with pytest.raises(OmniError, match="missing checkpoint"):
+        if on_ray:
+            run_on_ray(job, [i.to_row() for i in items], plans,
+                       RayConfig(num_cpus=1, include_dashboard=False), progress=False)
+        else:
+            run_in_process(job, items, plans, progress=False)
+    assert not ray.is_initialized()
+    assert not (tmp_path / "_setup").exists()  # not even the first stage was set up
