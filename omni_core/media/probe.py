@@ -56,7 +56,9 @@ class MediaInfo:
     video_codec: str | None = None
     width: int | None = None          # as displayed (after the rotation)
     height: int | None = None
-    rotation: int = 0                 # display rotation, degrees counterclockwise: 0/90/180/270
+    # display rotation (0, 90, 180 or 270), degrees counterclockwise as ffmpeg counts them:
+    # np.rot90(stored_frame, rotation // 90) is the frame shown (and read_frames returns)
+    rotation: int = 0
     fps: float | None = None          # average frame rate (frames / duration)
     nominal_fps: float | None = None  # the stream's declared rate (r_frame_rate)
     n_frames: int | None = None       # counted from the demuxed packets
