@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 
@@ -24,6 +25,79 @@ def sample_corpus(tmp_path_factory):
     from omni_core.samples import make_corpus
 
     return make_corpus(tmp_path_factory.mktemp("sample_corpus"), seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# small real files with the stream quirks of phone and edited footage
+
+
+@dataclass
+class QuirkyMedia:
+    """Files built by :func:`quirky_media` (all small, all with real encoders)."""
+
+    long_audio: Path  # 8 s of picture (25 fps), 30 s of sound (a steady tone)
+    rotated: Path  # stored 96x64 (landscape) with a white block top left, display matrix 90
+    rotated_stored: np.ndarray  # that video's first frame as stored
+    late_audio: Path  # 3 s of picture; the sound starts OFFSET_S after it
+    early_audio: Path  # 3 s of sound; the picture starts OFFSET_S after it
+    tiny: Path  # 2x2 pixels, with sound
+    still: Path  # a PNG named .mp4
+    one_fps: Path  # 8 frames at 1 fps, with sound
+
+    #: how far apart the streams of late_audio and early_audio start
+    OFFSET_S = 0.48
+    #: where a 20 ms 1 kHz burst lies in the sound of late_audio and early_audio, in seconds
+    #: from the sound's own start
+    BURST_S = 1.0
+
+
+@pytest.fixture(scope="session")
+def quirky_media(tmp_path_factory) -> QuirkyMedia:
+    from omni_core.media import write_image, write_mp4
+    from omni_core.media.ffmpeg import binary, run
+
+    root = tmp_path_factory.mktemp("quirky_media")
+
+    def ffmpeg(*args: Any) -> None:
+        run([binary("ffmpeg"), "-nostdin", "-y", "-loglevel", "error", *map(str, args)],
+            what="quirky media fixture")
+
+    def lavfi(graph: str) -> list[str]:
+        return ["-f", "lavfi", "-i", graph]
+
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "2", "-pix_fmt", "yuv420p"]
+    ffmpeg(*lavfi("smptebars=size=64x48:rate=25:duration=8"),
+           *lavfi("sine=frequency=220:sample_rate=16000:duration=30"), *h264, "-c:a", "aac",
+           root / "long_audio.mp4")
+
+    stored = np.full((64, 96, 3), 40, np.uint8)
+    stored[:16, :24] = 255
+    write_mp4(root / "landscape.mp4", np.stack([stored] * 25), 25,
+              np.zeros(16000, np.float32), 16000, crf=0)
+    ffmpeg("-i", root / "landscape.mp4", "-c", "copy", "-metadata:s:v", "rotate=90",
+           root / "rotated.mp4")
+
+    ffmpeg(*lavfi("smptebars=size=64x48:rate=25:duration=3"), *h264, root / "picture.mp4")
+    burst = QuirkyMedia.BURST_S
+    ffmpeg(*lavfi(f"aevalsrc=0.8*sin(2*PI*1000*t)*between(t\\,{burst}\\,{burst + 0.02}):"
+                  "s=48000:d=3"), root / "sound.wav")
+    offset = QuirkyMedia.OFFSET_S
+    ffmpeg("-i", root / "picture.mp4", "-itsoffset", offset, "-i", root / "sound.wav",
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", root / "late_audio.mp4")
+    ffmpeg("-itsoffset", offset, "-i", root / "picture.mp4", "-i", root / "sound.wav",
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", root / "early_audio.mp4")
+
+    ffmpeg(*lavfi("testsrc=size=2x2:rate=25:duration=1"), *lavfi("sine=duration=1"),
+           "-c:v", "libx264", "-pix_fmt", "yuv444p", "-c:a", "aac", root / "tiny.mp4")
+    write_image(root / "still.png", np.full((48, 64, 3), 128, np.uint8))
+    (root / "still.mp4").write_bytes((root / "still.png").read_bytes())
+    ffmpeg(*lavfi("smptebars=size=64x48:rate=1:duration=8"), *lavfi("sine=duration=8"),
+           *h264, "-c:a", "aac", root / "one_fps.mp4")
+    return QuirkyMedia(
+        long_audio=root / "long_audio.mp4", rotated=root / "rotated.mp4",
+        rotated_stored=stored, late_audio=root / "late_audio.mp4",
+        early_audio=root / "early_audio.mp4", tiny=root / "tiny.mp4",
+        still=root / "still.mp4", one_fps=root / "one_fps.mp4")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
-"""Audio loading through ffmpeg: any container, resampled, downmixed, bounded by a timeout."""
+"""Audio loading through ffmpeg: any container, resampled, downmixed, bounded by a timeout.
+
+Audio is placed on the picture's timeline: t = 0 is the first video frame, the time frame
+timestamps count from (:func:`~omni_core.media.video.frame_times`). Sound that starts after
+the picture (common after editing) is preceded by silence; sound before the first frame is
+dropped. A file without video keeps its own timeline.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -10,6 +17,9 @@ from ..errors import MediaError
 from .ffmpeg import binary, run
 
 DEFAULT_TIMEOUT_S = 120.0
+#: the ffmpeg filter that puts decoded audio on its timeline: silence before a late first
+#: sample, samples before t = 0 dropped (and gaps in the timestamps filled, as a player does)
+ALIGN_FILTER = "aresample=async=1:first_pts=0"
 
 
 def load_audio(
@@ -23,21 +33,27 @@ def load_audio(
 ) -> np.ndarray:
     """Float32 waveform in [-1, 1]: shape (n,) when ``mono`` else (n, channels).
 
-    Resampling uses the SoX resampler inside ffmpeg; a file without an audio stream is a
-    MediaError, as is a decode that runs past ``timeout`` (DecodeTimeout).
+    Resampling uses the SoX resampler inside ffmpeg. ``start_s`` and ``duration_s`` select
+    a part of the picture's timeline (see the module docstring); a part before the sound
+    starts is silence. A file without an audio stream is a MediaError, as is a decode that
+    runs past ``timeout`` (DecodeTimeout).
     """
     p = str(path)
     if not os.path.isfile(p):
         raise MediaError(f"{p}: no such file")
-    channels = _channels(p, timeout)
+    channels, lead = _layout(p, timeout)
+    # ffmpeg's input -ss counts from the file's start (its earliest stream): seek past the
+    # lead to reach the first frame, so that ALIGN_FILTER's t = 0 is the picture's
+    seek = (start_s or 0.0) + lead
     args = [binary("ffmpeg"), "-nostdin", "-v", "error"]
-    if start_s is not None:
-        args += ["-ss", f"{start_s:.6f}"]
+    if seek > 0:
+        args += ["-ss", f"{seek:.6f}"]
     args += ["-i", p]
     if duration_s is not None:
         args += ["-t", f"{duration_s:.6f}"]
-    args += ["-vn", "-map", "0:a:0", "-af", "aresample=resampler=soxr", "-ar", str(sample_rate),
-             "-ac", str(channels), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    args += ["-vn", "-map", "0:a:0", "-af", f"aresample=resampler=soxr,{ALIGN_FILTER}",
+             "-ar", str(sample_rate), "-ac", str(channels), "-f", "f32le", "-acodec",
+             "pcm_f32le", "pipe:1"]
     raw = run(args, timeout=timeout, what=f"{p}: audio decode")
     audio = np.frombuffer(raw, dtype="<f4")
     audio = audio[: len(audio) // channels * channels].reshape(-1, channels)
@@ -66,13 +82,35 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(np.asarray(audio, dtype=np.float32), sr_in, sr_out, quality="HQ")
 
 
-def _channels(p: str, timeout: float | None) -> int:
-    out = run([binary("ffprobe"), "-v", "error", "-select_streams", "a:0", "-show_entries",
-               "stream=channels", "-of", "csv=p=0", p], timeout=timeout,
-              what=f"{p}: not a readable media file").decode().strip()
-    if not out:
-        raise MediaError(f"{p}: no audio stream")
+def _layout(p: str, timeout: float | None) -> tuple[int, float]:
+    """(channels of the first audio stream, seconds from the file's start to its first video
+    frame: 0 without video)."""
+    raw = run([binary("ffprobe"), "-v", "error", "-show_entries",
+               "stream=codec_type,channels,start_time:stream_disposition=attached_pic:"
+               "format=start_time", "-of", "json", p], timeout=timeout,
+              what=f"{p}: not a readable media file")
     try:
-        return max(int(out.split(",")[0]), 1)
+        data = json.loads(raw or b"{}")
+    except json.JSONDecodeError as exc:
+        raise MediaError(f"{p}: ffprobe output unreadable ({exc})") from exc
+    streams = data.get("streams", [])
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if audio is None:
+        raise MediaError(f"{p}: no audio stream")
+    video = next((s for s in streams if s.get("codec_type") == "video"
+                  and not s.get("disposition", {}).get("attached_pic")), None)
+    try:
+        channels = max(int(audio.get("channels") or 1), 1)
     except ValueError:
-        raise MediaError(f"{p}: cannot read the channel count ({out!r})") from None
+        raise MediaError(f"{p}: cannot read the channel count ({audio.get('channels')!r})"
+                         ) from None
+    lead = _seconds((video or {}).get("start_time")) - _seconds(
+        data.get("format", {}).get("start_time"))
+    return channels, lead if lead > 0 else 0.0  # NaN (a time unknown) counts as none
+
+
+def _seconds(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,13 +1,18 @@
 """Frame-accurate video reads through decord, bounded by a timeout.
 
 Frames are addressed by index (exact) or by timestamp (the frame displayed at that time,
-using the stream's own frame timestamps, so variable-frame-rate files are read correctly).
+using the stream's own frame timestamps, so variable-frame-rate files are read correctly;
+0 is the first frame). Frames come upright, as displayed: decord applies a display rotation
+(a phone video stored landscape) as ffmpeg does, in the size :func:`~.probe.probe` reports.
 Decoding runs in a guarded child process (see :mod:`.guard`) unless ``timeout=None``.
+A file decord cannot read is a MediaError with a stable one-line reason (decord's own
+messages carry a clock and its source location, which would differ between runs).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +21,8 @@ from ..errors import MediaError
 from .guard import run_guarded
 
 DEFAULT_TIMEOUT_S = 120.0
+# decord's message prefixes: "[12:34:56] /src/video/video_reader.cc:270: "
+_DECORD_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|\S+\.(?:cc|cpp|h):\d+:\s*")
 
 
 def sample_indices(n_frames: int, n: int, mode: str = "linspace") -> np.ndarray:
@@ -80,12 +87,29 @@ def _open(path: str):
         # decord's own scaler is not used: it fails on some target sizes (buffer size checks)
         return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except decord.DECORDError as exc:
-        raise MediaError(f"{path}: decord cannot open it ({str(exc).splitlines()[0]})") from exc
+        raise _decord_error(path, "open", exc) from None
+
+
+def _decord_error(path: str, what: str, exc: Exception) -> MediaError:
+    """decord's error as one line without its clock and source location."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = _DECORD_NOISE.sub("", lines[0]) if lines else type(exc).__name__
+    return MediaError(f"{path}: decord cannot {what} it ({reason})")
 
 
 def _decode(path: str, indices: list[int] | None, timestamps: list[float] | None,
             size: tuple[int, int] | None) -> np.ndarray:
+    import decord
+
     vr = _open(path)
+    try:
+        return _decode_frames(vr, path, indices, timestamps, size)
+    except decord.DECORDError as exc:
+        raise _decord_error(path, "decode", exc) from None
+
+
+def _decode_frames(vr, path: str, indices: list[int] | None, timestamps: list[float] | None,
+                   size: tuple[int, int] | None) -> np.ndarray:
     n = len(vr)
     if timestamps is not None:
         starts = vr.get_frame_timestamp(np.arange(n))[:, 0]
@@ -109,5 +133,10 @@ def _decode(path: str, indices: list[int] | None, timestamps: list[float] | None
 
 
 def _frame_times(path: str) -> np.ndarray:
+    import decord
+
     vr = _open(path)
-    return np.asarray(vr.get_frame_timestamp(np.arange(len(vr))), dtype=np.float64)
+    try:
+        return np.asarray(vr.get_frame_timestamp(np.arange(len(vr))), dtype=np.float64)
+    except decord.DECORDError as exc:
+        raise _decord_error(path, "index", exc) from None

@@ -3,6 +3,9 @@
 
 Pure functions the DAG's prepare stage calls for one input video (no Ray here):
 
+- :func:`plan_video` -- the ``prepare`` step: shots, speech and the clip plan of one probed
+  input, inside the span where both picture and sound exist (edited files often have sound
+  running on long after the picture, or starting after it);
 - :func:`detect_shots` -- hard cuts (PySceneDetect's ContentDetector, or ffmpeg's scene
   score), returned as contiguous shots covering the whole video;
 - :func:`speech_spans` -- a cheap energy voice-activity detector, only used to start clips
@@ -12,13 +15,14 @@ Pure functions the DAG's prepare stage calls for one input video (no Ray here):
 - :func:`cut_clip` -- re-encode one clip: exactly ``clip_frames`` frames at the target fps
   (H.264 yuv420p, deterministic x264 settings) with 16 kHz mono AAC, written atomically.
 
-The defaults give the model's 121 frames at 24 fps (5.04 s) and 16 kHz mono speech.
+The defaults give the model's 121 frames at 24 fps (5.04 s) and 16 kHz mono speech. Times
+are on the source's picture timeline (0 = its first video frame), as ``read_frames`` and
+``load_audio`` count them.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import os
 import re
@@ -32,7 +36,8 @@ from typing import Literal
 import numpy as np
 
 from omni_core.errors import MediaError
-from omni_core.media import MediaInfo, probe
+from omni_core.media import MediaInfo, load_audio, probe
+from omni_core.media.audio import ALIGN_FILTER
 from omni_core.media.ffmpeg import binary, run
 from omni_core.media.guard import run_guarded
 
@@ -51,6 +56,9 @@ X264_THREADS = 2  # x264's output depends on its thread count: fixed, so bytes a
 MAX_FPS = 240.0
 #: the shortest clip: one frame at 25 fps
 MIN_CLIP_S = 0.04
+#: sources below this frame rate are refused: a slide show stretched to the clip rate would
+#: hold each picture for many frames, which is no talking video
+MIN_VIDEO_FPS = 5.0
 
 
 @dataclass
@@ -144,20 +152,50 @@ class ClipSpan:
         return self.end_s - self.start_s
 
 
+# ----------------------------------------------------------------------------- plan one input
+
+
+def plan_video(path: str | os.PathLike, info: MediaInfo, options: ClipOptions | None = None
+               ) -> tuple[list[tuple[float, float]], list[ClipSpan]]:
+    """The ``prepare`` step for one input and its :func:`~omni_core.media.probe` result:
+    ``(shots, clips)``.
+
+    Shots are detected over the picture and then cut to the span where sound exists too
+    (:meth:`~omni_core.media.MediaInfo.av_span`; a shot outside it becomes empty, so shot
+    indices stay those of the video); clips are planned over them, aligned to the speech of
+    that span. A source without both streams, or whose frame rate is below
+    :data:`MIN_VIDEO_FPS`, is a MediaError.
+    """
+    opts = options or ClipOptions()
+    span = info.av_span()
+    if span is None:
+        raise MediaError(f"{path}: a clip needs both a video and an audio stream")
+    fps = info.fps or info.nominal_fps or 0.0
+    if fps < MIN_VIDEO_FPS:
+        raise MediaError(f"{path}: frame rate {fps:.1f} fps is below the minimum of "
+                         f"{MIN_VIDEO_FPS:g} fps")
+    a, b = span
+    shots = [(min(max(s, a), b), min(max(e, a), b)) for s, e in detect_shots(path, info, opts)]
+    speech = speech_spans(load_audio(path, opts.sample_rate, duration_s=b), opts.sample_rate)
+    return shots, plan_clips(shots, speech, opts)
+
+
 # ----------------------------------------------------------------------------- shots
 
 
 def detect_shots(path: str | os.PathLike, info: MediaInfo,
                  options: ClipOptions | None = None) -> list[tuple[float, float]]:
-    """Shots of a video as contiguous ``(start_s, end_s)`` spans from 0 to its duration.
+    """Shots of a video as contiguous ``(start_s, end_s)`` spans from 0 to the end of its
+    picture.
 
-    A cut's time is the timestamp of the first frame of the new shot. ``info`` is the
-    input's :func:`~omni_core.media.probe` result. A video without cuts is one shot.
+    A cut's time is the timestamp of the first frame of the new shot, on the picture's
+    timeline. ``info`` is the input's :func:`~omni_core.media.probe` result. A video without
+    cuts is one shot.
     """
     opts = options or ClipOptions()
     if not info.has_video:
         raise MediaError(f"{path}: no video stream, no shots to detect")
-    duration = float(info.duration_s)
+    duration = float(info.video_duration_s or info.duration_s)
     timeout = 120.0 + 2.0 * duration  # generous: a hung decoder is what this bounds
     if opts.shot_backend == "pyscenedetect":
         fps = info.fps or info.nominal_fps or 25.0
@@ -166,7 +204,8 @@ def detect_shots(path: str | os.PathLike, info: MediaInfo,
                            timeout=timeout, what=f"{path}: shot detection")
     else:
         times, scores = ffmpeg_scene_scores(path, timeout=timeout)
-        cuts = [t for t, s in zip(times, scores, strict=True) if s > opts.threshold]
+        first = info.video_start_s or 0.0  # ffmpeg counts from the file's start
+        cuts = [t - first for t, s in zip(times, scores, strict=True) if s > opts.threshold]
     return shots_from_cuts(cuts, duration, opts.min_shot_s)
 
 
@@ -370,26 +409,30 @@ def cut_clip(src: str | os.PathLike, span: ClipSpan, out_path: str | os.PathLike
     span is seeked frame-accurately), H.264 yuv420p with fixed x264 settings (preset, CRF,
     2 threads) and the audio of the same span resampled (soxr) to ``sample_rate`` mono (the
     channel mean, as :func:`~omni_core.media.load_audio` downmixes) in AAC, padded with
-    silence if the source's audio ends early. Same input, same bytes. The file appears only
-    when complete (temp file + rename). ``info`` (the source's probe) saves a header read.
-    A source without audio or video, or a span outside the video, is a MediaError.
+    silence if the source's audio ends early. The span is on the source's picture timeline
+    and the clip starts both streams at its first frame (sound that starts late is preceded
+    by silence, as :func:`~omni_core.media.load_audio` reads it); a rotated source is cut
+    upright (ffmpeg applies the display rotation), so the clip carries none. Same input, same
+    bytes. The file appears only when complete (temp file + rename). ``info`` (the source's
+    probe) saves probing it again. A source without audio or video, or a span outside the
+    part where both exist, is a MediaError.
     """
     opts = options or ClipOptions()
     src = str(src)
     out = Path(out_path)
-    has_video, has_audio, channels, duration = (
-        _header(src, timeout) if info is None else
-        (info.has_video, info.has_audio, info.channels or 1, info.duration_s))
-    if not has_video:
+    info = info or probe(src, timeout=timeout)
+    if not info.has_video:
         raise MediaError(f"{src}: no video stream; a clip needs video")
-    if not has_audio:
+    if not info.has_audio:
         raise MediaError(f"{src}: no audio stream; a clip needs the speech")
     if abs(span.duration_s - opts.clip_s) > 0.5 / opts.fps:
         raise ValueError(f"clip span lasts {span.duration_s:.4f} s, not {opts.clip_s:.4f} s "
                          f"({opts.clip_frames} frames at {opts.fps:g} fps)")
-    if span.start_s < 0 or (duration and span.end_s > duration + 1.0 / opts.fps):
+    a, b = info.av_span() or (0.0, info.duration_s)
+    if span.start_s < a - 1.0 / opts.fps or span.end_s > b + 1.0 / opts.fps:
         raise MediaError(f"{src}: clip {span.start_s:.3f}-{span.end_s:.3f} s lies outside "
-                         f"the video (0-{duration:.3f} s)")
+                         f"the video where it has sound ({a:.3f}-{b:.3f} s)")
+    channels = info.channels or 1
 
     n_samples = int(round(opts.clip_s * opts.sample_rate))
     rate = Fraction(opts.fps).limit_denominator(1001)  # 24 -> 24/1, 29.97002997 -> 30000/1001
@@ -398,14 +441,16 @@ def cut_clip(src: str | os.PathLike, span: ClipSpan, out_path: str | os.PathLike
     af = []
     if channels > 1:  # the channel mean; ffmpeg's -ac 1 would use a -3 dB matrix instead
         af.append("pan=mono|c0=" + "+".join(f"{1 / channels:.8f}*c{i}" for i in range(channels)))
-    af += [f"aresample={opts.sample_rate}:resampler=soxr", f"apad=whole_len={n_samples}",
-           f"atrim=end_sample={n_samples}"]
+    af += [f"aresample={opts.sample_rate}:resampler=soxr", ALIGN_FILTER,
+           f"apad=whole_len={n_samples}", f"atrim=end_sample={n_samples}"]
     out.parent.mkdir(parents=True, exist_ok=True)
     # a name of its own per writer (a retried task may run beside a stale one); ffmpeg
     # creates it, so it gets the usual permissions
     tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.mp4")
     args = [binary("ffmpeg"), "-nostdin", "-y", "-hide_banner", "-loglevel", "error",
-            "-ss", f"{span.start_s:.6f}", "-t", f"{opts.clip_s:.6f}", "-i", src,
+            # ffmpeg's -ss counts from the file's start, the picture may start later
+            "-ss", f"{span.start_s + (info.video_start_s or 0.0):.6f}",
+            "-t", f"{opts.clip_s:.6f}", "-i", src,
             "-map", "0:v:0", "-map", "0:a:0", "-sn", "-dn",
             "-map_metadata", "-1", "-map_chapters", "-1",
             "-vf", vf, "-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(opts.crf),
@@ -426,26 +471,6 @@ def cut_clip(src: str | os.PathLike, span: ClipSpan, out_path: str | os.PathLike
         raise
     os.replace(tmp, out)
     return replace(got, path=str(out))
-
-
-def _header(src: str, timeout: float | None) -> tuple[bool, bool, int, float]:
-    """(has video, has audio, first audio stream's channels, duration) from the header only."""
-    if not os.path.isfile(src):
-        raise MediaError(f"{src}: no such file")
-    raw = run([binary("ffprobe"), "-v", "error", "-show_entries",
-               "stream=codec_type,channels:stream_disposition=attached_pic:format=duration",
-               "-of", "json", src], timeout=timeout, what=f"{src}: not a readable media file")
-    try:
-        data = json.loads(raw or b"{}")
-    except json.JSONDecodeError as exc:
-        raise MediaError(f"{src}: ffprobe output unreadable ({exc})") from exc
-    streams = data.get("streams", [])
-    video = [s for s in streams if s.get("codec_type") == "video"
-             and not s.get("disposition", {}).get("attached_pic")]
-    audio = [s for s in streams if s.get("codec_type") == "audio"]
-    channels = int(audio[0].get("channels") or 1) if audio else 1
-    duration = _finite(str(data.get("format", {}).get("duration", ""))) or 0.0
-    return bool(video), bool(audio), max(channels, 1), duration
 
 
 def _r(t: float) -> float:

@@ -4,7 +4,8 @@ The job's stages (:mod:`omni_core.jobs`; each loads its models once per actor an
 what ``resources.<stage>`` of the config says), and the steps each one times:
 
 1. ``prepare`` (one input -> its clips; steps ``prepare``: probe, shot boundaries,
-   speech-aligned clip plan; ``cut``: each clip to the target fps and 16 kHz mono);
+   speech-aligned clip plan where picture and sound both exist (:func:`.clip.plan_video`);
+   ``cut``: each clip to the target fps and 16 kHz mono);
 2. ``audio`` (per clip): optional enhancement, diarization, transcription, words attributed to
    speakers -> ``speech_segments``;
 3. ``visual`` (per clip, one decode of its frames; steps ``faces``, ``associate``,
@@ -145,9 +146,9 @@ class PrepareStage(_ClipStage):
         self.store = ResultStore(self.out, JOB)
 
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        from omni_core.media import load_audio, probe
+        from omni_core.media import probe
 
-        from .clip import cut_clip, detect_shots, plan_clips, speech_spans
+        from .clip import cut_clip, plan_video
 
         source = row["source"]  # a path or a URL: what the manifests record
         t0 = time.perf_counter()
@@ -171,13 +172,12 @@ class PrepareStage(_ClipStage):
                 "has_audio": info.has_audio, "audio_codec": info.audio_codec,
                 "sample_rate": info.sample_rate, "vfr": info.vfr})
             opts = self.cfg.clip
-            shots = detect_shots(local, info, opts)
-            speech = speech_spans(load_audio(local, opts.sample_rate), opts.sample_rate)
-            spans = plan_clips(shots, speech, opts)
+            shots, spans = plan_video(local, info, opts)
             if not spans:  # the input is accounted for: it gave no clip, and why
                 longest = max((b - a for a, b in shots), default=0.0)
+                a, b = info.av_span() or (0.0, 0.0)
                 raise OmniError(f"no clip: no shot holds a {opts.clip_s:.2f} s clip (video "
-                                f"{info.duration_s or 0:.2f} s, {len(shots)} shot(s), longest "
+                                f"with sound {b - a:.2f} s, {len(shots)} shot(s), longest "
                                 f"{longest:.2f} s)")
             for span in spans:
                 clip_id = stable_id(video_id, span.start_s, span.end_s)

@@ -75,3 +75,30 @@ def test_write_is_deterministic_and_validates(tmp_path):
         write_mp4(tmp_path / "c.mp4", np.zeros((2, 64, 64, 3), np.float32), 24)
     with pytest.raises(MediaError, match="sample_rate"):
         write_mp4(tmp_path / "c.mp4", frames, 24, audio=np.zeros(100, np.float32))
+
+
+def burst_time(x, sr):
+    """When the 1 kHz burst of the quirky_media files starts, in seconds."""
+    return int(np.argmax(np.abs(x) > 0.2)) / sr
+
+
+@pytest.mark.parametrize("name,sign", [("late_audio", 1), ("early_audio", -1)])
+def test_audio_lies_on_the_pictures_timeline(quirky_media, name, sign):
+    """Sound that starts 0.48 s after (or before) the picture: t = 0 is the first frame, as
+    for frame times; a leading gap is silence, sound before the first frame is dropped."""
+    from omni_core.media.video import frame_times
+
+    path = getattr(quirky_media, name)
+    offset, sr = sign * quirky_media.OFFSET_S, 16000
+    burst = quirky_media.BURST_S + offset
+    assert frame_times(path)[0, 0] == 0
+    audio = load_audio(path, sr)
+    assert burst_time(audio, sr) == pytest.approx(burst, abs=0.01)
+    assert len(audio) / sr == pytest.approx(3.0 + offset, abs=0.03)
+    if offset > 0:
+        assert np.abs(audio[: int(0.4 * sr)]).max() < 0.01  # the gap is silence
+    part = load_audio(path, sr, start_s=burst - 0.3, duration_s=0.6)
+    assert len(part) == int(0.6 * sr)
+    assert burst_time(part, sr) == pytest.approx(0.3, abs=0.01)
+    head = load_audio(path, sr, start_s=0.2, duration_s=0.5)
+    assert len(head) == int(0.5 * sr)

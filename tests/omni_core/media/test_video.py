@@ -129,3 +129,36 @@ def test_sample_indices(mode, expect):
     assert sample_indices(3, 1, "all").tolist() == [0, 1, 2]
     with pytest.raises(MediaError):
         sample_indices(0, 4)
+
+
+def test_frames_come_upright_as_displayed(quirky_media):
+    """A phone video stored landscape with a display rotation: frames are read as shown,
+    in the size the probe reports, the stored picture turned by the probe's rotation."""
+    from omni_core.media import probe
+
+    info = probe(quirky_media.rotated)
+    frames = read_frames(quirky_media.rotated, [0, 7])
+    assert frames.shape == (2, info.height, info.width, 3) == (2, 96, 64, 3)
+    shown = np.rot90(quirky_media.rotated_stored, info.rotation // 90)
+    assert np.abs(frames.astype(int) - shown).mean() < 2  # the white block lands bottom left
+    assert frames[0, -8:, :8].min() > 200 and frames[0, :16, -16:].max() < 100
+
+
+def test_decoder_errors_are_one_stable_line(quirky_media):
+    """decord's messages carry a clock and its source file: reasons must not, so the errors
+    of a resumed run are the same bytes; in the decode worker or in-process alike."""
+    import re
+    import time
+
+    for path in (quirky_media.tiny, quirky_media.still):
+        reasons = []
+        for timeout in (30, None, 30):
+            with pytest.raises(MediaError) as err:
+                read_frames(path, [0], timeout=timeout)
+            reasons.append(str(err.value))
+            time.sleep(0.6)  # across a tick of decord's clock
+        assert len(set(reasons)) == 1, reasons
+        reason = reasons[0]
+        assert reason.startswith(f"{path}: decord cannot ")
+        assert "\n" not in reason and ".cc:" not in reason
+        assert not re.search(r"\d\d:\d\d:\d\d", reason), reason

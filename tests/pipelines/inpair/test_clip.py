@@ -17,6 +17,7 @@ from pipelines.inpair.clip import (
     detect_shots,
     parse_scene_scores,
     plan_clips,
+    plan_video,
     shots_from_cuts,
     speech_spans,
 )
@@ -47,9 +48,8 @@ def two_shot_clip(two_shot, tmp_path_factory):
     """The full stage on the two-shot video: shots, speech, plan, and the second clip cut."""
     opts = ClipOptions()
     info = probe(two_shot)
-    shots = detect_shots(two_shot, info, opts)
+    _, plan = plan_video(two_shot, info, opts)
     speech = speech_spans(load_audio(two_shot, opts.sample_rate), opts.sample_rate)
-    plan = plan_clips(shots, speech, opts)
     out = tmp_path_factory.mktemp("clips") / "a" / "clip.mp4"
     written = cut_clip(two_shot, plan[1], out, opts, info=info)
     return plan, speech, out, written
@@ -107,6 +107,21 @@ def test_two_shot_video_cut_within_a_frame(two_shot, backend):
     (a0, a1), (b0, b1) = shots
     assert a0 == 0.0 and a1 == b0 and b1 == pytest.approx(info.duration_s)
     assert abs(a1 - CUT_S) <= 1.01 / SRC_FPS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shot_times_are_on_the_pictures_timeline(two_shot, tmp_path, backend):
+    """The two-shot video with its picture starting 0.48 s after its sound: the cut is
+    still 6 s after the first frame (the time read_frames and load_audio count from)."""
+    late = tmp_path / "late_picture.mp4"
+    run([binary("ffmpeg"), "-nostdin", "-y", "-loglevel", "error", "-itsoffset", "0.48",
+         "-i", str(two_shot), "-i", str(two_shot), "-map", "0:v", "-map", "1:a", "-c", "copy",
+         str(late)], what="late picture fixture")
+    info = probe(late)
+    assert info.video_start_s == pytest.approx(0.48, abs=1e-3)
+    (_, a1), (_, b1) = detect_shots(late, info, ClipOptions(shot_backend=backend))
+    assert abs(a1 - CUT_S) <= 1.01 / SRC_FPS
+    assert b1 == pytest.approx(info.video_duration_s)
 
 
 def test_shots_from_cuts_orders_filters_and_covers():
@@ -375,3 +390,55 @@ def test_cut_clip_refuses_what_it_cannot_cut(sample_corpus, two_shot, tmp_path):
     with pytest.raises(MediaError, match="no such file"):
         cut_clip(tmp_path / "missing.mp4", ClipSpan(0, 0.0, CLIP), tmp_path / "x.mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- odd inputs
+
+
+def test_plan_keeps_to_the_span_with_picture_and_sound(quirky_media, tmp_path):
+    """8 s of picture, 30 s of sound: clips only where both are, so the 8 s give clips and
+    nothing is planned past the picture."""
+    path = quirky_media.long_audio
+    opts = ClipOptions(clip_frames=48)  # 2 s
+    shots, plan = plan_video(path, probe(path), opts)
+    assert shots == [(0.0, 8.0)]
+    assert [(c.start_s, c.end_s) for c in plan] == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0),
+                                                    (6.0, 8.0)]
+    for clip in plan:
+        got = cut_clip(path, clip, tmp_path / f"{clip.start_s}.mp4", opts)
+        assert got.n_frames == 48
+
+
+def test_plan_refuses_a_slide_show(quirky_media):
+    with pytest.raises(MediaError) as err:
+        plan_video(quirky_media.one_fps, probe(quirky_media.one_fps), ClipOptions())
+    assert str(err.value) == (f"{quirky_media.one_fps}: frame rate 1.0 fps is below the "
+                              "minimum of 5 fps")
+
+
+@pytest.mark.parametrize("name,start", [("early_audio", 0.0), ("late_audio", 0.5)])
+def test_cut_clip_keeps_picture_and_sound_together(quirky_media, tmp_path, name, start):
+    """Streams that start apart: the clip's first frame is the source frame at the span start
+    and its sound is the sound at that time on the same timeline (the burst lands where
+    load_audio puts it)."""
+    src = getattr(quirky_media, name)
+    opts = ClipOptions(clip_frames=48)
+    span = ClipSpan(0, start, start + 2.0)
+    got = cut_clip(src, span, tmp_path / "clip.mp4", opts)
+    assert got.n_frames == 48 and got.video_start_s == got.audio_start_s == 0
+    frame = read_frames(tmp_path / "clip.mp4", [0])[0].astype(int)
+    first = read_frames(src, timestamps=[start])[0].astype(int)
+    assert np.abs(frame - first).mean() < 4
+    source = load_audio(src, 16000)
+    burst = np.argmax(np.abs(source) > 0.2) / 16000 - start
+    clip = load_audio(tmp_path / "clip.mp4", 16000)
+    assert np.argmax(np.abs(clip) > 0.2) / 16000 == pytest.approx(burst, abs=0.01)
+
+
+def test_cut_clip_of_a_rotated_video_is_upright(quirky_media, tmp_path):
+    src = quirky_media.rotated
+    opts = ClipOptions(clip_frames=12)  # 0.5 s
+    got = cut_clip(src, ClipSpan(0, 0.0, 0.5), tmp_path / "clip.mp4", opts)
+    assert (got.width, got.height, got.rotation) == (64, 96, 0)
+    frame = read_frames(tmp_path / "clip.mp4", [0])[0].astype(int)
+    assert np.abs(frame - read_frames(src, [0])[0]).mean() < 4

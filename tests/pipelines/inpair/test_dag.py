@@ -466,3 +466,30 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
         # a clip that failed earlier passes through the next stage untouched
         again = ClipWork.from_row(stage(row))
         assert again.tables["errors"] == work.tables["errors"] and again.failed == step
+
+
+def test_prepare_plans_where_picture_and_sound_are_and_refuses_odd_inputs(tmp_path,
+                                                                           quirky_media):
+    """The prepare stage as an actor calls it, on odd inputs: 8 s of picture with 30 s of
+    sound gives its clip inside the 8 s (and none past them); a 1 fps slide show and a PNG
+    named .mp4 are error rows of the stage with a reason that says what they are."""
+    from omni_core.jobs import ResultStore
+    from pipelines.inpair.dag import JOB, ClipWork, PrepareStage
+
+    stage = PrepareStage(_job(tmp_path), config=_config())
+    store = ResultStore(tmp_path, JOB)
+
+    def prepare(path):
+        works = [ClipWork.from_row(r) for r in stage({"source": str(path)})]
+        return works, store.get("inputs", str(path), "k")["tables"]["errors"]
+
+    works, errors = prepare(quirky_media.long_audio)
+    assert errors == [] and len(works) == 1
+    assert works[0].failed is None and works[0].clip["end_s"] <= 8.0
+    assert probe(tmp_path / works[0].clip["path"]).n_frames == 121
+    for path, reason in [
+            (quirky_media.one_fps, "frame rate 1.0 fps is below the minimum of 5 fps"),
+            (quirky_media.still, "a still image (png), not a video")]:
+        works, errors = prepare(path)
+        assert works == [] and [(e["stage"], e["reason"]) for e in errors] == [
+            ("prepare", f"{path}: {reason}")]
