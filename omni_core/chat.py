@@ -13,6 +13,11 @@ with text and ``data:`` image parts, temperature 0 by default.
   the environment variables the caller names in :class:`ChatEnv` (so the judge and the caption
   writer keep their own). The API key comes from the environment only, is sent only as the
   ``Authorization`` header and never appears in a log line or an error message.
+- An endpoint with credentials in it (``http://user:PASS@host/v1``) is called at the URL
+  without them (``http://host/v1``), the user and password sent as HTTP Basic
+  ``Authorization``; every URL in a log line or an error is redacted
+  (:func:`omni_core.urls.redact_url`). A URL with credentials and an API key both set is an
+  error (one ``Authorization`` header).
 
 Nothing here touches the network at import.
 """
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OmniError
+from .urls import MASK, redact, redact_url, split_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +150,23 @@ def chat(config: ChatConfig, messages: Sequence[Mapping[str, Any]], *,
         payload["response_format"] = dict(response_format)
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    url, login = split_userinfo(base.rstrip("/") + "/chat/completions")
+    shown = redact_url(url)  # the URL as logs and errors name it
     key = config._api_key()
+    if key and login:
+        raise ChatError(f"{what} at {shown}: the URL carries credentials and an API key is "
+                        "set too; give one of them")
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    url = base.rstrip("/") + "/chat/completions"
+    elif login:
+        token = base64.b64encode(":".join(login).encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
     tries = max(0, config.max_retries) + 1
     last = ""
     for attempt in range(tries):
         if attempt:
             wait = config.backoff_s * 2 ** (attempt - 1)
-            log.info("%s at %s: %s; retry %d/%d in %.1f s", what, url, last, attempt,
+            log.info("%s at %s: %s; retry %d/%d in %.1f s", what, shown, last, attempt,
                      tries - 1, wait)
             _sleep(wait)
         try:
@@ -165,7 +178,7 @@ def chat(config: ChatConfig, messages: Sequence[Mapping[str, Any]], *,
             if exc.code in _RETRY_STATUS or exc.code >= 500:
                 continue
             detail = _redact(_error_detail(exc) or str(exc.reason), key)
-            raise ChatError(f"{what} at {url} answered {last}: {detail}") from None
+            raise ChatError(f"{what} at {shown} answered {last}: {detail}") from None
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError,
                 ConnectionError) as exc:
             last = _redact(f"connection failed ({getattr(exc, 'reason', exc)})", key)
@@ -186,7 +199,7 @@ def chat(config: ChatConfig, messages: Sequence[Mapping[str, Any]], *,
             last = _redact(str(exc), key)
             continue
         return answer
-    raise ChatError(f"{what} at {url} gave no valid answer after {tries} tries: {last}")
+    raise ChatError(f"{what} at {shown} gave no valid answer after {tries} tries: {last}")
 
 
 def chat_json(config: ChatConfig, messages: Sequence[Mapping[str, Any]],
@@ -270,7 +283,8 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
 
 
 def _redact(text: str, key: str | None) -> str:
-    return text.replace(key, "***") if key else text
+    """``text`` without the API key and with every URL in it redacted."""
+    return redact(text.replace(key, MASK) if key else text)
 
 
 def pin_endpoints(config: Any) -> Any:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import ManifestError
+from .urls import redact
 
 SCHEMA_KEY = b"omni.schema"
 VERSION_KEY = b"omni.schema_version"
@@ -510,11 +511,13 @@ ERRORS = register(Schema(
 
 def error_row(item: str, stage: str, exc: BaseException) -> dict[str, Any]:
     """An ``errors`` row: ``exc``'s type and the first line of its message (one line, never
-    a traceback), with the time it happened (ISO, UTC)."""
+    a traceback), with the time it happened (ISO, UTC). URLs in it are redacted
+    (:func:`omni_core.urls.redact`)."""
     import time
 
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return {"item": item, "stage": stage, "error_type": type(exc).__name__, "reason": reason,
+    return {"item": redact(item), "stage": stage, "error_type": type(exc).__name__,
+            "reason": redact(reason),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

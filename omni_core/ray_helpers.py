@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .errors import OmniError
+from .urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def init_ray(cfg: RayConfig | None = None, *, verbose: bool = True) -> dict[str,
             context = ray.init(**kwargs)
     except Exception as exc:  # Ray raises RpcError, ConnectionError, RuntimeError...
         where = cfg.address or "a local cluster"
-        raise OmniError(f"cannot start or join Ray at {where}: {exc}") from exc
+        raise OmniError(redact(f"cannot start or join Ray at {where}: {exc}")) from exc
     if local_ip:
         node_ip = ray.get_runtime_context().gcs_address.rpartition(":")[0]
         if node_ip != local_ip:
@@ -210,11 +211,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise OmniError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+        raise OmniError(f"Ray address {redact(address)!r}: expected host:port, ray://host:port "
+                        "or auto")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise OmniError(f"cannot start or join Ray at {address}: nothing answers there "
+        raise OmniError(f"cannot start or join Ray at {redact(address)}: nothing answers there "
                         f"({exc.strerror or exc})") from exc
 
 

@@ -4,8 +4,10 @@ Curation reads its inputs from a folder or a bucket and writes its run to a fold
 with the same code on one laptop and on a multi-node Ray cluster where nothing is shared
 between nodes but the remote output:
 
-- :func:`list_files`: the regular files under a folder URL (or the one file given), sorted,
-  hidden path parts skipped;
+- :func:`list_files`: every entry under a folder URL (or the one entry given) accounted for
+  in a :class:`Listing`: the regular files (the inputs, sorted), the entries that cannot be
+  inputs and why, the hidden entries and the files under excluded folders (the run's own
+  output) that were skipped;
 - :func:`local_input`: a local file to decode: the path itself when it is local, else a
   download into a node-local cache keyed by the URL, the size and the ETag/mtime, so that a
   changed object is fetched again and an unchanged one never twice;
@@ -20,20 +22,27 @@ Plain paths and ``file://`` URLs never touch fsspec. Remote URLs need the filesy
 (``s3fs`` for ``s3://``, a dependency of the suite). Credentials come from the standard places
 of each store (for S3: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``,
 ``~/.aws``, instance roles); an S3-compatible endpoint (MinIO, Ceph, a test server) from the
-standard ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. Nothing here prints or stores them.
+standard ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. Nothing here prints or stores them,
+and a URL that carries credentials itself (``s3://KEY:SECRET@bucket``, a signed query) is
+refused: the run would record them with every path.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import OmniError
+from .urls import redact_url
 
-__all__ = ["RunFolder", "as_run_folder", "cache_root", "exists", "is_remote", "join",
+__all__ = ["Listing", "RunFolder", "as_run_folder", "cache_root", "exists", "is_remote", "join",
            "list_files", "local_input", "stat_key"]
 
 _LOCAL = ("", "file", "local")
@@ -78,8 +87,18 @@ def _options(protocol: str) -> dict[str, Any]:
     return {}
 
 
+def _no_credentials(url: str) -> None:
+    """Refuse a remote URL that carries credentials (user-info, a signed query)."""
+    shown = redact_url(url)
+    if shown != url:
+        raise OmniError(f"{shown}: a storage URL must not carry credentials (the run records "
+                        "its paths); give them the store's standard way (for S3: "
+                        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+
+
 def _fs(url: str) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for a remote URL."""
+    _no_credentials(url)
     try:
         import fsspec
     except ImportError as exc:  # pragma: no cover - fsspec ships with the suite
@@ -139,47 +158,155 @@ def exists(url: str | os.PathLike[str]) -> bool:
 # inputs
 
 
-def _hidden(rel_parts: tuple[str, ...] | list[str]) -> bool:
-    return any(p.startswith(".") for p in rel_parts)
+@dataclass
+class Listing:
+    """Every entry under an input folder, accounted for (:func:`list_files`)."""
+
+    #: the inputs: regular files, and symlinks to regular files (sorted paths or URLs)
+    files: list[str] = field(default_factory=list)
+    #: (entry, reason) of each entry that cannot be an input: a named pipe, a socket, a
+    #: device, a broken symlink, a symlink loop, a symlink to a folder, a folder that cannot
+    #: be listed (sorted)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    #: hidden entries (names starting with ``.``) skipped; a hidden folder counts once
+    hidden: int = 0
+    #: files under an excluded folder (the run's own output) skipped
+    excluded: int = 0
 
 
-def list_files(url: str | os.PathLike[str]) -> list[str]:
-    """Every regular file under a folder (sorted, hidden path parts skipped) or the one file
-    given; local paths come back as paths, remote ones as URLs of the same scheme.
+def list_files(url: str | os.PathLike[str], *,
+               exclude: Iterable[str | os.PathLike[str]] = ()) -> Listing:
+    """Every entry under a folder (or the one entry given), accounted for: local paths come
+    back as paths, remote ones as URLs of the same scheme.
 
-    Nothing is filtered by extension: a caller that wants every input accounted for (the
-    curation DAG) turns a file that is not media into an error row.
+    - a regular file is an input, whatever its name: a caller that accounts for every input
+      (the curation DAG) turns one that is not media into an error row; so is a symlink to a
+      regular file (the symlink's path is the input);
+    - a named pipe, a socket, a device, a broken symlink, a symlink loop, a folder that cannot
+      be listed is a problem with its reason. Nothing is opened (a pipe would block). A
+      symlink to a folder is a problem too: folder symlinks are never followed, so a listing
+      cannot loop or list a folder twice;
+    - a hidden entry (``.name``) is skipped and counted (a hidden folder once, unread);
+    - so is every file under a folder of ``exclude`` (paths or URLs: the run's own output and
+      its staging folder, so that a rerun never lists what the run wrote). Local folders are
+      compared by real path, remote ones by URL.
+
+    ``OmniError`` when the input does not exist or cannot be listed at all.
     """
     s = os.fspath(url)
-    if not is_remote(s):
-        root = _local_path(s)
-        if root.is_file():
-            return [str(root)]
-        if not root.is_dir():
-            raise OmniError(f"input not found: {s}")
-        return sorted(str(p) for p in root.rglob("*")
-                      if p.is_file() and not _hidden(p.relative_to(root).parts))
+    exclude = [os.fspath(x) for x in exclude]
+    listing = (_list_remote(s, [x for x in exclude if _protocol(x) == _protocol(s)])
+               if is_remote(s) else
+               _list_local(s, [os.path.realpath(_local_path(x)) for x in exclude
+                               if not is_remote(x)]))
+    listing.files.sort()
+    listing.problems.sort()
+    return listing
+
+
+def _under(path: str, folders: list[str], sep: str) -> bool:
+    return any(path == f or path.startswith(f.rstrip(sep) + sep) for f in folders)
+
+
+def _list_local(s: str, excluded: list[str]) -> Listing:
+    root = _local_path(s)
+    if not os.path.lexists(root):
+        raise OmniError(f"input not found: {s}")
+    listing = Listing()
+    if not root.is_dir():  # one entry given
+        _account(listing, str(root), root.is_symlink(), excluded)
+        return listing
+    folders = [(str(root), os.path.realpath(root))]  # (path as listed, real path)
+    while folders:
+        path, real = folders.pop()
+        if _under(real, excluded, os.sep):
+            listing.excluded += sum(len(files) for _, _, files in os.walk(real))
+            continue
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            if path == str(root):
+                raise OmniError(f"cannot list {s}: {_os_reason(exc, False)}") from None
+            listing.problems.append((path, _os_reason(exc, False)))
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                listing.hidden += 1
+            elif e.is_dir(follow_symlinks=False):
+                folders.append((e.path, os.path.join(real, e.name)))
+            else:
+                _account(listing, e.path, e.is_symlink(), excluded)
+    return listing
+
+
+def _account(listing: Listing, path: str, link: bool, excluded: list[str]) -> None:
+    """One entry that is not a folder to walk: an input, a problem, or excluded."""
+    try:
+        st = os.stat(path)  # follows a symlink; opens nothing
+    except OSError as exc:
+        listing.problems.append((path, _os_reason(exc, link)))
+        return
+    if link and _under(os.path.realpath(path), excluded, os.sep):
+        listing.excluded += 1
+    elif stat.S_ISREG(st.st_mode):
+        listing.files.append(path)
+    elif stat.S_ISDIR(st.st_mode):
+        listing.problems.append((path, "symlink to a folder, not followed"))
+    else:
+        kind = ("named pipe" if stat.S_ISFIFO(st.st_mode) else
+                "socket" if stat.S_ISSOCK(st.st_mode) else
+                "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                "special file")
+        listing.problems.append((path, f"{'symlink to a ' if link else ''}{kind}, not a "
+                                       "regular file"))
+
+
+def _os_reason(exc: OSError, link: bool) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "broken symlink: its target does not exist" if link else "gone while listed"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or _reason(exc)
+
+
+def _list_remote(s: str, exclude: list[str]) -> Listing:
     fs, path = _fs(s)
+    excluded = [_fs(x)[1] for x in exclude]
     try:
         fs.invalidate_cache(path)
         if fs.isfile(path):
-            return [s]
+            return Listing(files=[s])
         found = fs.find(path, detail=True)
     except FileNotFoundError:
         found = {}
     except OSError as exc:
         raise OmniError(f"cannot list {s}: {_reason(exc)}") from exc
-    files = []
+    listing = Listing()
+    hidden: set[str] = set()
     for name, info in found.items():
-        if info.get("type") != "file" or name.endswith("/"):
-            continue  # folder markers
+        kind = info.get("type")
+        if kind == "directory" or name.endswith("/"):
+            continue  # folders, folder markers
         rel = name[len(path):].lstrip("/")
-        if not rel or _hidden(rel.split("/")):
+        parts = rel.split("/")
+        if not rel:
             continue
-        files.append(_url(fs, name))
-    if not files and not fs.exists(path):
+        if _under(name, excluded, "/"):
+            listing.excluded += 1
+        elif any(p.startswith(".") for p in parts):
+            first = next(i for i, p in enumerate(parts) if p.startswith("."))
+            hidden.add("/".join(parts[:first + 1]))
+        elif kind == "file":
+            listing.files.append(_url(fs, name))
+        else:
+            listing.problems.append((_url(fs, name), f"{kind}, not a regular file"))
+    listing.hidden = len(hidden)
+    if not found and not fs.exists(path):
         raise OmniError(f"input not found: {s}")
-    return sorted(files)
+    return listing
 
 
 def _version(info: dict[str, Any]) -> str | None:
@@ -266,6 +393,7 @@ class RunFolder:
                  ) -> None:
         s = os.fspath(out)
         if is_remote(s):
+            _no_credentials(s)
             self.out = s.rstrip("/")
         else:
             self.out = str(_local_path(s).expanduser().resolve())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omni_core.media import sample_indices
+from omni_core.urls import redact
 
 from ..judge import JudgeConfig, ask_binary, image_part
 from ..registry import Metric, MetricSpec, Output, register
@@ -83,6 +84,6 @@ class SpeakerConfusion(Metric):
     def describe(self) -> dict:
         d = super().describe()
         base, model = self.options.judge.resolved()
-        d.update(judge_base_url=base, judge_model=model,
+        d.update(judge_base_url=redact(base), judge_model=model,
                  prompt="default" if not self.options.prompt_file else self.options.prompt_file)
         return d

@@ -9,7 +9,8 @@ earlier run finished them with the same result key, ``failed``); ``stages`` (per
 worker start-up and model loading, ``actors``; and the same per ``steps``);
 ``errors_by_stage`` (error rows per step); ``counts`` (rows per output table); ``timing``
 (``wall_s``, ``compute_s``, ``setup_s``, each counted once); ``result_key``; ``details``
-(what only this job has); ``provenance`` (:mod:`omni_core.jobs.provenance`).
+(what only this job has); ``provenance`` (:mod:`omni_core.jobs.provenance`). Credentials
+in any URL of it are redacted when it is written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from omni_core.storage import RunFolder
+from omni_core.urls import redact
 
 KEYS = ("job", "out", "items", "stages", "errors_by_stage", "counts", "timing",
         "result_key", "details", "provenance")
@@ -110,9 +112,11 @@ class JobSummary:
     # -- shapes
 
     def to_json(self) -> dict[str, Any]:
+        """The summary.json document; every URL in it redacted (an endpoint's password, a
+        signed query: :func:`omni_core.urls.redact`)."""
         d = asdict(self)
         d.pop("notes")
-        return {k: d[k] for k in KEYS}
+        return redact({k: d[k] for k in KEYS})
 
     def write(self, folder: RunFolder) -> str:
         """``summary.json`` in the output (published when the output is remote)."""
@@ -140,7 +144,7 @@ class JobSummary:
         return self.timing["wall_s"] / busy if busy > 0 else None
 
     def lines(self) -> list[str]:
-        """The closing table every job prints."""
+        """The closing table every job prints (URLs redacted)."""
         it, t = self.items, self.timing
         out = [f"{self.job}: {it['total']} items ({it['done']} this run, {it['skipped']} "
                f"finished by an earlier run, {it['failed']} failed), wall {t['wall_s']:.1f} s, "
@@ -165,7 +169,7 @@ class JobSummary:
         if ratio is not None and it["done"]:
             out.append(f"  wall / (compute + setup) = {ratio:.2f}")
         out.append(f"  summary: {self.out.rstrip('/')}/summary.json")
-        return out
+        return [redact(line) for line in out]
 
 
 def summarize_items(job: Any, items: Sequence[Any], stages: Sequence[Any], setup: Any, *,

@@ -37,6 +37,7 @@ import numpy as np
 
 from omni_core.chat import ChatConfig, ChatEnv, MalformedAnswer, chat_json, image_part, text_part
 from omni_core.errors import ConfigError
+from omni_core.urls import redact
 
 LABELS_ENV = ChatEnv("OMNI_LABELS_BASE_URL", "OMNI_LABELS_MODEL", "OMNI_LABELS_API_KEY")
 UNKNOWN = "unknown"  # the refined label of a segment the model cannot attribute
@@ -88,9 +89,10 @@ class LabelRefineConfig(ChatConfig):
                               f"({exc.strerror})") from None
 
     def info(self) -> dict[str, Any]:
-        """Provenance for the run record: endpoint, model, prompt (never the key)."""
+        """Provenance for the run record: endpoint (redacted), model, prompt (never the
+        key)."""
         base, model = self.resolved()
-        return {"enabled": self.enabled, "base_url": base, "model": model,
+        return {"enabled": self.enabled, "base_url": redact(base), "model": model,
                 "prompt": self.prompt_file or "default",
                 "prompt_sha256": hashlib.sha256(self.prompt().encode()).hexdigest()}
 

@@ -33,6 +33,7 @@ import numpy as np
 from omni_core.captions import CaptionError, StructuredCaption
 from omni_core.chat import ChatConfig, ChatEnv, MalformedAnswer, chat_json, image_part, text_part
 from omni_core.errors import ConfigError
+from omni_core.urls import redact
 
 CAPTION_ENV = ChatEnv("OMNI_CAPTION_BASE_URL", "OMNI_CAPTION_MODEL", "OMNI_CAPTION_API_KEY")
 TEXT_FIELDS = ("scene", "appearance", "actions", "audio_description")
@@ -198,9 +199,11 @@ class CaptionVLM:
         return cls(config) if config.configured() else None
 
     def info(self) -> dict[str, Any]:
-        """Provenance for the run record: endpoint, model and which prompt (never the key)."""
+        """Provenance for the run record: endpoint (redacted), model and which prompt (never
+        the key)."""
         base, model = self.config.resolved()
-        return {"base_url": base, "model": model, "prompt": self.config.prompt_file or "default",
+        return {"base_url": redact(base), "model": model,
+                "prompt": self.config.prompt_file or "default",
                 "prompt_sha256": hashlib.sha256(self.prompt.encode()).hexdigest()}
 
     def messages(self, frames: Sequence[np.ndarray], faces: Sequence[np.ndarray],

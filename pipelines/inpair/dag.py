@@ -50,7 +50,7 @@ from omni_core.jobs import (
     stage_rows,
 )
 from omni_core.manifests import error_row, rows_frame, stable_id, write_manifest
-from omni_core.storage import RunFolder, as_run_folder, list_files, local_input
+from omni_core.storage import Listing, RunFolder, as_run_folder, list_files, local_input
 
 from .config import InpairConfig
 
@@ -69,14 +69,18 @@ SORT_KEYS = {
 JOB = "inpair"
 
 
-def list_inputs(source: str | os.PathLike[str]) -> list[str]:
-    """Every regular file under a folder or a URL prefix (``s3://bucket/videos``; sorted,
-    hidden files skipped) or the one file given (:func:`omni_core.storage.list_files`).
+def list_inputs(source: str | os.PathLike[str], out: RunFolder | None = None) -> Listing:
+    """Every entry under a folder or a URL prefix (``s3://bucket/videos``) or the one file
+    given, accounted for (:func:`omni_core.storage.list_files`): the regular files are the
+    inputs; the entries that cannot be inputs (a pipe, a broken symlink, ...) become error
+    rows of step ``list``; hidden entries and everything under the run's own output ``out``
+    (and its staging folder) are skipped and counted.
 
     Nothing is filtered by extension: a file that is not media becomes an error row, so every
     input is accounted for.
     """
-    return list_files(source)
+    exclude = [] if out is None else [out.out, str(out.root)]
+    return list_files(source, exclude=exclude)
 
 
 class ClipWork(WorkItem):
@@ -474,7 +478,8 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
                      {s.name: s.version for s in STAGES})
     store = ResultStore(folder, JOB)
-    inputs = list_inputs(source)
+    listing = list_inputs(source, folder)
+    inputs = listing.files
     todo = [s for s in inputs if not input_complete(store, key, s)]
     job = JobContext(JOB, folder, key)
     res = cfg.resources
@@ -488,6 +493,8 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
                verbose=verbose)
     setup = collect_setup(job)
     rows, input_stats, clip_stats = _merge(store, key, inputs)
+    rows["errors"] += [error_row(entry, "list", OmniError(reason))
+                       for entry, reason in listing.problems]
     frames = {t: rows_frame(t, rows[t], SORT_KEYS[t]) for t in TABLES}
     for t, df in frames.items():
         write_manifest(df, t, folder.local(f"{t}.parquet", fetch=False))
@@ -506,16 +513,24 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     clips = frames["clips"]
     filters = ({str(k): int(v) for k, v in clips["status"].value_counts().items()}
                if len(clips) else {})
+    notes = [f"listing: {len(inputs)} inputs, {len(listing.problems)} entries not inputs "
+             f"(error rows, step list); skipped {listing.hidden} hidden entries and "
+             f"{listing.excluded} files under the output folder"]
+    if filters:
+        notes.append("clips by status: "
+                     + ", ".join(f"{s} {n}" for s, n in sorted(filters.items())))
     summary = JobSummary.build(
-        JOB, folder.out, total=len(inputs), skipped=len(inputs) - len(todo), stages=stages,
+        JOB, folder.out, total=len(inputs) + len(listing.problems),
+        skipped=len(inputs) - len(todo), stages=stages,
         errors=frames["errors"], counts={t: len(df) for t, df in frames.items()},
         wall_s=time.perf_counter() - t0, result_key=key,
-        details={"filters": dict(sorted(filters.items())),
+        details={"listing": {"inputs": len(inputs), "not_inputs": len(listing.problems),
+                             "hidden": listing.hidden, "under_output": listing.excluded},
+                 "filters": dict(sorted(filters.items())),
                  "max_decodes_per_clip": dict(sorted(decodes.items()))},
         provenance=provenance(cfg_dict, weights=cfg.weights, inputs=[str(source)],
                               checkpoints=setup.checkpoints),
-        notes=["clips by status: " + ", ".join(f"{s} {n}" for s, n in sorted(filters.items()))]
-        if filters else [])
+        notes=notes)
     summary.write(folder)
     from .report import write_report
 

@@ -211,6 +211,48 @@ def test_key_echoed_by_the_server_is_redacted(raw, monkeypatch):
     assert "sk-secret" not in str(e.value) and "***" in str(e.value)
 
 
+def _with_login(url: str, login: str) -> str:
+    return url.replace("http://", f"http://{login}@", 1)
+
+
+def test_credentials_in_the_url_go_as_basic_auth_to_the_right_host(judge, waits, caplog):
+    """``http://user:PASS@host/v1``: the request goes to ``host`` (not to a host named
+    ``user:PASS@host``) with HTTP Basic ``Authorization``; no log line names the password."""
+    url, st = judge
+    st["script"] = [503, "ok", "ok"]
+    with caplog.at_level(logging.DEBUG, logger="omni_core.chat"):
+        assert chat(cfg(_with_login(url, "user:PASS")), MSG) == "ok"
+    basic = "Basic " + base64.b64encode(b"user:PASS").decode()
+    assert [r["auth"] for r in st["requests"]] == [basic] * 2
+    assert {r["path"] for r in st["requests"]} == {"/v1/chat/completions"}
+    assert "503" in caplog.text and "PASS" not in caplog.text
+    assert f"at {url}/chat/completions" in caplog.text  # the host called, no credentials
+    # percent-encoded characters are decoded before they are sent
+    assert chat(cfg(_with_login(url, "me%40lab:p%3Ass")), MSG) == "ok"
+    assert st["requests"][-1]["auth"] == "Basic " + base64.b64encode(b"me@lab:p:ss").decode()
+
+
+def test_errors_never_show_the_password_of_the_url(judge, waits, monkeypatch):
+    url, st = judge
+    st["script"] = [502] * 4
+    with pytest.raises(ChatError) as e:
+        chat(cfg(_with_login(url, "user:PASS")), MSG, what="caption VLM")
+    assert "PASS" not in str(e.value) and str(e.value).startswith(f"caption VLM at {url}/")
+    st["script"] = [401]
+    with pytest.raises(ChatError, match="HTTP 401") as e:
+        chat(cfg(_with_login(url, "user:PASS")), MSG)
+    assert "PASS" not in str(e.value)
+    # credentials in the URL and an API key: one Authorization header, so an error
+    monkeypatch.setenv("OMNI_TESTCHAT_API_KEY", "sk-secret-123")
+    both = ChatConfig(base_url=_with_login(url, "user:PASS"), model="m",
+                      env=ChatEnv.prefixed("OMNI_TESTCHAT"))
+    n = len(st["requests"])
+    with pytest.raises(ChatError, match="carries credentials and an API key") as e:
+        chat(both, MSG)
+    assert "PASS" not in str(e.value) and "sk-secret" not in str(e.value)
+    assert len(st["requests"]) == n  # nothing was sent
+
+
 def test_not_configured_names_the_variables(monkeypatch):
     monkeypatch.delenv("OMNI_TESTCHAT_BASE_URL", raising=False)
     monkeypatch.delenv("OMNI_TESTCHAT_MODEL", raising=False)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,14 +40,117 @@ def test_urls_and_paths():
     assert join("s3://b/run", "") == "s3://b/run"
 
 
-def test_local_listing_skips_hidden_parts(tmp_path):
+def test_local_listing_skips_and_counts_hidden_entries(tmp_path):
     visible = _tree(tmp_path)
     want = [str(tmp_path / r) for r in visible]
-    assert list_files(tmp_path) == want
-    assert list_files(f"file://{tmp_path}") == want
-    assert list_files(tmp_path / "a.mp4") == [str(tmp_path / "a.mp4")]
+    for listing in (list_files(tmp_path), list_files(f"file://{tmp_path}")):
+        assert listing.files == want and listing.problems == []
+        assert listing.hidden == 3  # .hidden.mp4, the .cache folder (once), sub/.e.mp4
+    assert list_files(tmp_path / "a.mp4").files == [str(tmp_path / "a.mp4")]
     with pytest.raises(OmniError, match="input not found"):
         list_files(tmp_path / "nope")
+
+
+def test_local_listing_accounts_for_every_entry_and_opens_none(tmp_path):
+    """A regular file or a symlink to one is an input; a pipe, a socket, a device, a broken
+    symlink, a symlink loop, a symlink to a folder is a problem with its reason. A pipe is
+    never opened (that would block the listing)."""
+    import socket
+
+    _tree(tmp_path)
+    os.mkfifo(tmp_path / "pipe.mp4")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sub" / "sock.mp4"))
+    (tmp_path / "to_a.mp4").symlink_to("a.mp4")
+    (tmp_path / "null.mp4").symlink_to("/dev/null")
+    (tmp_path / "gone.mp4").symlink_to("nowhere.mp4")
+    (tmp_path / "loop1.mp4").symlink_to("loop2.mp4")
+    (tmp_path / "loop2.mp4").symlink_to("loop1.mp4")
+    (tmp_path / "sub" / "up").symlink_to("..")  # a folder loop: never followed
+    try:
+        listing = list_files(tmp_path)
+        single = list_files(tmp_path / "pipe.mp4")
+    finally:
+        sock.close()
+    assert listing.files == [str(tmp_path / r) for r in
+                             ("a.mp4", "sub/b.mp4", "sub/deeper/c.txt", "to_a.mp4")]
+    assert listing.problems == sorted([
+        (str(tmp_path / "gone.mp4"), "broken symlink: its target does not exist"),
+        (str(tmp_path / "loop1.mp4"), "symlink loop"),
+        (str(tmp_path / "loop2.mp4"), "symlink loop"),
+        (str(tmp_path / "null.mp4"), "symlink to a device, not a regular file"),
+        (str(tmp_path / "pipe.mp4"), "named pipe, not a regular file"),
+        (str(tmp_path / "sub" / "sock.mp4"), "socket, not a regular file"),
+        (str(tmp_path / "sub" / "up"), "symlink to a folder, not followed")])
+    assert listing.hidden == 3 and listing.excluded == 0
+    assert single.files == [] and single.problems == [
+        (str(tmp_path / "pipe.mp4"), "named pipe, not a regular file")]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_problem(tmp_path):
+    """Listed by an unprivileged process (root reads every folder): a folder it may not read
+    is a problem, "permission denied"; the rest is listed."""
+    root = Path(tempfile.mkdtemp(prefix="omni-perm-"))  # reachable by an unprivileged user
+    try:
+        root.chmod(0o755)
+        _tree(root)
+        (root / "locked").mkdir()
+        (root / "locked" / "x.mp4").write_bytes(b"x")
+        (root / "locked").chmod(0)
+        listing = _list_unprivileged(root)
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
+    assert listing["files"] == [str(root / r) for r in ("a.mp4", "sub/b.mp4",
+                                                        "sub/deeper/c.txt")]
+    assert listing["problems"] == [[str(root / "locked"), "permission denied"]]
+
+
+def _list_unprivileged(root: Path) -> dict:
+    """list_files(root) in a forked child that drops root privileges (user nobody)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            got = list_files(root)
+            os.write(write, json.dumps({"files": got.files,
+                                        "problems": got.problems}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(data)
+
+
+def test_listing_skips_and_counts_files_under_excluded_folders(tmp_path):
+    """The run's own output inside its input folder (``--input corpus --out corpus/out``):
+    its files are skipped and counted, however the folder is spelled."""
+    visible = _tree(tmp_path)
+    for rel in ("out/clips/v/c1.mp4", "out/clips/v/c2.mp4", "out/summary.json"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"o")
+    (tmp_path / "sub" / "link_to_clip.mp4").symlink_to(tmp_path / "out/clips/v/c1.mp4")
+    (tmp_path.parent / f"{tmp_path.name}-alias").symlink_to(tmp_path)
+    want = [str(tmp_path / r) for r in visible]
+    spellings = [tmp_path / "out", f"{tmp_path}/out/", f"file://{tmp_path}/out",
+                 tmp_path.parent / f"{tmp_path.name}-alias" / "out",
+                 os.path.relpath(tmp_path / "out")]
+    for out in spellings:
+        listing = list_files(tmp_path, exclude=[out, "s3://elsewhere/run"])
+        assert listing.files == want, out
+        assert listing.excluded == 4 and listing.problems == [], out  # 3 files + the link
+    assert list_files(tmp_path / "out", exclude=[tmp_path / "out"]).files == []
+    # without the exclusion the output is listed as inputs (what a rerun used to do)
+    assert len(list_files(tmp_path).files) == len(want) + 4
 
 
 def test_remote_listing_matches_the_local_one(s3, tmp_path):
@@ -53,14 +159,41 @@ def test_remote_listing_matches_the_local_one(s3, tmp_path):
     s3.upload(tmp_path, f"{bucket}/in")
     s3.upload(tmp_path / "a.mp4", f"{bucket}/in-other/a.mp4")  # same prefix, another folder
     want = [f"{bucket}/in/{r}" for r in visible]
-    assert list_files(f"{bucket}/in") == want
-    assert list_files(f"{bucket}/in/") == want
-    assert list_files(f"{bucket}/in/sub/b.mp4") == [f"{bucket}/in/sub/b.mp4"]
+    for listing in (list_files(f"{bucket}/in"), list_files(f"{bucket}/in/")):
+        assert listing.files == want and listing.problems == [] and listing.hidden == 3
+    assert list_files(f"{bucket}/in/sub/b.mp4").files == [f"{bucket}/in/sub/b.mp4"]
     assert exists(f"{bucket}/in/sub") and not exists(f"{bucket}/in/zzz")
     with pytest.raises(OmniError, match="input not found"):
         list_files(f"{bucket}/missing")
     with pytest.raises(OmniError, match="input not found"):
         list_files("s3://omni-no-such-bucket-xyz/videos")
+
+
+def test_remote_listing_skips_and_counts_files_under_the_output(s3, tmp_path):
+    visible = _tree(tmp_path)
+    bucket = s3.bucket()
+    s3.upload(tmp_path, f"{bucket}/in")
+    for rel in ("out/clips/c1.mp4", "out/summary.json", "output-not/x.mp4"):
+        s3.fs().pipe_file(f"{bucket}/in/{rel}".removeprefix("s3://"), b"o")
+    want = sorted([f"{bucket}/in/{r}" for r in visible] + [f"{bucket}/in/output-not/x.mp4"])
+    for out in (f"{bucket}/in/out", f"{bucket}/in/out/", tmp_path / "out"):
+        listing = list_files(f"{bucket}/in", exclude=[out])
+        remote = str(out).startswith("s3://")
+        assert listing.files == (want if remote else
+                                 sorted(want + [f"{bucket}/in/out/clips/c1.mp4",
+                                                f"{bucket}/in/out/summary.json"])), out
+        assert listing.excluded == (2 if remote else 0)
+
+
+def test_storage_urls_with_credentials_are_refused_without_echoing_them(tmp_path):
+    urls = ("s3://AKIAXXXX:PASSWORD123@bucket/in", "s3://bucket/in?X-Amz-Signature=PASSWORD123",
+            "https://user:PASSWORD123@host/videos/a.mp4")
+    calls = (list_files, RunFolder, lambda u: local_input(u, tmp_path), exists)
+    for url in urls:
+        for call in calls:
+            with pytest.raises(OmniError, match="must not carry credentials") as info:
+                call(url)
+            assert "PASSWORD123" not in str(info.value) and "***" in str(info.value)
 
 
 def test_local_input_is_the_path_itself(tmp_path):

@@ -56,7 +56,7 @@ def frames(out):
 def test_every_input_is_processed_or_an_error_row(inputs, run):
     summary, _, out, _ = run
     f = frames(out)
-    every = set(list_inputs(inputs))
+    every = set(list_inputs(inputs).files)
     assert summary.items["total"] == len(every) == 10
     assert set(f["videos"].path) | set(f["errors"].item) == every
     # a usable video that gives no clip is a videos row and an error row saying why
@@ -186,6 +186,50 @@ def assert_same_manifests(out, first):
             assert now == data, t
 
 
+def test_every_entry_is_accounted_for_and_a_rerun_never_lists_its_own_output(sample_corpus,
+                                                                            tmp_path):
+    """``--input corpus --out corpus/out``, run twice: the rerun lists what the first run
+    listed (nothing under its own output), finds it all done and starts nothing. Entries that
+    cannot be inputs (a pipe, a broken symlink, a symlink loop) are error rows of step
+    ``list``; a symlink to a file is an input; hidden entries are counted."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    shutil.copy(sample_corpus.out / "talking" / "talk00_1p.mp4", root)
+    (root / "notes.txt").write_text("not a video\n")
+    (root / "notes-link.mp4").symlink_to("notes.txt")
+    os.mkfifo(root / "pipe.mp4")  # never opened: the run would block
+    (root / "gone.mp4").symlink_to("missing.mp4")
+    (root / "loop.mp4").symlink_to("loop.mp4")
+    (root / ".DS_Store").write_bytes(b"x")
+    out = root / "out"
+    cfg = load_config(InpairConfig, None, ["ray.num_cpus=2", "ray.include_dashboard=false"])
+    try:
+        first = run_inpair(root, out, cfg, progress=False)
+        n_out = sum(1 for p in out.rglob("*") if p.is_file())
+        again = run_inpair(root, out, cfg, progress=False)
+    finally:
+        shutdown_ray()
+    inputs = {str(root / n) for n in ("talk00_1p.mp4", "notes.txt", "notes-link.mp4")}
+    problems = {str(root / "pipe.mp4"): "named pipe, not a regular file",
+                str(root / "gone.mp4"): "broken symlink: its target does not exist",
+                str(root / "loop.mp4"): "symlink loop"}
+    assert first.details["listing"] == {"inputs": 3, "not_inputs": 3, "hidden": 1,
+                                        "under_output": 0}
+    assert again.details["listing"] == {**first.details["listing"], "under_output": n_out}
+    assert n_out > 10 and f"{n_out} files under the output folder" in "\n".join(again.lines())
+    for s in (first, again):
+        assert s.items["total"] == 6 and s.items["failed"] == 5
+        assert s.errors_by_stage == {"list": 3, "prepare": 2}
+    assert again.items["skipped"] == 3 and again.timing["setup_s"] == 0  # nothing redone
+    f = frames(out)
+    assert set(f["videos"].path) == {str(root / "talk00_1p.mp4")} and len(f["clips"]) == 1
+    assert set(f["videos"].path) | set(f["errors"].item) == inputs | set(problems)
+    listed = f["errors"][f["errors"].stage == "list"]
+    assert dict(zip(listed.item, listed.reason, strict=True)) == problems
+    data = json.loads((out / "summary.json").read_text())
+    assert data["details"]["listing"]["under_output"] == n_out
+
+
 def test_runs_as_a_ray_job_on_a_local_head(inputs, run, tmp_path, ray_head):
     """A real head on 127.0.0.1, the DAG submitted through the Job Submission API, then the
     same manifests as the embedded run."""
@@ -217,6 +261,10 @@ def _vlm_answer(body: dict) -> str:
                        "audio_description": f"{n} voice(s) in a quiet room."})
 
 
+#: the caption endpoint's password in the offline run (sent as Basic auth, recorded nowhere)
+PASSWORD = "PASS-7f3c9e"
+
+
 def _offline_config(base_url: str) -> InpairConfig:
     return load_config(InpairConfig, None, [
         "ray.num_cpus=2", "ray.include_dashboard=false", "audio.source=annotations",
@@ -229,7 +277,7 @@ def offline(sample_corpus, tmp_path_factory, chat_stub_module):
     base_url, stub = chat_stub_module
     stub["default"] = _vlm_answer
     out = tmp_path_factory.mktemp("inpair_offline")
-    cfg = _offline_config(base_url)
+    cfg = _offline_config(base_url.replace("http://", f"http://curator:{PASSWORD}@"))
     try:
         summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
     finally:
@@ -293,6 +341,23 @@ def test_offline_backends_turn_every_talking_clip_into_a_sample(offline, sample_
             assert not ((others.start_s < b) & (others.end_s > a)).any()
             audio = load_audio(out / wav.path, 16000)
             assert abs(len(audio) / 16000 - (b - a)) < 0.002
+
+
+def test_the_endpoint_password_goes_as_basic_auth_and_is_in_no_file_of_the_run(offline):
+    """The caption endpoint ``http://curator:PASSWORD@127.0.0.1:port/v1``: every request went
+    to 127.0.0.1 with HTTP Basic credentials; the password is in no byte of any file of the
+    output (summary, provenance, manifests, report, caption JSON, result records)."""
+    import base64
+
+    summary, out, stub = offline
+    basic = "Basic " + base64.b64encode(f"curator:{PASSWORD}".encode()).decode()
+    assert len(stub["requests"]) >= 6 and {r["auth"] for r in stub["requests"]} == {basic}
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 50 and any(p.suffix == ".parquet" for p in files)
+    for p in files:
+        assert PASSWORD.encode() not in p.read_bytes(), p
+    data = json.loads((out / "summary.json").read_text())
+    assert data["provenance"]["config"]["caption"]["base_url"].startswith("http://***@127.0.0.1:")
 
 
 def test_offline_run_scores_against_the_corpus_truth(offline, sample_corpus):
