@@ -5,8 +5,10 @@ metric): ``inputs`` probes each instance's prediction ``<instance_id>.mp4`` (wit
 track, or a sibling ``<instance_id>.wav``); then one stage per metric (its models loaded once,
 timed as setup). A missing or unreadable prediction fails the instance at ``inputs``: it is
 recorded as ``missing`` with the reason for every metric, counted in the summary and never
-averaged. Each instance's media is decoded once (:class:`~evaluation.inputs.InstanceInputs`,
-lazily, by the first metric that needs it) and shared by the metrics.
+averaged. Files of the prediction folder that are no instance's prediction are ignored and
+listed in the summary (``unexpected_predictions``). Each instance's media is decoded once
+(:class:`~evaluation.inputs.InstanceInputs`, lazily, by the first metric that needs it) and
+shared by the metrics.
 
 Results are kept per metric and instance in the job's result store
 (:class:`omni_core.jobs.ResultStore`), keyed by the prediction's and references' content
@@ -45,6 +47,7 @@ from omni_core.jobs import (
     run_in_process,
     stage_rows,
 )
+from omni_core.jobs.store import RESULTS_DIR
 from omni_core.manifests import EVAL_RESULTS, errors_frame, write_manifest
 from omni_core.media import probe
 from omni_core.storage import RunFolder
@@ -123,6 +126,7 @@ def evaluate(
     t0 = time.perf_counter()
     pred_dir, out = Path(pred_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    unexpected = unexpected_predictions(instances, pred_dir, out)
     folder = RunFolder(out.resolve())
     options = options or {}
     metrics: list[Metric] = []
@@ -186,13 +190,36 @@ def evaluate(
             "note": f"{weights} weights: scores are not meaningful" if debug else None,
             "metrics": {m.spec.name: m.describe() for m in metrics},  # as set up
             "instances": int(len(instances)),
-            "missing_predictions": missing, "counts": _counts(results),
+            "missing_predictions": missing,
+            "unexpected_predictions": {"count": len(unexpected),
+                                       "names": unexpected[:UNEXPECTED_LISTED]},
+            "counts": _counts(results),
             "table": {task: {k: c.text for k, c in row.items()} for task, row in agg.items()},
             "decode_s": round(decode_s, 3)},
         provenance=provenance(config or {}, weights=weights, inputs=[str(pred_dir)],
                               checkpoints=setup.checkpoints))
     summary.write(folder)
     return EvalRun(out, results, summary.to_json(), md)
+
+
+#: what ``omni generate`` keeps beside its videos, and an eval's own outputs
+_NOT_PREDICTIONS = {"summary.json", "errors.parquet", RESULTS_DIR, "results.parquet",
+                    "table.md", "table.csv", "table.tex"}
+#: names of unexpected files listed in the summary (all are counted)
+UNEXPECTED_LISTED = 20
+
+
+def unexpected_predictions(instances: pd.DataFrame, pred_dir: Path, out: Path) -> list[str]:
+    """Sorted names in ``pred_dir`` that are no instance's prediction (``<id>.mp4``,
+    ``<id>.wav``), folders with a trailing ``/``: hidden files, job bookkeeping and the
+    eval's output folder excepted. They are ignored; the summary lists them."""
+    if not pred_dir.is_dir():
+        return []
+    expected = {f"{i}{ext}" for i in instances.instance_id for ext in (".mp4", ".wav")}
+    out = out.resolve()
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in pred_dir.iterdir()
+                  if not p.name.startswith(".") and p.name not in expected
+                  and p.name not in _NOT_PREDICTIONS and p.resolve() != out)
 
 
 def _inputs(inst, pred_dir: Path) -> tuple[InstanceInputs | None, str | None]:

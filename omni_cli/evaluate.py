@@ -85,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     if s["missing_predictions"]:
         print(f"{len(s['missing_predictions'])} of {s['instances']} predictions missing or "
               "unreadable (see summary.json)")
+    extra = s["unexpected_predictions"]
+    if extra["count"]:
+        names = ", ".join(extra["names"][:5]) + (", ..." if extra["count"] > 5 else "")
+        n = extra["count"]
+        print(f"ignored {n} file{'s' if n > 1 else ''} in {args.pred} matching no instance: "
+              f"{names} (see summary.json)")
     if s["note"]:
         print(s["note"])
     print(f"results in {run_.out}: results.parquet, summary.json, table.md/.csv/.tex")

@@ -50,7 +50,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, build_opener
 
-from omni_core.errors import WeightsError
+from omni_core.errors import WeightsError, first_line
 
 __all__ = [
     "EntryStatus",
@@ -993,31 +993,59 @@ def fetch(
 def load_torch_checkpoint(
     path: str | os.PathLike[str], map_location: str = "cpu"
 ) -> dict[str, Any]:
-    """Load a state dict the safe way: safetensors, or ``torch.load(weights_only=True)``.
+    """Load a state dict the safe way: safetensors, or ``torch.load(weights_only=True)``
+    (:func:`safe_torch_load`).
 
     Every wrapper goes through here so that no checkpoint can execute pickled code.
     """
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"checkpoint not found: {p}")
-    try:
-        if p.suffix == ".safetensors":
+    if p.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
             return dict(load_file(str(p), device=map_location))
-        import torch
-
-        obj = torch.load(p, map_location=map_location, weights_only=True)
-    except WeightsError:
-        raise
-    except Exception as exc:  # pickle/safetensors/zip errors have no common base class
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(
-            f"cannot load checkpoint {p} safely (weights_only=True / safetensors): {first}"
-        ) from exc
+        except Exception as exc:  # safetensors' errors have no common base class
+            raise WeightsError(f"cannot read checkpoint {p}: {first_line(exc)}") from exc
+    obj = safe_torch_load(p, map_location)
     if not isinstance(obj, dict):
         raise WeightsError(f"checkpoint {p} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def safe_torch_load(source: Any, map_location: str = "cpu", *, mmap: bool = False,
+                    name: str | None = None) -> Any:
+    """``torch.load(source, weights_only=True)``: the one way the suite unpickles a checkpoint.
+
+    A file that pickles objects a weights-only load refuses is one :class:`WeightsError` in
+    our words -- what was refused and how to convert the file -- never torch's suggestion to
+    retry with the safety off (that would run whatever code the pickle holds). Any other
+    failure is one line quoting torch's first. ``name`` names a file-like ``source``. Call it
+    inside ``torch.serialization.safe_globals`` to allow more classes.
+    """
+    import pickle
+
+    import torch
+
+    what = name or str(source)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise WeightsError(f"cannot read checkpoint {what}: {first_line(exc)}") from exc
+        advice = "convert it to .safetensors or re-save it as a plain state dict of tensors"
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if m:
+            raise WeightsError(f"cannot load {what} safely (weights only): it pickles "
+                               f"{m.group(1)}, which a safe load refuses; {advice}") from exc
+        detail = text.partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        raise WeightsError(f"cannot load {what} safely (weights only): a safe load refuses it"
+                           f" ({detail or 'not plain tensors'}); if it is a checkpoint, "
+                           f"{advice}") from exc
+    except Exception as exc:  # zip, mmap and I/O errors have no common base class
+        raise WeightsError(f"cannot read checkpoint {what}: {first_line(exc)}") from exc
 
 
 def load_state_dict_strict(

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from omni_core.errors import OmniError
+from omni_core.weights import safe_torch_load
 
 from .model import ModelArgs, OmniDiT
 
@@ -86,7 +87,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(p))
-    obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    obj = safe_torch_load(p, mmap=True)
     if isinstance(obj, dict) and "module" in obj:
         obj = obj["module"]
     elif isinstance(obj, dict) and isinstance(obj.get("app"), dict) and "model" in obj["app"]:

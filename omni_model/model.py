@@ -93,6 +93,10 @@ class ModelArgs:
 
 
 class RMSNorm(nn.Module):
+    """RMSNorm normalising in float32; the result, scaled by the weight, has ``x``'s dtype
+    (the weight is cast to it: a float32 weight under autocast, a bf16 one for bf16
+    sampling)."""
+
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
@@ -101,14 +105,17 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) \
-            * self.weight
+            * self.weight.type_as(x)
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input dtype."""
+    """LayerNorm computed in float32 (the affine weight and bias too) whatever the input's
+    and the parameters' dtypes; the result has ``x``'s dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
 
 
 class ChannelLastConv1d(nn.Conv1d):

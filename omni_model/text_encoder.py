@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from omni_core.errors import OmniError
-from omni_core.weights import PretrainedComponent
+from omni_core.weights import PretrainedComponent, safe_torch_load
 
 #: umT5-xxl's encoder (the release's text encoder)
 UMT5_XXL = {"vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240,
@@ -123,8 +123,7 @@ class TextEncoder(PretrainedComponent, nn.Module):
 
         with torch.device("meta"):
             model = UMT5EncoderModel(UMT5Config(**UMT5_XXL))
-        sd = torch.load(paths["models_t5_umt5-xxl-enc-bf16.pth"], map_location="cpu",
-                        weights_only=True, mmap=True)
+        sd = safe_torch_load(paths["models_t5_umt5-xxl-enc-bf16.pth"], mmap=True)
         model.load_state_dict(from_wan_t5(sd), strict=True, assign=True)
         model.tie_weights()
         tok_dir = paths["google/umt5-xxl/tokenizer.json"].parent

@@ -42,6 +42,7 @@ import torch
 from omni_core.config import to_dict
 from omni_core.errors import OmniError
 from omni_core.ray_helpers import RayConfig
+from omni_core.weights import safe_torch_load
 
 from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
@@ -300,7 +301,7 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
         last = done[-1]
         state = json.loads((last / "trainer.json").read_text())
         msd = load_file(str(last / "model.safetensors"))
-        osd = torch.load(last / "optimizer.pt", map_location="cpu", weights_only=True)
+        osd = safe_torch_load(last / "optimizer.pt")
         set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd,
                        options=StateDictOptions(full_state_dict=True))
         if ema is not None and (last / "ema.safetensors").is_file():

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from omni_core.errors import OmniError
-from omni_core.weights import PretrainedComponent
+from omni_core.weights import PretrainedComponent, safe_torch_load
 
 __all__ = ["LATENT_MEAN", "LATENT_STD", "WAN22_VAE_CONFIG", "VideoVAE", "from_wan_vae",
            "letterbox"]
@@ -231,8 +231,7 @@ class VideoVAE(PretrainedComponent, nn.Module):
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> VideoVAE:
         with torch.device("meta"):
             vae = cls._autoencoder(WAN22_VAE_CONFIG)
-        sd = torch.load(paths["Wan2.2_VAE.pth"], map_location="cpu", weights_only=True,
-                        mmap=True)
+        sd = safe_torch_load(paths["Wan2.2_VAE.pth"], mmap=True)
         vae.load_state_dict(from_wan_vae(sd), strict=True, assign=True)
         return cls(vae).to(device)
 

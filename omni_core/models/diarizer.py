@@ -41,7 +41,7 @@ import numpy as np
 from omni_core.errors import OmniError, WeightsError, first_line
 from omni_core.media.audio import to_mono
 from omni_core.media.write import temp_wav
-from omni_core.weights import PretrainedComponent, require
+from omni_core.weights import PretrainedComponent, require, safe_torch_load
 
 __all__ = [
     "BACKENDS",
@@ -144,8 +144,6 @@ def _load_pyannote_model(path: Path) -> Any:
     checkpoint (only classes of ``pyannote.audio.models``), Lightning's
     ``load_from_checkpoint`` (strict; retried non-strict only for a task loss, as upstream).
     """
-    import pickle
-
     import torch
     from pyannote.audio.core.model import Model
     from pyannote.audio.utils.dependencies import check_dependencies
@@ -154,21 +152,8 @@ def _load_pyannote_model(path: Path) -> Any:
         raise WeightsError(f"checkpoint not found: {path}")
     data = path.read_bytes()
     allowed = _safe_globals()
-    try:
-        with torch.serialization.safe_globals(allowed):
-            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
-        except Exception:  # not a zip checkpoint at all
-            names = []
-        known = {f"{c.__module__}.{c.__qualname__}" for c in allowed}
-        extra = [n for n in names if n not in known]
-        why = (f"it pickles {', '.join(extra)}" if extra else first_line(exc))
-        raise WeightsError(f"cannot load {path} safely (torch.load weights_only=True): {why}"
-                           ) from exc
-    except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint {path}: {first_line(exc)}") from exc
+    with torch.serialization.safe_globals(allowed):
+        ckpt = safe_torch_load(io.BytesIO(data), name=str(path))
     meta = ckpt.get("pyannote.audio") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
         raise WeightsError(f"{path} is not a pyannote.audio model checkpoint (no "

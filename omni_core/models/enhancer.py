@@ -68,10 +68,10 @@ def _check_clearvoice_loaded(net: Any, folder: Path, model: str) -> None:
     and shape match, and silently leaves the rest at their random initialisation; a wrong or
     truncated checkpoint would otherwise enhance with a half-random network.
     """
-    import torch
+    from omni_core.weights import safe_torch_load
 
     name = (folder / "last_best_checkpoint").read_text().splitlines()[0].strip()
-    ckpt = torch.load(folder / name, map_location="cpu", weights_only=True)
+    ckpt = safe_torch_load(folder / name)
     ckpt = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
     have = {k.removeprefix("module."): tuple(v.shape) for k, v in ckpt.items()
             if hasattr(v, "shape")}

@@ -137,3 +137,39 @@ def test_an_unexpected_exception_is_an_error_row_and_is_retried(bench, tmp_path)
     assert len(err) == len(ids) - 2  # every readable prediction, none lost
     assert err.reason.str.startswith("RuntimeError: Given input size").all()
     assert first == len(ids) - 2 and calls["n"] == 2 * first  # not cached: retried
+
+
+def test_files_that_match_no_instance_are_listed_not_silently_ignored(bench, tmp_path):
+    """A prediction under a wrong name (``foo.mp4``) or a stray file is named in the summary;
+    hidden files, the bookkeeping ``omni generate`` leaves beside its videos and the eval's
+    own output folder are not predictions and are not listed."""
+    inst, pred, ids = bench
+    shutil.copy(pred / f"{ids[2]}.mp4", pred / "foo.mp4")
+    (pred / "notes.txt").write_text("seed 100")
+    (pred / "old").mkdir()
+    (pred / ".DS_Store").write_bytes(b"")
+    (pred / ".x.tmp.mp4").write_bytes(b"")
+    (pred / "summary.json").write_text("{}")  # omni generate's
+    (pred / "errors.parquet").write_bytes(b"")
+    (pred / "_results").mkdir()
+    run = evaluate(inst, pred, pred / "eval", ["loudness_test"], progress=False)
+    listed = run.summary["details"]["unexpected_predictions"]
+    assert listed == {"count": 3, "names": ["foo.mp4", "notes.txt", "old/"]}
+    assert json.loads((pred / "eval" / "summary.json").read_text())["details"][
+        "unexpected_predictions"] == listed
+    # many: the count is exact, the listing capped
+    for i in range(30):
+        (pred / f"extra_{i:02d}.wav").write_bytes(b"")
+    run = evaluate(inst, pred, tmp_path / "o", ["loudness_test"], progress=False)
+    listed = run.summary["details"]["unexpected_predictions"]
+    # 3 + 30, and eval/: now another run's output, not this one's
+    assert listed["count"] == 34 and len(listed["names"]) == 20
+    assert listed["names"] == sorted(listed["names"])
+    assert listed["names"][:2] == ["eval/", "extra_00.wav"]
+    # a clean folder lists nothing
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for i in ids[2:]:
+        shutil.copy(pred / f"{i}.mp4", clean)
+    run = evaluate(inst, clean, tmp_path / "o2", ["loudness_test"], progress=False)
+    assert run.summary["details"]["unexpected_predictions"] == {"count": 0, "names": []}

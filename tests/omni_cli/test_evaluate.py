@@ -34,6 +34,22 @@ def test_eval_released_fixtures(bench_fixtures, tmp_path):
     assert summary["details"]["counts"]["spk_conf"] == {"not_computed": 2}
 
 
+def test_files_matching_no_instance_are_counted_on_the_console(bench_fixtures, tmp_path):
+    import shutil
+
+    pred = tmp_path / "pred"
+    shutil.copytree(bench_fixtures.pred, pred)
+    (pred / "foo.mp4").write_bytes(b"")
+    (pred / "notes.txt").write_text("x")
+    (pred / ".hidden").write_text("x")
+    r = omni("eval", "--bench", bench_fixtures.bench, "--pred", pred, "--out",
+             tmp_path / "res", "--metrics", "spk_conf", "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if "matching no instance" in ln]
+    assert lines == [f"ignored 2 files in {pred} matching no instance: foo.mp4, notes.txt "
+                     "(see summary.json)"]
+
+
 def test_usage_errors(tmp_path, bench_fixtures):
     assert omni("eval").returncode == 2
     r = omni("eval", "--bench", tmp_path, "--pred", tmp_path, "--out", tmp_path / "o")

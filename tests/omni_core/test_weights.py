@@ -666,6 +666,39 @@ class _Unsafe:
     """An arbitrary class: weights_only=True must refuse to unpickle it."""
 
 
+def test_a_refused_pickle_is_one_line_that_never_advises_an_unsafe_load(tmp_path: Path) -> None:
+    """torch's own message says re-running with weights_only=False "will likely succeed":
+    advice that would execute arbitrary pickles. Ours names what was refused and says to
+    convert the file, for zip and legacy checkpoints alike, through every entry point."""
+    import argparse
+
+    cases = []
+    for name, obj, zipped in (("ns.pt", argparse.Namespace(lr=1.0), True),
+                              ("evil.pt", _Unsafe(), True),
+                              ("legacy.pt", argparse.Namespace(lr=1.0), False)):
+        torch.save({"w": torch.ones(2), "extra": obj}, tmp_path / name,
+                   _use_new_zipfile_serialization=zipped)
+        cases.append((tmp_path / name, type(obj).__qualname__))
+    for path, cls in cases:
+        for load in ("load_torch_checkpoint", "safe_torch_load"):
+            with pytest.raises(WeightsError) as err:
+                getattr(W, load)(path)
+            msg = str(err.value)
+            assert "\n" not in msg and "\x1b" not in msg
+            assert "weights_only=False" not in msg and "will likely succeed" not in msg
+            assert "can still be loaded" not in msg and "add_safe_globals" not in msg
+            assert str(path) in msg and cls in msg and "refuse" in msg
+            assert "safetensors" in msg and "state dict" in msg
+    assert "argparse.Namespace" in str(pytest.raises(WeightsError, W.safe_torch_load,
+                                                     cases[0][0]).value)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match="cannot load .*junk.pt safely .*refuses it") as err:
+        W.safe_torch_load(tmp_path / "junk.pt")
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    assert torch.equal(W.safe_torch_load(tmp_path / "ok.pt", mmap=True)["w"], torch.ones(2))
+
+
 class RealSizeLinear(TinyLinear):
     @classmethod
     def _real_size(cls) -> dict[str, Any]:

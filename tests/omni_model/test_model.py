@@ -226,6 +226,22 @@ def test_a_checkpoint_in_the_release_layout_loads_and_predicts_the_same(tmp_path
         load_release(tmp_path / "missing.safetensors", DEBUG.args)
 
 
+def test_a_release_file_holding_python_objects_is_refused_in_our_words(tmp_path):
+    """A ``.pt`` that pickles more than tensors is refused with one line naming the object
+    and saying to convert the file, never torch's advice to load it with weights_only=False
+    (which would run arbitrary pickled code)."""
+    import argparse
+
+    model = _trained_like(seed=3)
+    torch.save({"module": to_release(model.state_dict()), "args": argparse.Namespace(lr=1)},
+               tmp_path / "c.pt")
+    with pytest.raises(OmniError) as err:
+        load_release(tmp_path / "c.pt", DEBUG.args)
+    msg = str(err.value)
+    assert "argparse.Namespace" in msg and "safetensors" in msg and "\n" not in msg
+    assert "weights_only=False" not in msg and "will likely succeed" not in msg
+
+
 def test_a_checkpoint_can_be_named_by_its_weights_entry(tmp_path):
     """``dreamid-omni`` (or ``ENTRY:FILE``) finds the release file in the weights folder; a
     missing file is one error naming the fetch command; nothing is downloaded."""

@@ -166,6 +166,18 @@ def test_generate_writes_playable_videos_that_omni_eval_scores(instances, tmp_pa
     assert "missing" not in set(res.status)
 
 
+@pytest.mark.slow
+def test_generate_in_bfloat16_writes_every_instance(instances, tmp_path):
+    """``--set dtype=bfloat16`` (how a GPU samples): the model runs in bf16 on every task."""
+    cfg = GenerateConfig(steps=2, dtype="bfloat16")
+    summary = generate(instances, tmp_path / "pred", cfg, progress=False)
+    table = read_manifest(instances, "bench_instances")
+    assert read_manifest(tmp_path / "pred" / "errors.parquet", "errors").empty
+    assert summary.items["failed"] == 0 and summary.details["written"] == len(table)
+    for iid in table.instance_id:
+        assert probe(tmp_path / "pred" / f"{iid}.mp4").has_audio
+
+
 def test_a_failing_instance_is_an_error_row_and_the_others_are_written(instances, tmp_path):
     table = read_manifest(instances, "bench_instances")
     bad = table.iloc[0].to_dict()
