@@ -14,12 +14,16 @@ masked source video: an RV2AV instance) and ``<set>/driving_audios/<id>.wav`` (a
 instance).
 
 A test case with a missing or unreadable file is not imported; it becomes an error row
-(stage ``import``) so it is counted, never silently dropped.
+(stage ``import``) so it is counted, never silently dropped. Hidden files and folders (names
+starting with a dot) are not part of the layout and are ignored: the release itself ships
+macOS ``.DS_Store`` files inside ``twoip/*/20/``, and a copy made on a macOS machine may carry
+AppleDouble ``._<name>`` companions of every file.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -47,7 +51,7 @@ def import_released(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not sets:
         raise OmniError(f"{root}: no <set>/captions/ folder: not the released layout")
     for set_dir in sets:
-        for cap_path in sorted((set_dir / "captions").glob("*.json"), key=_natural):
+        for cap_path in sorted(_visible((set_dir / "captions").glob("*.json")), key=_natural):
             case = cap_path.stem
             iid = f"{set_dir.name}_{case}"
             try:
@@ -64,7 +68,12 @@ def import_released(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _sets(root: Path) -> list[Path]:
     if (root / "captions").is_dir():
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "captions").is_dir())
+    return sorted(p for p in _visible(root.iterdir()) if p.is_dir() and (p / "captions").is_dir())
+
+
+def _visible(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without hidden ones (``.DS_Store``, AppleDouble ``._x.png``, ``.ipynb_...``)."""
+    return [p for p in paths if not p.name.startswith(".")]
 
 
 def _instance(set_dir: Path, case: str, iid: str, cap_path: Path) -> dict:
@@ -97,7 +106,7 @@ def _instance(set_dir: Path, case: str, iid: str, cap_path: Path) -> dict:
 def _refs(folder: Path, case: str, suffixes: tuple[str, ...], what: str) -> list[Path]:
     if not folder.is_dir():
         raise OmniError(f"{folder}: missing ({what} folder)")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in suffixes]
+    files = [p for p in _visible(folder.iterdir()) if p.suffix.lower() in suffixes]
     if not files:
         raise OmniError(f"{folder}: no {what}")
     named = [p for p in files if p.stem == case]

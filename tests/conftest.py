@@ -16,6 +16,17 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repository root: real upstream checkpoints and data that the
+    project may not ship (read in place, never copied; see its README files). Tests that read
+    it skip, with this reason, only where it is absent (a user's clone); CI always has it."""
+    path = Path(__file__).resolve().parents[1].parent / "shared"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (the real checkpoints and data beside the clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory):
     """The sample corpus (seed 0), built once per test session; a CorpusSummary.
 

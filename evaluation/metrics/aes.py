@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..models.clip_vit import clip_preprocess
-from ..models.laion_aesthetic import AestheticModel
+from ..models.laion_aesthetic import AestheticModel, ImprovedAestheticModel
 from ..registry import Metric, MetricSpec, Output, register
 
 __all__ = [
@@ -57,10 +57,16 @@ class AESOptions:
     precision: Literal["auto", "fp32", "fp16"] = "auto"
     #: Frames per forward pass (memory only: the numbers do not depend on it).
     batch_size: int = 32
+    #: ``laion``: the LAION linear head (VBench, the paper). ``improved``: the improved
+    #: aesthetic predictor's MLP (``ImprovedAestheticModel``) on the same features; its numbers
+    #: are not VBench's.
+    head: Literal["laion", "improved"] = "laion"
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "fp16"):
             raise ValueError(f"precision must be auto, fp32 or fp16, got {self.precision!r}")
+        if self.head not in ("laion", "improved"):
+            raise ValueError(f"head must be laion or improved, got {self.head!r}")
         if self.batch_size < 1 or self.image_size < 1 or self.score_scale <= 0:
             raise ValueError("batch_size, image_size and score_scale must be positive")
 
@@ -120,7 +126,8 @@ class AES(Metric):
     Options = AESOptions
 
     def setup(self) -> None:
-        self.model = self.load(AestheticModel)
+        self.model = self.load(ImprovedAestheticModel if self.options.head == "improved"
+                               else AestheticModel)
 
     def compute(self, inp) -> dict:
         return {"aes": float(score_frames(inp.frames(), self.model, self.options).score)}

@@ -13,7 +13,9 @@ Glint360K ``glintr100.onnx``) selectable. Both are loaded from the weights folde
 insightface's own model zoo classes (``SCRFD``, ``ArcFaceONNX``), never from insightface's
 download path. The ``debug`` twin exports a tiny iResNet-style recogniser and a tiny
 SCRFD-style detector (3 strides, 2 anchors, scores/boxes/5 landmarks) to ONNX at build time and
-runs them through the very same insightface classes and onnxruntime.
+runs them through the very same insightface classes and onnxruntime. Detection alone needs
+no recogniser: :class:`ScrfdDetector` loads one SCRFD ONNX file (any pack's detector) and
+:func:`detect_faces` takes it as it takes a pack.
 
 ``detector="lbp"`` swaps SCRFD for scikit-image's bundled LBP frontal-face cascade (landmarks
 from the box through a fixed template, :data:`LBP_KPS_TEMPLATE`): a classical backend that
@@ -49,6 +51,7 @@ __all__ = [
     "FaceModel",
     "IdSimOptions",
     "NoReferenceFaceError",
+    "ScrfdDetector",
     "align_face",
     "box_iou",
     "cosine_matrix",
@@ -281,6 +284,58 @@ def _session_options() -> Any:
     return so
 
 
+def _load_scrfd(path: Path, providers: list[Any]) -> Any:
+    """insightface's ``model_zoo.SCRFD`` of one ONNX file (routed by ``model_zoo.get_model``
+    with an explicit ``root``, so insightface never looks at ``~/.insightface``); a file that
+    is not an SCRFD detector with 5 landmarks is a :class:`WeightsError`."""
+    from insightface.model_zoo import model_zoo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        det = model_zoo.get_model(str(path), providers=providers, root=str(Path(path).parent),
+                                  sess_options=_session_options())
+    if not isinstance(det, model_zoo.SCRFD):
+        raise WeightsError(f"{path} is not an SCRFD face detector "
+                           f"(insightface routed it to {type(det).__name__})")
+    if not det.use_kps:
+        raise WeightsError(f"{path} predicts no landmarks; ID-Sim needs 5")
+    return det
+
+
+class ScrfdDetector:
+    """insightface's SCRFD face detector on its own, without a recogniser.
+
+    What face *detection* needs (:func:`detect_faces` takes one wherever it takes a
+    :class:`FaceModel`, which holds one): any SCRFD ONNX file with 5 landmarks, e.g. a pack's
+    ``det_10g.onnx`` (buffalo_l), ``det_2.5g.onnx`` (buffalo_m) or ``det_500m.onnx``
+    (buffalo_s / buffalo_sc), run through insightface's own ``SCRFD`` class.
+    """
+
+    def __init__(self, detector: Any, path: Path | None = None) -> None:
+        if getattr(detector, "taskname", None) != "detection" or not hasattr(detector, "detect"):
+            raise WeightsError(f"{detector!r} is not an insightface face detector")
+        self.detector = detector
+        self.path = path
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], device: str = "cpu") -> ScrfdDetector:
+        """The detector of one SCRFD ONNX file (never downloaded: a missing file is one
+        :class:`WeightsError` naming it)."""
+        p = Path(path)
+        if not p.is_file():
+            raise WeightsError(f"SCRFD face detector not found: {p}")
+        return cls(_load_scrfd(p, _providers(device)), p)
+
+    def detect(self, image_bgr: np.ndarray, det_size: tuple[int, int],
+               det_thresh: float) -> list[DetectedFace]:
+        """SCRFD on a BGR uint8 image (insightface's ``SCRFD.detect``, every face kept)."""
+        det, kpss = self.detector.detect(np.ascontiguousarray(image_bgr),
+                                         input_size=tuple(det_size), det_thresh=det_thresh)
+        return [DetectedFace(box=det[i, :4].astype(np.float32), score=float(det[i, 4]),
+                             kps=np.asarray(kpss[i], dtype=np.float32))
+                for i in range(det.shape[0])]
+
+
 class FaceModel(PretrainedComponent):
     """An insightface detector + recogniser pair (base of the packs; use a subclass).
 
@@ -299,6 +354,7 @@ class FaceModel(PretrainedComponent):
         if getattr(recognizer, "taskname", None) != "recognition":
             raise WeightsError(f"{self.pack}: {recognizer!r} is not an insightface recogniser")
         self.detector = detector
+        self.scrfd = ScrfdDetector(detector)
         self.recognizer = recognizer
         self.folder = folder
         size = recognizer.input_size
@@ -346,17 +402,11 @@ class FaceModel(PretrainedComponent):
 
         providers = _providers(device)
         root = str(Path(paths["recognizer"]).parent)
+        det = _load_scrfd(Path(paths["detector"]), providers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            det = model_zoo.get_model(str(paths["detector"]), providers=providers, root=root,
-                                      sess_options=_session_options())
             rec = model_zoo.get_model(str(paths["recognizer"]), providers=providers, root=root,
                                       sess_options=_session_options())
-        if not isinstance(det, model_zoo.SCRFD):
-            raise WeightsError(f"{paths['detector']} is not an SCRFD face detector "
-                               f"(insightface routed it to {type(det).__name__})")
-        if not det.use_kps:
-            raise WeightsError(f"{paths['detector']} predicts no landmarks; ID-Sim needs 5")
         if not isinstance(rec, model_zoo.ArcFaceONNX):
             raise WeightsError(f"{paths['recognizer']} is not an ArcFace recogniser "
                                f"(insightface routed it to {type(rec).__name__})")
@@ -400,12 +450,8 @@ class FaceModel(PretrainedComponent):
 
     def detect(self, image_bgr: np.ndarray, det_size: tuple[int, int],
                det_thresh: float) -> list[DetectedFace]:
-        """SCRFD on a BGR uint8 image (insightface's ``SCRFD.detect``, every face kept)."""
-        det, kpss = self.detector.detect(np.ascontiguousarray(image_bgr),
-                                         input_size=tuple(det_size), det_thresh=det_thresh)
-        return [DetectedFace(box=det[i, :4].astype(np.float32), score=float(det[i, 4]),
-                             kps=np.asarray(kpss[i], dtype=np.float32))
-                for i in range(det.shape[0])]
+        """SCRFD on a BGR uint8 image (:meth:`ScrfdDetector.detect`)."""
+        return self.scrfd.detect(image_bgr, det_size, det_thresh)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """ArcFace embeddings (n, d) of aligned BGR crops (insightface's ``get_feat``, which
@@ -518,15 +564,15 @@ def _bgr(image_rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
-def detect_faces(image_rgb: np.ndarray, model: FaceModel | None,
+def detect_faces(image_rgb: np.ndarray, model: FaceModel | ScrfdDetector | None,
                  options: IdSimOptions | None = None) -> tuple[list[DetectedFace], np.ndarray]:
     """Faces in one RGB image, with the grey-padding retry; returns the faces and the BGR image
     their embeddings must be computed on (the padded one after a retry). Boxes and landmarks
-    are in that image's pixels; :func:`embed_faces` maps them back. ``model`` may be ``None``
-    with ``detector="lbp"``."""
+    are in that image's pixels; :func:`embed_faces` maps them back. ``model`` is a pack or a
+    bare :class:`ScrfdDetector`; it may be ``None`` with ``detector="lbp"``."""
     opts = options or IdSimOptions()
     if model is None and opts.detector != "lbp":
-        raise ValueError("detect_faces: the scrfd detector needs a FaceModel")
+        raise ValueError("detect_faces: the scrfd detector needs a FaceModel or ScrfdDetector")
     bgr = _bgr(image_rgb)
 
     def run(img: np.ndarray) -> list[DetectedFace]:

@@ -76,3 +76,107 @@ def test_bpe_file_round_trip_and_tiny_vocab(tmp_path):
     path.write_bytes(b"not gzip")
     with pytest.raises(WeightsError, match="BPE vocabulary"):
         BPETokenizer.from_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAI CLIP's vocabulary from ../shared/weights/clip-bpe, found through the weights registry
+
+#: Token ids that OpenAI CLIP's tokenizer is published to give (``clip.tokenize`` outputs and
+#: the openai/clip-vit-base-patch32 tokenizer in other projects' tests), SOT and EOT included.
+KNOWN_IDS = {
+    "a photo of a cat": [49406, 320, 1125, 539, 320, 2368, 49407],
+    "a photo of a dog": [49406, 320, 1125, 539, 320, 1929, 49407],
+    "a painting of a cat": [49406, 320, 3086, 539, 320, 2368, 49407],
+    "bozuman": [49406, 647, 4091, 786, 49407],
+}
+
+
+@pytest.fixture(scope="module")
+def shared_bpe(shared_dir, tmp_path_factory) -> Path:
+    """The shared vocabulary, symlinked into a weights folder under the ViCLIP entry that ships
+    it and resolved by ``require`` (the manifest's pinned size)."""
+    import os
+
+    from evaluation.models.viclip import BPE_FILE
+    from omni_core.weights import require
+
+    root = tmp_path_factory.mktemp("weights")
+    (root / "viclip-l-internvid-10m-flt").mkdir()
+    os.symlink(shared_dir / "weights" / "clip-bpe" / BPE_FILE,
+               root / "viclip-l-internvid-10m-flt" / BPE_FILE)
+    return require("viclip-l-internvid-10m-flt", BPE_FILE, root)
+
+
+@pytest.fixture(scope="module")
+def shared_tokenizer(shared_bpe) -> BPETokenizer:
+    return BPETokenizer.from_file(shared_bpe)
+
+
+def test_shared_vocabulary_is_the_pinned_file(shared_bpe):
+    from omni_core.weights import VerifyState, verify
+
+    report = verify("viclip-l-internvid-10m-flt", shared_bpe.parent.parent)
+    states = {f.file.path: f.state for f in report.files}
+    assert states[shared_bpe.name] == VerifyState.OK  # sha256 924691ac... of openai/CLIP
+
+
+def test_known_clip_token_ids(shared_tokenizer):
+    tok = shared_tokenizer
+    assert tok.vocab_size == 49408 and (tok.sot_id, tok.eot_id) == (49406, 49407)
+    for text, ids in KNOWN_IDS.items():
+        assert [tok.sot_id, *tok.encode(text), tok.eot_id] == ids, text
+        row = tok.tokenize(text, context_length=77)[0].tolist()
+        assert row == ids + [0] * (77 - len(ids))  # clip.tokenize's layout
+    assert tok.decode(KNOWN_IDS["a photo of a cat"][1:-1]) == "a photo of a cat "
+
+
+def _release_texts(shared_dir) -> list[str]:
+    """The release captions' texts as the metrics read them (ViCLIP's visual field, CLAP's
+    audio field, the spoken lines); the one-person caption has typographic apostrophes."""
+    from evaluation.texts import caption_text
+    from omni_core.captions import parse_caption, read_caption_text
+
+    texts = []
+    for path in sorted((shared_dir / "data" / "release_test_case").glob("*/captions/*.json")):
+        cap = parse_caption(read_caption_text(path))
+        texts += [caption_text(cap, "visual"), caption_text(cap, "audio"),
+                  *(u.text for u in cap.speech())]
+    return texts
+
+
+def test_same_ids_as_huggingface_tokenizers_bpe(shared_bpe, shared_tokenizer, shared_dir):
+    """transformers' CLIPTokenizer (the Rust ``tokenizers`` BPE) on CLIP's vocabulary as
+    vocab.json/merges.txt are derived from the same file. It normalises with NFC instead of
+    ftfy, so texts ftfy would change (curly quotes) are compared with laion_clap below."""
+    import gzip
+
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    with gzip.open(shared_bpe, "rt", encoding="utf-8") as fh:
+        merges = [tuple(line.split()) for line in fh.read().split("\n")[1:49152 - 256 - 2 + 1]]
+    symbols = list(bytes_to_unicode().values())
+    vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges),
+             "<|startoftext|>", "<|endoftext|>"]
+    hf = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
+    texts = [*KNOWN_IDS, SENTENCES[0], SENTENCES[2], SENTENCES[3],
+             *(t for t in _release_texts(shared_dir) if t.isascii())]
+    assert len(texts) > 10
+    for text in texts:
+        ours = [shared_tokenizer.sot_id, *shared_tokenizer.encode(text), shared_tokenizer.eot_id]
+        assert ours == hf(text)["input_ids"], text
+
+
+def test_same_ids_as_clip_simple_tokenizer_on_release_captions(shared_bpe, shared_tokenizer,
+                                                               shared_dir):
+    """laion_clap's copy of OpenAI's SimpleTokenizer (ftfy, html unescape) reading the shared
+    file, on every release caption text, curly apostrophes included."""
+    spec = importlib.util.spec_from_file_location(
+        "_laion_tok_shared", real_bpe_path().parent / "tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ref = module.SimpleTokenizer(str(shared_bpe))
+    texts = _release_texts(shared_dir)
+    assert any("\u2019" in t for t in texts)
+    for text in texts:
+        assert shared_tokenizer.encode(text) == ref.encode(text), text
