@@ -38,6 +38,39 @@ def sample_corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("sample_corpus"), seed=0)
 
 
+@dataclass
+class TalkingFrames:
+    """One talking clip of the sample corpus: ID-Sim's 4 frames (truncated linspace), the
+    middle frame, and the truth's face and mouth boxes of its people."""
+
+    file: str
+    frames: np.ndarray
+    mid: np.ndarray
+    face_boxes: list[np.ndarray]
+    mouth_boxes: list[np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def talking_frames(sample_corpus) -> list[TalkingFrames]:
+    """Decoded once per session for the face tests (detection, ID-Sim, SCRFD)."""
+    import pandas as pd
+
+    from omni_core.media import probe, read_frames, sample_indices
+
+    files = pd.read_parquet(sample_corpus.files_table)
+    people = pd.read_parquet(sample_corpus.people_table)
+    out = []
+    for row in files[files["kind"] == "talking"].itertuples():
+        path = sample_corpus.out / row.file
+        n = probe(path).n_frames
+        frames = read_frames(path, [*sample_indices(n, 4, "linspace").tolist(), n // 2])
+        who = people[people["file"] == row.file]
+        out.append(TalkingFrames(row.file, frames[:-1], frames[-1],
+                                 [np.asarray(b, np.float64) for b in who["face_box"]],
+                                 [np.asarray(b, np.float64) for b in who["mouth_box"]]))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # small real files with the stream quirks of phone and edited footage
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from evaluation.metrics import id_sim as m
-from omni_core.media import probe, read_frames
 from omni_core.models import face as F
 
 
@@ -21,20 +19,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def clips(sample_corpus):
+def clips(talking_frames):
     """Per talking clip: a few ID-Sim frames, the middle frame and the people's face boxes."""
-    files = pd.read_parquet(sample_corpus.files_table)
-    people = pd.read_parquet(sample_corpus.people_table)
-    out = []
-    for row in files[files["kind"] == "talking"].itertuples():
-        path = sample_corpus.out / row.file
-        n = probe(path).n_frames
-        idx = m.frame_indices(n, m.IdSimOptions(num_frames=4))
-        frames = read_frames(path, [*idx.tolist(), n // 2])
-        boxes = [np.asarray(b, dtype=np.float64)
-                 for b in people[people["file"] == row.file]["face_box"]]
-        out.append((row.file, frames[:-1], frames[-1], boxes))
-    return out
+    return [(c.file, c.frames, c.mid, c.face_boxes) for c in talking_frames]
 
 
 def _crop(frame: np.ndarray, box: np.ndarray, margin: float = 0.3) -> np.ndarray:

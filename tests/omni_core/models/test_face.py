@@ -8,11 +8,9 @@ import shutil
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from omni_core.errors import WeightsError
-from omni_core.media import probe, read_frames, sample_indices
 from omni_core.models import face as F
 
 
@@ -22,21 +20,10 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def clips(sample_corpus):
+def clips(talking_frames):
     """Per talking clip: 4 frames (ID-Sim's truncated linspace), the middle frame and the
     people's face boxes."""
-    files = pd.read_parquet(sample_corpus.files_table)
-    people = pd.read_parquet(sample_corpus.people_table)
-    out = []
-    for row in files[files["kind"] == "talking"].itertuples():
-        path = sample_corpus.out / row.file
-        n = probe(path).n_frames
-        idx = sample_indices(n, 4, "linspace")
-        frames = read_frames(path, [*idx.tolist(), n // 2])
-        boxes = [np.asarray(b, dtype=np.float64)
-                 for b in people[people["file"] == row.file]["face_box"]]
-        out.append((row.file, frames[:-1], frames[-1], boxes))
-    return out
+    return [(c.file, c.frames, c.mid, c.face_boxes) for c in talking_frames]
 
 
 def _iou(a, b) -> float:

@@ -11,11 +11,10 @@ import os
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from omni_core.errors import WeightsError
-from omni_core.media import probe, read_frames, read_image, sample_indices
+from omni_core.media import read_image
 from omni_core.models import face as F
 from pipelines.inpair.faces import FaceOptions
 
@@ -62,20 +61,11 @@ def photos(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def corpus_frames(sample_corpus):
+def corpus_frames(talking_frames):
     """Per talking clip: 5 frames (ID-Sim's 4-frame linspace and the middle one) and the
     truth's face and mouth boxes of its people."""
-    files = pd.read_parquet(sample_corpus.files_table)
-    people = pd.read_parquet(sample_corpus.people_table)
-    out = []
-    for row in files[files["kind"] == "talking"].itertuples():
-        path = sample_corpus.out / row.file
-        n = probe(path).n_frames
-        frames = read_frames(path, [*sample_indices(n, 4, "linspace").tolist(), n // 2])
-        who = people[people["file"] == row.file]
-        out.append((row.file, frames, [np.asarray(b, np.float64) for b in who["face_box"]],
-                    [np.asarray(b, np.float64) for b in who["mouth_box"]]))
-    return out
+    return [(c.file, np.concatenate([c.frames, c.mid[None]]), c.face_boxes, c.mouth_boxes)
+            for c in talking_frames]
 
 
 def _insightface_detect(det, image_rgb, size, thresh=0.5):
