@@ -73,6 +73,19 @@ def to_mono(waveform: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def model_input(waveform: np.ndarray, sample_rate: int, model_rate: int, what: str
+                ) -> np.ndarray:
+    """A waveform as an audio model takes it: mono (:func:`to_mono`), at ``model_rate``,
+    float32, every sample finite (a :class:`MediaError` naming ``what`` otherwise)."""
+    x = to_mono(waveform)
+    if sample_rate != model_rate:
+        x = resample(x, sample_rate, model_rate)
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise MediaError(f"{what} input audio contains NaN or infinite samples")
+    return x
+
+
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample an in-memory waveform (time on axis 0) with soxr's high-quality mode."""
     if sr_in == sr_out:

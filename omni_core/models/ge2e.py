@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from omni_core.errors import OmniError, WeightsError
-from omni_core.media.audio import resample, to_mono
+from omni_core.media.audio import model_input, to_mono
 from omni_core.weights import load_state_dict_strict, load_torch_checkpoint
 
 from .packaged import PackagedComponent
@@ -213,12 +213,7 @@ class GE2EEncoder(PackagedComponent, nn.Module):
     # ---- waveforms
 
     def _prepare(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-        x = to_mono(waveform)
-        if sample_rate != SAMPLE_RATE:
-            x = resample(x, sample_rate, SAMPLE_RATE)
-        x = np.asarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise OmniError("GE2E input audio contains NaN or infinite samples")
+        x = model_input(waveform, sample_rate, SAMPLE_RATE, "GE2E")
         if len(x) == 0:
             raise OmniError("GE2E needs audio, got an empty waveform")
         return normalize_volume(x)

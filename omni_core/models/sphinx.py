@@ -40,7 +40,7 @@ from typing import Any, Self
 import numpy as np
 
 from omni_core.errors import OmniError, WeightsError, first_line
-from omni_core.media.audio import resample, to_mono
+from omni_core.media.audio import model_input
 
 from .packaged import PackagedComponent
 from .whisper import Word
@@ -125,12 +125,7 @@ class SphinxASR(PackagedComponent):
         ``segments``: ``(start_s, end_s)`` stretches of speech to decode one by one (others
         are skipped); ``None`` decodes the whole waveform as one utterance.
         """
-        x = to_mono(waveform)
-        if sample_rate != SAMPLE_RATE:
-            x = resample(x, sample_rate, SAMPLE_RATE)
-        x = np.asarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise OmniError("speech recognition input contains NaN or infinite samples")
+        x = model_input(waveform, sample_rate, SAMPLE_RATE, "speech recognition")
         pcm = np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2")
         duration = len(x) / SAMPLE_RATE
         spans = [(0.0, duration)] if segments is None else sorted(segments)

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Self
 import numpy as np
 
 from omni_core.errors import OmniError, WeightsError, first_line
-from omni_core.media.audio import resample, to_mono
+from omni_core.media.audio import model_input
 
 from .packaged import PackagedComponent
 
@@ -203,12 +203,7 @@ class SileroVAD(PackagedComponent):
     def segments(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
                  options: VadOptions | None = None) -> list[SpeechSegment]:
         """Speech segments of ``waveform`` (mono, or (n, channels) averaged), in seconds."""
-        x = to_mono(waveform)
-        if sample_rate != SAMPLE_RATE:
-            x = resample(x, sample_rate, SAMPLE_RATE)
-        x = np.asarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise OmniError("VAD input audio contains NaN or infinite samples")
+        x = model_input(waveform, sample_rate, SAMPLE_RATE, "VAD")
         if len(x) == 0:
             return []
         spans = speech_timestamps(self.probabilities(x), len(x), options)

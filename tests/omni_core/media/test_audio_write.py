@@ -6,7 +6,7 @@ import soundfile as sf
 
 from omni_core.errors import MediaError
 from omni_core.media import load_audio, probe, read_frames, write_mp4, write_wav
-from omni_core.media.audio import resample
+from omni_core.media.audio import model_input, resample
 
 
 def tone(freq, sr, seconds, amp=0.5):
@@ -102,3 +102,15 @@ def test_audio_lies_on_the_pictures_timeline(quirky_media, name, sign):
     assert burst_time(part, sr) == pytest.approx(0.3, abs=0.01)
     head = load_audio(path, sr, start_s=0.2, duration_s=0.5)
     assert len(head) == int(0.5 * sr)
+
+
+def test_model_input_is_mono_float32_at_the_model_rate_and_finite():
+    t = np.arange(48000) / 48000
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)], axis=1)
+    x = model_input(stereo, 48000, 16000, "VAD")
+    assert x.dtype == np.float32 and x.shape == (16000,)
+    assert abs(float(np.abs(x).max()) - 0.5) < 0.01  # the channel mean of a tone and silence
+    bad = np.zeros(100, np.float32)
+    bad[3] = np.nan
+    with pytest.raises(MediaError, match="VAD input audio contains NaN"):
+        model_input(bad, 16000, 16000, "VAD")
