@@ -2,8 +2,8 @@
 
 :func:`run` (this machine, ``configs/curate/crosspair-offline.yaml``: debug ArcFace operating
 point, espeak-ng test-double voices): voices per minute, per-step compute seconds, actor
-setup, and wall / summed compute. The in-pair run it reads is made first (offline
-configuration on the corpus's talking videos, ``copies`` times under other names so that
+setup, and wall / summed compute. The in-pair run it reads is made first (the lite profile
+on the corpus's talking videos, ``copies`` times under other names so that
 every person appears in several videos and there is more to clone).
 
 :func:`run_real_size` (an accelerator): the same in-pair run, then the voices with the
@@ -28,10 +28,9 @@ from pipelines.crosspair.dag import run_crosspair
 from pipelines.inpair.config import InpairConfig
 from pipelines.inpair.dag import run_inpair
 
-from .curation import OFFLINE as INPAIR_OFFLINE
-from .curation import GpuBusy, replicate
+from .curation import LITE, GpuBusy, replicate
 
-OFFLINE = INPAIR_OFFLINE.with_name("crosspair-offline.yaml")
+OFFLINE = Path(__file__).resolve().parent.parent / "configs" / "curate" / "crosspair-offline.yaml"
 
 
 def replicate_corpus(corpus: Path, dest: Path, copies: int) -> Path:
@@ -53,12 +52,12 @@ def replicate_corpus(corpus: Path, dest: Path, copies: int) -> Path:
 
 
 def inpair_run(folder: Path, copies: int) -> Path:
-    """An offline in-pair run of the corpus's talking videos (``copies`` copies of each)."""
+    """A lite in-pair run of the corpus's talking videos (``copies`` copies of each)."""
     corpus = make_corpus(folder / "corpus", seed=0)
     talking = corpus.out / "talking"
     if copies > 1:
         talking = replicate_corpus(corpus.out, folder / "copies", copies)
-    cfg = load_config(InpairConfig, INPAIR_OFFLINE, ["ray.include_dashboard=false"])
+    cfg = load_config(InpairConfig, None, [*LITE, "ray.include_dashboard=false"])
     try:
         run_inpair(talking, folder / "inpair", cfg, progress=False)
     finally:

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="override a config value, e.g. clip.fps=25 (repeatable)")
     ip.add_argument("--address", help="Ray cluster to join (host:port or auto); "
                     "default: an embedded local cluster")
-    ip.add_argument("--weights", help="'debug' (tiny random models) or a weights folder")
+    ip.add_argument("--weights", help="the paper's checkpoints: a weights folder, or the random "
+                    "twins by name ('debug', 'random'); see also --set models=auto|paper|lite")
     ip.add_argument("--quiet", action="store_true", help="no progress display")
     ip.add_argument("--verbose", action="store_true",
                     help="also show Ray's own log lines and the workers' output")

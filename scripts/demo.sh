@@ -23,10 +23,10 @@ echo "== 3/11 doctor"
 
 echo
 echo "== 4/11 in-pair curation on Ray (every file of the corpus: non-media files become error rows)"
-echo "   offline backends (no weights): LBP faces, mouth-motion association, and the corpus"
-echo "   annotations standing in for diarization + ASR (configs/curate/inpair-offline.yaml)"
-"$BIN/omni" curate inpair --input "$OUT/samples" --out "$OUT/inpair" --quiet \
-  --config configs/curate/inpair-offline.yaml
+echo "   the default models: the paper's where their checkpoints are, else the lite profile's"
+echo "   real small models (Silero VAD + GE2E diarization, PocketSphinx, LBP faces, mouth motion);"
+echo "   then scored against the corpus's truth (DER, association, WER, face recall)"
+"$BIN/omni" curate inpair --input "$OUT/samples" --out "$OUT/inpair" --quiet
 "$BIN/omni" curate score --run "$OUT/inpair" --corpus "$OUT/samples"
 
 echo

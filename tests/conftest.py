@@ -386,8 +386,10 @@ def bench_fixtures(sample_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def inpair_offline_run(sample_corpus, tmp_path_factory):
-    """An in-pair curation run of the corpus's six talking videos with the offline
-    configuration (configs/curate/inpair-offline.yaml): six samples, twelve identities."""
+    """An in-pair curation run of the corpus's six talking videos on the lite faces and
+    association (LBP cascade, ArcFace twin, mouth motion) with the annotations double for the
+    audio stage (tests only: the downstream stages see the corpus's exact turns): six samples,
+    twelve identities."""
     from omni_core.config import load_config
     from omni_core.ray_helpers import shutdown_ray
     from pipelines.inpair.config import InpairConfig
@@ -395,8 +397,8 @@ def inpair_offline_run(sample_corpus, tmp_path_factory):
 
     root = Path(__file__).resolve().parent.parent
     out = tmp_path_factory.mktemp("inpair_offline") / "run"
-    cfg = load_config(InpairConfig, root / "configs" / "curate" / "inpair-offline.yaml",
-                      ["ray.include_dashboard=false"])
+    cfg = load_config(InpairConfig, root / "configs" / "curate" / "inpair.yaml",
+                      ["models=lite", "audio.backend=annotations", "ray.include_dashboard=false"])
     try:
         summary = run_inpair(sample_corpus.out / "talking", out, cfg, progress=False)
     finally:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omni_core.errors import OmniError
 from omni_core.models.syncnet import (
     FPS as SYNC_FPS,
 )
@@ -85,7 +86,7 @@ __all__ = [
 
 SpeakerSpan = tuple[str, float, float]  # (speaker, start_s, end_s) in clip time
 
-BACKENDS = ("syncnet", "motion")
+BACKENDS = ("auto", "syncnet", "motion")
 DEFAULT_MARGIN = {"syncnet": 1.0, "motion": 0.1}
 
 
@@ -94,8 +95,10 @@ class AssociateOptions:
     """Every choice of speaker <-> face association; defaults documented per field.
 
     Attributes:
-        backend: "syncnet" (Sync-C with SyncNet weights) or "motion" (offline correlation of
-            mouth motion with speech energy, no weights).
+        backend: "syncnet" (Sync-C with SyncNet weights), "motion" (offline correlation of
+            mouth motion with speech energy, no weights) or "auto" (the job's ``models``
+            switch picks: syncnet where its checkpoint is present, else motion). The
+            functions below take a concrete backend; without options they use syncnet.
         min_sync_conf: syncnet: a clip whose best Sync-C over all pairs is below this is
             filtered (3.0, the usual "is anyone in sync" floor of curation pipelines).
         min_margin: a chosen pair whose score exceeds its best alternative by less than this
@@ -126,7 +129,7 @@ class AssociateOptions:
             multi-person clips keep their margins either way.
     """
 
-    backend: str = "syncnet"
+    backend: str = "auto"
     min_sync_conf: float = 3.0
     min_margin: float | None = None
     min_sync_windows: int = 10
@@ -150,18 +153,28 @@ class AssociateOptions:
         if min(self.mouth_size) < 1 or self.smooth_s < 0:
             raise ValueError("mouth_size must be positive and smooth_s >= 0")
 
+    def concrete(self) -> str:
+        if self.backend == "auto":
+            raise OmniError("associate.backend 'auto' is decided by the job "
+                            "(pipelines.inpair.models.resolve_models); give syncnet or motion")
+        return self.backend
+
     @property
     def margin(self) -> float:
         """The ambiguity threshold in force (``min_margin`` or the backend's default)."""
-        return DEFAULT_MARGIN[self.backend] if self.min_margin is None else self.min_margin
+        return DEFAULT_MARGIN[self.concrete()] if self.min_margin is None else self.min_margin
 
     @property
     def min_conf(self) -> float:
         """The confidence floor in force for this backend."""
-        return self.min_sync_conf if self.backend == "syncnet" else self.min_motion_corr
+        return self.min_sync_conf if self.concrete() == "syncnet" else self.min_motion_corr
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: the options of the paper's backend, for callers that give none
+PAPER_OPTIONS = AssociateOptions(backend="syncnet")
 
 
 @dataclass(frozen=True)
@@ -207,7 +220,7 @@ def assign(scores: np.ndarray, options: AssociateOptions | None = None) -> Assig
     NaN entries are pairs that could not be scored: never chosen (a speaker whose only
     possible face is unscored stays unassigned) and not counted as alternatives.
     """
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     m = np.asarray(scores, dtype=np.float64)
     if m.ndim != 2:
         raise ValueError(f"scores must be a (speakers, tracks) matrix, got shape {m.shape}")
@@ -330,7 +343,7 @@ def pair_scores_syncnet(
     (see the module docstring). NaN where a track has no box, is too short for SyncNet, or
     overlaps the speaker's segments by fewer than ``min_sync_windows`` windows.
     """
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     sopt = opt.sync
     f, boxes, x = _check(frames, fps, tracks_boxes, audio16k)
     names = list(speakers) if speakers is not None else speaker_order(segments)
@@ -417,7 +430,7 @@ def mouth_motion(frames: np.ndarray, boxes: np.ndarray,
     """
     import cv2
 
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     b = np.asarray(boxes, dtype=np.float64)
     n, h, w = len(frames), frames.shape[1], frames.shape[2]
     out = np.full(n, np.nan)
@@ -475,7 +488,7 @@ def pair_scores_motion(
     speakers talk, 0 in silence. Pearson correlation with the smoothed :func:`mouth_motion`
     over the frames where the track has a box; NaN if fewer than 3 such frames.
     """
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     f, boxes, x = _check(frames, fps, tracks_boxes, audio16k)
     names = list(speakers) if speakers is not None else speaker_order(segments)
     n = len(f)
@@ -503,7 +516,7 @@ def pair_scores(
     model: SyncNet | None = None, *, speakers: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The score matrix of ``options.backend`` (``model`` is required for syncnet)."""
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     if opt.backend == "motion":
         return pair_scores_motion(frames, fps, tracks_boxes, audio16k, segments, opt,
                                   speakers=speakers)
@@ -519,7 +532,7 @@ def associate(
     model: SyncNet | None = None,
 ) -> tuple[list[str], np.ndarray, Assignment]:
     """Speaker labels (rows), score matrix and assignment for one clip."""
-    opt = options or AssociateOptions()
+    opt = options or PAPER_OPTIONS
     names = speaker_order(segments)
     scores = pair_scores(frames, fps, tracks_boxes, audio16k, segments, opt, model,
                          speakers=names)

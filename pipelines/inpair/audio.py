@@ -1,25 +1,29 @@
 """The ``audio`` stage of in-pair curation: who speaks when, and what they say, in one clip.
 
 The DAG's audio actor decodes a clip to 16 kHz mono (``omni_core.media.load_audio``) and runs
-the stage's three networks, each built once per actor, then the one piece of pipeline logic:
+the stage's networks, each built once per actor, then the one piece of pipeline logic:
 
 1. :class:`~omni_core.models.enhancer.Enhancer` -- optional speech enhancement with
    ClearerVoice; off by default, and then the identity.
-2. :class:`~omni_core.models.diarizer.Diarizer` -- speaker diarization (pyannote.audio 4's
-   community-1 pipeline, or DiariZen), exclusive turns: at most one speaker at any instant.
-3. :func:`~omni_core.models.whisper.transcribe` -- Whisper words with timestamps.
+2. speaker diarization, exclusive turns (at most one speaker at any instant): the paper
+   backend's :class:`~omni_core.models.diarizer.Diarizer` (pyannote.audio 4's community-1
+   pipeline, or DiariZen), or the lite backend's
+   :class:`~omni_core.models.lite_diarizer.LiteDiarizer` (Silero VAD + GE2E windows +
+   agglomerative clustering).
+3. words with timestamps: Whisper (:func:`omni_core.models.whisper.transcribe`) or, lite,
+   PocketSphinx (:func:`omni_core.models.sphinx.transcribe`, US English only).
 4. :func:`attribute_words` -- every word to the speaker turn it overlaps most ->
    :class:`Segment` s (speaker, span, text, words).
 
-:class:`AudioModels` bundles the three networks and runs 1-4 for the DAG.
+:class:`AudioModels` bundles the networks of one backend and runs 1-4 for the DAG.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +32,7 @@ from omni_core.models.diarizer import Diarizer, Turn, check_backend
 from omni_core.models.enhancer import Enhancer
 
 if TYPE_CHECKING:  # omni_core.models.whisper imports torch: only when the stage runs
-    from omni_core.models.whisper import WhisperASR, Word
+    from omni_core.models.whisper import Word
 
     from .config import AudioOptions
 
@@ -132,6 +136,21 @@ def attribute_words(words: Sequence[Word], turns: Sequence[Turn], *, max_gap_s: 
 # the stage's networks and its run
 
 
+def _backend(options: Any, weights: str | os.PathLike[str] | None) -> str:
+    """``paper`` or ``lite``; ``auto`` decided as a job would for these ``weights``."""
+    backend = getattr(options, "backend", "paper")
+    if backend == "auto":
+        from dataclasses import replace
+
+        from omni_core.models.profile import choose
+
+        paper = replace(options, backend="paper")
+        return choose("auto", weights, [lambda w: AudioModels.check(paper, w)]).profile
+    if backend not in ("paper", "lite"):
+        raise OmniError(f"audio.backend {backend!r} has no models to load (paper or lite)")
+    return backend
+
+
 @dataclass
 class AudioResult:
     """Everything stage 2 found in one clip."""
@@ -143,12 +162,14 @@ class AudioResult:
 
 @dataclass
 class AudioModels:
-    """The stage's networks, built once per actor, and the per-clip run (enhance -> diarize
-    (exclusive turns) -> transcribe -> attribute)."""
+    """One backend's networks, built once per actor, and the per-clip run (enhance -> diarize
+    (exclusive turns) -> transcribe -> attribute). ``transcribe`` is the backend's
+    ``transcribe(asr, waveform, sample_rate, language)``."""
 
     enhancer: Enhancer
-    diarizer: Diarizer
-    asr: WhisperASR
+    diarizer: Any
+    asr: Any
+    transcribe: Callable[..., list[Word]]
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
@@ -157,49 +178,72 @@ class AudioModels:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, options: AudioOptions, weights: str | os.PathLike[str] = "debug",
+    def load(cls, options: AudioOptions, weights: str | os.PathLike[str] | None = "debug",
              device: str = "cpu", *, seed: int = 0) -> AudioModels:
-        """Build the models of ``options`` (the DAG's ``AudioOptions``). ``weights``:
-        ``"debug"`` (tiny random models), ``"random"`` (released sizes, random weights), or a
-        weights folder (``omni weights fetch`` layout)."""
-        from omni_core.models.whisper import WhisperASR
+        """Build the models of ``options`` (the DAG's ``AudioOptions``; ``backend`` ``paper``
+        or ``lite``). ``weights`` (the paper backend's, and the enhancer's): ``"debug"`` (tiny
+        random models), ``"random"`` (released sizes, random weights), or a weights folder
+        (``omni weights fetch`` layout)."""
+        backend = _backend(options, weights)
+        if backend == "paper" and weights is None:
+            from omni_core.models.profile import weights_setting
 
-        backend = getattr(options, "diarizer", "pyannote")
-        check_backend(backend)
-        enhancer = Enhancer(enabled=bool(getattr(options, "enhance", False)), weights=weights)
-        diarizer = Diarizer.for_weights(weights, device, seed=seed, backend=backend)
-        asr = WhisperASR.for_weights(weights, device, seed=seed)
+            weights = weights_setting(weights)
+        enabled = bool(getattr(options, "enhance", False))
+        enhancer = Enhancer(enabled=enabled, weights=weights if enabled else "debug")
+        if backend == "lite":
+            from omni_core.models import sphinx
+            from omni_core.models.lite_diarizer import LiteDiarizer
+
+            diarizer: Any = LiteDiarizer.from_pretrained(device=device)
+            asr: Any = sphinx.SphinxASR.from_pretrained(device=device)
+            transcribe = sphinx.transcribe
+            name = "lite"
+        else:
+            from omni_core.models import whisper
+
+            name = getattr(options, "diarizer", "pyannote")
+            check_backend(name)
+            diarizer = Diarizer.for_weights(weights, device, seed=seed, backend=name)
+            asr = whisper.WhisperASR.for_weights(weights, device, seed=seed)
+            transcribe = whisper.transcribe
         enhancing = f"ClearerVoice {enhancer.model_name}" if enhancer.enabled else "off"
-        return cls(enhancer, diarizer, asr,
+        return cls(enhancer, diarizer, asr, transcribe,
                    num_speakers=getattr(options, "num_speakers", None),
                    min_speakers=getattr(options, "min_speakers", None),
                    max_speakers=getattr(options, "max_speakers", None),
                    language=getattr(options, "language", None),
                    max_gap_s=float(getattr(options, "max_gap_s", 0.5)),
-                   notes=[f"diarizer ({diarizer.backend}): {diarizer.describe()}",
+                   notes=[f"diarizer ({name}): {diarizer.describe()}",
                           f"asr: {asr.describe()}",
                           f"enhancer: {enhancing}"])
 
     @staticmethod
-    def check(options: AudioOptions, weights: str | os.PathLike[str] = "debug") -> None:
+    def check(options: AudioOptions, weights: str | os.PathLike[str] | None = "debug") -> None:
         """The one-line error :meth:`load` would raise for a missing checkpoint; loads
         nothing (the job's pre-flight)."""
-        from omni_core.models.whisper import WhisperASR
-
-        backend = getattr(options, "diarizer", "pyannote")
-        check_backend(backend)
+        backend = _backend(options, weights)
         Enhancer.check(bool(getattr(options, "enhance", False)), Enhancer.DEFAULT_MODEL,
                        weights)
-        Diarizer.check_weights(weights, backend=backend)
+        if backend == "lite":
+            from omni_core.models.lite_diarizer import LiteDiarizer
+            from omni_core.models.sphinx import SphinxASR
+
+            LiteDiarizer.check_weights(None)
+            SphinxASR.check_weights(None)
+            return
+        from omni_core.models.whisper import WhisperASR
+
+        name = getattr(options, "diarizer", "pyannote")
+        check_backend(name)
+        Diarizer.check_weights(weights, backend=name)
         WhisperASR.check_weights(weights)
 
     def run(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> AudioResult:
-        from omni_core.models.whisper import transcribe
-
         x = self.enhancer(waveform, sample_rate)
         turns = self.diarizer.diarize(x, sample_rate, self.num_speakers, self.min_speakers,
                                       self.max_speakers)
-        words = transcribe(self.asr, x, sample_rate, self.language)
+        words = self.transcribe(self.asr, x, sample_rate, self.language)
         return AudioResult(turns, words, attribute_words(words, turns, max_gap_s=self.max_gap_s))
 
     def segments(self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Segments:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from omni_core.jobs import StageResources
+from omni_core.models.profile import check_models
 from omni_core.ray_helpers import RayConfig
 
 from .associate import AssociateOptions
@@ -27,16 +28,23 @@ class Resources:
                                                                           max_actors=1))
 
 
+AUDIO_BACKENDS = ("auto", "paper", "lite", "annotations")
+
+
 @dataclass
 class AudioOptions:
-    """The ``audio`` stage. ``diarizer``: ``pyannote`` (community-1) or ``diarizen`` (the paper's).
+    """The ``audio`` stage.
 
-    ``source``: ``models`` (enhancement, diarization, Whisper) or ``annotations``, a test double
-    that reads who-says-what-when from the sample corpus's ground truth
-    (:mod:`pipelines.inpair.doubles`; for tests and the offline demo only).
+    ``backend``: ``paper`` (optional ClearerVoice enhancement, ``diarizer``, Whisper: the
+    paper's models from the weights folder), ``lite`` (Silero VAD + GE2E diarization and
+    PocketSphinx, :mod:`omni_core.models.lite_diarizer` / :mod:`~omni_core.models.sphinx`;
+    no weights), ``auto`` (what the job's ``models`` switch picks) or ``annotations``, a test
+    double that reads who-says-what-when from the sample corpus's ground truth
+    (:mod:`pipelines.inpair.doubles`; for tests only). ``diarizer``: the paper backend's
+    diarization, ``pyannote`` (community-1) or ``diarizen`` (the paper's).
     """
 
-    source: str = "models"
+    backend: str = "auto"
     enhance: bool = False  # ClearerVoice speech enhancement before diarization
     diarizer: str = "pyannote"
     num_speakers: int | None = None
@@ -46,15 +54,21 @@ class AudioOptions:
     max_gap_s: float = 0.5  # a word outside every turn joins the nearest one within this gap
 
     def __post_init__(self) -> None:
-        if self.source not in ("models", "annotations"):
-            raise ValueError(f"audio.source must be 'models' or 'annotations', got "
-                             f"{self.source!r}")
+        if self.backend not in AUDIO_BACKENDS:
+            raise ValueError(f"audio.backend must be one of {', '.join(AUDIO_BACKENDS)}, got "
+                             f"{self.backend!r}")
 
 
 @dataclass
 class InpairConfig:
+    """``models``: ``auto`` | ``paper`` | ``lite`` (:mod:`omni_core.models.profile`);
+    ``weights``: the paper's checkpoints, a folder, ``null`` (the default folder) or the random
+    twins by name (``debug``, ``random``). :func:`pipelines.inpair.models.resolve_models`
+    turns every ``auto`` below into a concrete backend before the job starts."""
+
     ray: RayConfig = field(default_factory=RayConfig)
-    weights: str = "debug"  # "debug" (tiny random), "random" (real size, random) or a folder
+    models: str = "auto"
+    weights: str | None = None
     device: str = "cpu"
     clip: ClipOptions = field(default_factory=ClipOptions)
     audio: AudioOptions = field(default_factory=AudioOptions)
@@ -63,3 +77,6 @@ class InpairConfig:
     references: ReferenceOptions = field(default_factory=ReferenceOptions)
     caption: CaptionVLMConfig = field(default_factory=CaptionVLMConfig)
     resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        check_models(self.models)

@@ -131,11 +131,19 @@ class ClipWork(WorkItem):
         self.clip.update(status=status, status_reason=reason)
 
 
+def _concrete(config: dict[str, Any]) -> InpairConfig:
+    """The stage's config with every ``auto`` decided (the job passes a resolved one; this
+    keeps a stage built on its own from guessing)."""
+    from .models import resolve_models
+
+    return resolve_models(from_dict(InpairConfig, config)).config
+
+
 class _ClipStage(Stage):
     item_type = ClipWork
 
     def setup(self, config: dict[str, Any]) -> None:
-        self.cfg = from_dict(InpairConfig, config)
+        self.cfg = _concrete(config)
 
 
 class PrepareStage(_ClipStage):
@@ -229,7 +237,7 @@ class AudioStage(_ClipStage):
 
     def setup(self, config: dict[str, Any]) -> None:
         super().setup(config)
-        if self.cfg.audio.source == "annotations":
+        if self.cfg.audio.backend == "annotations":
             from .doubles import AnnotationSpeech
 
             self.double: Any = AnnotationSpeech()
@@ -241,8 +249,8 @@ class AudioStage(_ClipStage):
 
     @classmethod
     def preflight(cls, config: dict[str, Any]) -> None:
-        cfg = from_dict(InpairConfig, config)
-        if cfg.audio.source != "annotations":
+        cfg = _concrete(config)
+        if cfg.audio.backend != "annotations":
             from .audio import AudioModels
 
             AudioModels.check(cfg.audio, cfg.weights)
@@ -284,8 +292,9 @@ class VisualStage(_ClipStage):
     def preflight(cls, config: dict[str, Any]) -> None:
         from omni_core.models.face import face_model_class
 
-        cfg = from_dict(InpairConfig, config)
-        face_model_class(cfg.faces.pack).check_weights(cfg.weights)
+        cfg = _concrete(config)
+        if cfg.faces.embedder == "arcface":
+            face_model_class(cfg.faces.pack).check_weights(cfg.weights)
         if cfg.associate.backend == "syncnet":
             from omni_core.models.syncnet import SyncNet
 
@@ -296,7 +305,9 @@ class VisualStage(_ClipStage):
 
         super().setup(config)
         pack = face_model_class(self.cfg.faces.pack)
-        self.face_model = pack.for_weights(self.cfg.weights, self.cfg.device)
+        twin = self.cfg.faces.embedder == "twin"
+        self.face_model = pack.for_weights("debug" if twin else self.cfg.weights,
+                                           self.cfg.device)
         self.syncnet = None
         if self.cfg.associate.backend == "syncnet":
             from omni_core.models.syncnet import SyncNet
@@ -470,8 +481,12 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     remote output is written to the node's staging folder and uploaded
     (:mod:`omni_core.storage`), so actors on any node need no shared filesystem.
     """
-    cfg = pin_endpoints(config or InpairConfig())
+    from .models import resolve_models
+
     t0 = time.perf_counter()
+    models = resolve_models(pin_endpoints(config or InpairConfig()))
+    cfg = models.config
+    print(models.headline(), flush=True)
     folder = as_run_folder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
@@ -513,7 +528,8 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     clips = frames["clips"]
     filters = ({str(k): int(v) for k, v in clips["status"].value_counts().items()}
                if len(clips) else {})
-    notes = [f"listing: {len(inputs)} inputs, {len(listing.problems)} entries not inputs "
+    notes = [*models.lines(),
+             f"listing: {len(inputs)} inputs, {len(listing.problems)} entries not inputs "
              f"(error rows, step list); skipped {listing.hidden} hidden entries and "
              f"{listing.excluded} files under the output folder"]
     if filters:
@@ -526,6 +542,7 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
         wall_s=time.perf_counter() - t0, result_key=key,
         details={"listing": {"inputs": len(inputs), "not_inputs": len(listing.problems),
                              "hidden": listing.hidden, "under_output": listing.excluded},
+                 "models": models.to_dict(),
                  "filters": dict(sorted(filters.items())),
                  "max_decodes_per_clip": dict(sorted(decodes.items()))},
         provenance=provenance(cfg_dict, weights=cfg.weights, inputs=[str(source)],

@@ -1,10 +1,10 @@
 """Test double for stage 2: who says what when, read from the sample corpus's ground truth.
 
 :class:`AnnotationSpeech` stands in for diarization + transcription when no weights exist
-(tests of the downstream stages, and the offline demo): it finds the ``truth/turns.parquet``
+(tests of the downstream stages only): it finds the ``truth/turns.parquet``
 of the corpus an input belongs to and returns that file's generated turns that fall in the
 clip, in clip time, with the person ids as speaker labels. It is selected with
-``audio.source: annotations`` and is *not* a curation backend: on any other folder it fails
+``audio.backend: annotations`` and is *not* a curation backend: on any other folder it fails
 with a clear error row per clip.
 """
 
@@ -46,7 +46,7 @@ def _find_truth(source: str | os.PathLike[str]) -> tuple[Path, str]:
             table_ = parent / "truth" / "turns.parquet"
             if table_.is_file():
                 return table_, path_.relative_to(parent).as_posix()
-    raise OmniError(f"audio.source=annotations: {s} is not inside a sample corpus "
+    raise OmniError(f"audio.backend=annotations: {s} is not inside a sample corpus "
                     "(no truth/turns.parquet above it)")
 
 

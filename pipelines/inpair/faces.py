@@ -51,8 +51,14 @@ class FaceOptions:
 
     #: ``scrfd``: the insightface pack's SCRFD detector (reference). ``lbp``: scikit-image's
     #: LBP frontal-face cascade (ships with scikit-image; finds real frontal faces offline, the
-    #: demo backend). ArcFace embeds the faces either way.
-    backend: Literal["scrfd", "lbp"] = "scrfd"
+    #: lite profile's). ``auto``: the job's ``models`` switch picks (scrfd where the pack's
+    #: checkpoints are present, else lbp).
+    backend: Literal["auto", "scrfd", "lbp"] = "auto"
+    #: what embeds the faces: ``arcface`` (the pack's ArcFace from the weights folder),
+    #: ``twin`` (the pack's ArcFace debug twin, random weights: it keeps the identities of one
+    #: clip apart through the tracks and the frame rule, but its embeddings carry no identity
+    #: across clips) or ``auto`` (arcface where the pack is present, else twin).
+    embedder: Literal["auto", "arcface", "twin"] = "auto"
     #: frames per second of the clip that are analysed (sampled like ``ffmpeg -r``).
     sample_fps: float = 5.0
     #: SCRFD input (width, height); insightface's ``FaceAnalysis.prepare`` default.
@@ -86,8 +92,14 @@ class FaceOptions:
     identity_threshold: float = 0.4
 
     def __post_init__(self) -> None:
-        if self.backend not in ("scrfd", "lbp"):
-            raise ValueError(f"faces.backend must be 'scrfd' or 'lbp', got {self.backend!r}")
+        if self.backend not in ("auto", "scrfd", "lbp"):
+            raise ValueError(f"faces.backend must be auto, scrfd or lbp, got {self.backend!r}")
+        if self.embedder not in ("auto", "arcface", "twin"):
+            raise ValueError(f"faces.embedder must be auto, arcface or twin, got "
+                             f"{self.embedder!r}")
+        if (self.backend, self.embedder) == ("scrfd", "twin"):
+            raise ValueError("faces.embedder twin loads the pack's debug twins, SCRFD included: "
+                             "use it with faces.backend lbp")
         if self.sample_fps <= 0:
             raise ValueError("faces.sample_fps must be positive")
         if self.min_face_px < 0 or self.min_track_s < 0 or self.min_sharpness < 0:
@@ -101,14 +113,17 @@ class FaceOptions:
         if not -1.0 <= self.identity_threshold <= 1.0:
             raise ValueError("faces.identity_threshold must be in [-1, 1]")
         face_model_class(self.pack)  # an unknown pack fails here, not in an actor
-        IdSimOptions(detector=self.backend, det_size=tuple(self.det_size),  # same checks
-                     det_thresh=self.det_thresh)
+        IdSimOptions(detector="scrfd" if self.backend == "auto" else self.backend,
+                     det_size=tuple(self.det_size), det_thresh=self.det_thresh)  # same checks
 
     def detection_options(self) -> IdSimOptions:
         """The detector settings in :mod:`omni_core.models.face`'s terms (no padding retry:
-        curation wants faces that are in the frame, not ones found on a grey border)."""
-        return IdSimOptions(detector=self.backend, det_size=tuple(self.det_size),
-                            det_thresh=self.det_thresh, pad_retry=False)
+        curation wants faces that are in the frame, not ones found on a grey border). A job
+        decides ``auto`` before it starts; a caller that gives ``auto`` with a pack gets the
+        pack's SCRFD."""
+        return IdSimOptions(detector="scrfd" if self.backend == "auto" else self.backend,
+                            det_size=tuple(self.det_size), det_thresh=self.det_thresh,
+                            pad_retry=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,7 +272,7 @@ def analyze_faces(frames: np.ndarray, fps: float, model: FaceModel,
     insightface pack (its ArcFace embeds the faces; its SCRFD detects them unless
     ``options.backend`` is ``lbp``). Tracks are ordered by first frame, then left edge.
     """
-    opts = options or FaceOptions()
+    opts = options or FaceOptions(backend="scrfd")
     arr = _check_frames(frames, fps)
     if arr.shape[0] == 0:
         return FaceResult([], [], np.zeros(0, np.int64), opts)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,9 @@ class ScoreOptions:
     #: DER: total width in seconds of the no-score zone centred on every reference turn
     #: boundary (pyannote's convention, half on each side); 0 scores every instant.
     collar: float = 0.0
+    #: DER: the whole run is also scored at this collar (0.25 s, the convention of most
+    #: diarization papers and of pyannote's published benchmarks); None: not.
+    also_collar: float | None = 0.25
     #: DER: leave the reference's overlapped speech out of the scored time.
     skip_overlap: bool = False
     #: Face detection: mean IoU a track needs with a truth face box for that face to be found.
@@ -74,7 +77,7 @@ class ScoreOptions:
     turn_tolerance_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.collar < 0 or self.turn_tolerance_s < 0:
+        if self.collar < 0 or self.turn_tolerance_s < 0 or (self.also_collar or 0) < 0:
             raise OmniError("ScoreOptions: collar and turn_tolerance_s must be >= 0")
         for name in ("face_iou", "association_iou"):
             if not 0.0 < getattr(self, name) <= 1.0:
@@ -164,11 +167,14 @@ class FileScore:
     association: AssociationScore
     wer: WERScore
     faces: FaceScore
+    #: the whole run's DER at ``ScoreOptions.also_collar`` (None for files, or when off)
+    der_also: DERScore | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "file": self.file, "n_people": self.n_people, "clips": self.clips,
             "der": asdict(self.der),
+            **({"der_also": asdict(self.der_also)} if self.der_also is not None else {}),
             "association": {**asdict(self.association), "accuracy": self.association.accuracy},
             "wer": {**asdict(self.wer), "value": self.wer.value},
             "faces": {**asdict(self.faces), "recall": self.faces.recall,
@@ -257,6 +263,11 @@ class CurationScore:
         out.append(f"  DER {_fmt(d.value)}: missed {d.missed_s:.2f} s, false alarm "
                    f"{d.false_alarm_s:.2f} s, confusion {d.confusion_s:.2f} s of "
                    f"{d.total_s:.2f} s reference speech in {d.clips} clips")
+        if self.overall.der_also is not None:
+            d = self.overall.der_also
+            out.append(f"  DER {_fmt(d.value)} at collar {o.also_collar:g} s: missed "
+                       f"{d.missed_s:.2f} s, false alarm {d.false_alarm_s:.2f} s, confusion "
+                       f"{d.confusion_s:.2f} s of {d.total_s:.2f} s scored")
         out.append(f"  association: {a.correct}/{a.assigned} identities correct "
                    f"({_fmt(a.accuracy)}); {a.people_correct}/{a.people_total} people with a "
                    "correct assignment")
@@ -388,10 +399,11 @@ def _annotation(spans: Iterable[tuple[float, float, str]]) -> Any:
     return ann
 
 
-def _der_metric(options: ScoreOptions) -> Any:
+def _der_metric(options: ScoreOptions, collar: float | None = None) -> Any:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    return DiarizationErrorRate(collar=options.collar, skip_overlap=options.skip_overlap)
+    return DiarizationErrorRate(collar=options.collar if collar is None else collar,
+                                skip_overlap=options.skip_overlap)
 
 
 def _der_score(metric: Any, clips: int) -> DERScore:
@@ -510,6 +522,7 @@ def score_run(out: str | os.PathLike[str], corpus: str | os.PathLike[str],
     idents_by_clip = {k: g for k, g in run["identities"].groupby("clip_id")}
 
     overall = _FileAcc(_der_metric(o))
+    der_also = None if o.also_collar is None else _der_metric(o, o.also_collar)
     acc = {f: _FileAcc(_der_metric(o)) for f in talking}
     checks: list[IdentityCheck] = []
     spoke: dict[str, set[str]] = {f: set() for f in talking}  # people speaking in a clip
@@ -536,6 +549,8 @@ def score_run(out: str | os.PathLike[str], corpus: str | os.PathLike[str],
         for m, holder in ((a.der_metric, a), (overall.der_metric, overall)):
             m(ref, hyp, uem=uem)
             holder.der_clips += 1
+        if der_also is not None:
+            der_also(ref, hyp, uem=uem)
 
         # WER
         texts = wer_texts(turns[f], start, end, seg_turns, o.turn_tolerance_s)
@@ -590,7 +605,10 @@ def score_run(out: str | os.PathLike[str], corpus: str | os.PathLike[str],
 
     return CurationScore(
         run=str(Path(out)), corpus=str(root), options=o,
-        overall=overall.result("all", sum(n_people.values())), files=results,
+        overall=replace(overall.result("all", sum(n_people.values())),
+                        der_also=None if der_also is None
+                        else _der_score(der_also, overall.der_clips)),
+        files=results,
         stages=_stages(files, run, video_file, root), identities=checks,
         missing_tables=missing)
 

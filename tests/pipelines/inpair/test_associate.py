@@ -35,7 +35,7 @@ from pipelines.inpair.associate import (
 
 CLIPS = [f"talking/talk{i:02d}_{n}p.mp4" for i, n in enumerate(CLIP_PEOPLE)]
 MOTION = AssociateOptions(backend="motion")
-SYNC = AssociateOptions()  # syncnet backend, Sync-C floor 3, margin 1
+SYNC = AssociateOptions(backend="syncnet")  # syncnet backend, Sync-C floor 3, margin 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def test_assign_more_faces_than_speakers():
     assert a.pairs == ((0, 1), (1, 0))  # track 2 (a listener) stays unassigned
     assert a.margins == (6.0, 0.5)  # speaker 1's runner-up is the unassigned track 2
     assert a.ambiguous  # 0.5 < the syncnet default margin 1.0
-    assert not assign(m, AssociateOptions(min_margin=0.4)).ambiguous
+    assert not assign(m, AssociateOptions(backend="syncnet", min_margin=0.4)).ambiguous
 
 
 def test_assign_more_speakers_than_faces():
@@ -96,7 +96,8 @@ def test_assign_filters_low_confidence_per_backend():
     assert a.pairs == ((0, 0), (1, 1)) and a.best == 2.9
     assert a.filtered is not None and "Sync-C" in a.filtered and "below 3" in a.filtered
     assert not a.kept
-    assert assign(np.array([[2.0, 0.5]]), AssociateOptions(min_sync_conf=1.5)).filtered is None
+    relaxed = AssociateOptions(backend="syncnet", min_sync_conf=1.5)
+    assert assign(np.array([[2.0, 0.5]]), relaxed).filtered is None
     low = assign(np.array([[0.08, -0.1]]), MOTION)  # best below the 0.1 floor
     assert low.filtered is not None and "motion correlation" in low.filtered
     one = assign(np.array([[0.5]]), MOTION)  # one speaker, one face: nothing to confuse

@@ -267,7 +267,7 @@ PASSWORD = "PASS-7f3c9e"
 
 def _offline_config(base_url: str) -> InpairConfig:
     return load_config(InpairConfig, None, [
-        "ray.num_cpus=2", "ray.include_dashboard=false", "audio.source=annotations",
+        "ray.num_cpus=2", "ray.include_dashboard=false", "audio.backend=annotations",
         "faces.backend=lbp", "associate.backend=motion", f"caption.base_url={base_url}",
         "caption.model=stub-vl", "caption.max_retries=0"])
 
@@ -506,7 +506,7 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
     write_image(tmp_path / "face.png", skimage.data.astronaut()[:200, 150:350])
     cases = [
         # the annotations double on a file outside any sample corpus
-        (AudioStage(_job(tmp_path), config=_config("audio.source=annotations")), "audio",
+        (AudioStage(_job(tmp_path), config=_config("audio.backend=annotations")), "audio",
          "not inside a sample corpus", str(tmp_path / "broken.mp4")),
         # frames that cannot be decoded
         (VisualStage(_job(tmp_path),

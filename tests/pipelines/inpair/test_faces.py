@@ -112,7 +112,7 @@ def test_rows_validate_and_ids_are_deterministic(frames, model, lbp_results):
 
 def test_debug_scrfd_path_runs_and_rows_validate(frames, model):
     clip = frames("talk05_3p")[:50]
-    result = analyze_faces(clip, FPS, model, FaceOptions(sample_fps=5.0))
+    result = analyze_faces(clip, FPS, model, FaceOptions(backend="scrfd", sample_fps=5.0))
     assert result.options.backend == "scrfd"
     assert result.sampled.tolist() == [2, 7, 12, 17, 22, 27, 32, 37, 42, 47]
     assert result.tracks  # the debug detector gives boxes on every image (not faces)
