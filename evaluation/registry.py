@@ -17,6 +17,14 @@ Adding a metric is one file with one decorated class::
 
 ``setup`` loads models once per run (``self.weights`` is ``"debug"``, ``"random"`` or a weights
 folder).
+
+Lite backends: a metric whose ``spec.lite_for`` names a paper metric is a stand-in for it that
+runs a real small model shipped inside an installed wheel (:mod:`omni_core.models.packaged`),
+for a laptop without the paper's checkpoints. It is *not* the paper's protocol: it has its own
+name (so its results, cache entries and table column never mix with the paper metric's), its
+outputs carry a ``caveat`` (the tables mark the column with a dagger and print the caveat
+under the table), ``backend`` names the model in ``summary.json``, and it loads its packaged
+model whatever the run's weights setting (recorded as weights ``"packaged"``).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ if TYPE_CHECKING:
 
 Direction = Literal["higher", "lower"]
 TASKS = ("r2av", "rv2av", "ra2v")
+PAPER = "paper"
+#: the weights setting a lite backend records: its model comes from an installed wheel
+PACKAGED = "packaged"
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class Output:
     direction: Direction
     scale: float = 1.0  # table value = mean * scale (ViCLIP is printed x100)
     split: bool = False  # reported separately for single- (S) and multi-person (M) instances
+    # set on a lite backend's outputs: how the number departs from the paper's protocol (the
+    # tables mark the column with a dagger and print this under the table)
+    caveat: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,31 @@ class MetricSpec:
     tasks: tuple[str, ...] = TASKS
     multi_person_only: bool = False  # Speaker Confusion: a rate over multi-person instances
     doc: str = ""
+    # the model behind the numbers: "paper" for the paper's protocol, else the lite model's name
+    backend: str = PAPER
+    lite_for: str | None = None  # a lite backend: the paper metric it stands in for
+
+    def __post_init__(self) -> None:
+        if (self.backend == PAPER) != (self.lite_for is None):
+            raise ValueError(f"metric {self.name!r}: a lite backend names both its backend and "
+                             f"the paper metric it stands in for (lite_for); a paper metric "
+                             f"neither")
+        if self.lite_for is not None and not all(o.caveat for o in self.outputs):
+            raise ValueError(f"metric {self.name!r} is a lite backend: every output needs a "
+                             f"caveat (the tables print it under the table)")
+
+    @property
+    def is_paper(self) -> bool:
+        return self.lite_for is None
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        """What summary.json records beside :meth:`Metric.describe`: the backend, and for a
+        lite one the paper metric it stands in for. Not part of the cache key: the name and
+        version already fix both."""
+        return {"backend": self.backend} if self.is_paper else {
+            "backend": self.backend, "lite_for": str(self.lite_for),
+            "not_paper_protocol": "; ".join(o.caveat for o in self.outputs)}
 
 
 @dataclass
@@ -66,7 +105,8 @@ class Metric(ABC):
 
     def __init__(self, weights: str = "debug", device: str = "cpu",
                  options: Any | None = None) -> None:
-        self.weights = weights
+        # a lite backend's model ships in a wheel: no weights folder, no debug twin
+        self.weights = weights if self.spec.is_paper else PACKAGED
         self.device = device
         self.options = options if options is not None else self.Options()
 
@@ -97,11 +137,16 @@ class Metric(ABC):
                 "checkpoints": self._checkpoints()}
 
     def _checkpoints(self) -> list[dict[str, Any]]:
+        from omni_core.models.packaged import PackagedComponent, package_version
         from omni_core.weights import PretrainedComponent, load_registry
 
         out = []
         for value in vars(self).values():
             if not isinstance(value, PretrainedComponent):
+                continue
+            if isinstance(value, PackagedComponent) and not value.is_debug:
+                out.append({"component": type(value).__name__, "package": value.package_dist,
+                            "version": package_version(value.package_dist)})
                 continue
             if value.is_debug:
                 out.append({"component": type(value).__name__, "variant": value.variant,
@@ -137,6 +182,29 @@ def get(name: str) -> type[Metric]:
     if name not in REGISTRY:
         raise OmniError(f"unknown metric {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def paper_metrics() -> list[str]:
+    """Names of the metrics that follow the paper's protocol: what a run computes by default."""
+    load_builtin()
+    return sorted(n for n, c in REGISTRY.items() if c.spec.is_paper)
+
+
+def lite_backends() -> dict[str, str]:
+    """Paper metric -> the lite backend that stands in for it (one each)."""
+    load_builtin()
+    out: dict[str, str] = {}
+    for name, cls in sorted(REGISTRY.items()):
+        if cls.spec.lite_for is not None:
+            out.setdefault(cls.spec.lite_for, name)
+    return out
+
+
+def with_lite(names: list[str]) -> list[str]:
+    """``names`` with every paper metric that has a lite backend replaced by it (``omni eval
+    --lite``): the run needs no checkpoint for those, and its table marks them."""
+    swap = lite_backends()
+    return list(dict.fromkeys(swap.get(n, n) for n in names))
 
 
 def load_builtin() -> None:

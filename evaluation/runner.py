@@ -16,8 +16,10 @@ hash, the metric's version, options and weights: a killed run resumes where it s
 rerun recomputes nothing, and ``recompute=[name]`` invalidates one metric.
 
 Outputs in ``OUT``: ``results.parquet`` (the ``eval_results`` manifest), ``errors.parquet``,
-``summary.json`` (the job summary: stages, timing, provenance; the table and per-metric
-status counts under ``details``), ``table.md``, ``table.csv``, ``table.tex``.
+``summary.json`` (the job summary: stages, timing, provenance; the table, per-metric status
+counts and each metric's backend under ``details``), ``table.md``, ``table.csv``,
+``table.tex``. A lite backend (:mod:`.registry`) is its own metric: own results rows, cache
+entries and table column, marked as not the paper's protocol.
 """
 
 from __future__ import annotations
@@ -176,7 +178,8 @@ def evaluate(
     (out / "table.md").write_text(md)
     (out / "table.csv").write_text(tables.to_csv(agg, outputs, model))
     (out / "table.tex").write_text(tables.latex(agg, outputs, model))
-    debug = weights in ("debug", "random")
+    debug = weights in ("debug", "random") and any(m.spec.is_paper for m in metrics)
+    lite = {m.spec.name: m.spec.lite_for for m in metrics if not m.spec.is_paper}
     summary = JobSummary.build(
         JOB, str(folder.root), total=len(instances), skipped=0,
         stages=stage_rows([(p.stage.name, p.stage.step_names()) for p in plans],
@@ -187,8 +190,10 @@ def evaluate(
         wall_s=time.perf_counter() - t0, result_key=key,
         details={
             "model": model, "debug_weights": debug,
-            "note": f"{weights} weights: scores are not meaningful" if debug else None,
-            "metrics": {m.spec.name: m.describe() for m in metrics},  # as set up
+            "note": run_note(weights if debug else None, lite),
+            "lite_backends": lite,
+            # as set up, with the backend ("paper" or the lite model's name)
+            "metrics": {m.spec.name: {**m.describe(), **m.spec.protocol} for m in metrics},
             "instances": int(len(instances)),
             "missing_predictions": missing,
             "unexpected_predictions": {"count": len(unexpected),
@@ -200,6 +205,21 @@ def evaluate(
                               checkpoints=setup.checkpoints))
     summary.write(folder)
     return EvalRun(out, results, summary.to_json(), md)
+
+
+def run_note(debug_weights: str | None, lite: dict[str, str]) -> str | None:
+    """What a reader must know before reading the numbers: debug weights (``"debug"`` or
+    ``"random"``: the paper metrics' scores mean nothing) and lite backends (metric -> the
+    paper metric it stands in for: real scores, not the paper's protocol)."""
+    parts = []
+    if debug_weights:
+        parts.append(f"{debug_weights} weights: scores are not meaningful"
+                     + (" (except the lite backends)" if lite else ""))
+    if lite:
+        names = ", ".join(f"{name} for {paper}" for name, paper in lite.items())
+        parts.append(f"lite backends {names}: real models, not the paper's protocol, not "
+                     f"comparable with published numbers (marked {tables.DAGGER})")
+    return "; ".join(parts) or None
 
 
 #: what ``omni generate`` keeps beside its videos, and an eval's own outputs

@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", help="folder of predictions")
     p.add_argument("--out", help="results folder")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated metric names (default: all registered)")
+                   help="comma-separated metric names (default: every metric of the paper's "
+                   "protocol; --list-metrics shows them and the lite backends)")
+    p.add_argument("--lite", action="store_true",
+                   help="replace each metric that has a lite backend by it (t_sim -> "
+                   "t_sim_ge2e, wer -> wer_sphinx): real small models that ship inside "
+                   "installed packages, scored without a weights folder; NOT the paper's "
+                   "protocol (their columns are marked with a dagger)")
     p.add_argument("--weights", default="debug",
                    help="'debug' (tiny random models), 'random' (the released architectures "
                    "at full size with random weights, for throughput; both give meaningless "
@@ -35,15 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.registry import REGISTRY, load_builtin
+    from evaluation.registry import REGISTRY, load_builtin, paper_metrics, with_lite
 
     load_builtin()
     if args.list_metrics:
         from .table import print_table
 
-        print_table(["metric", "outputs", "needs", "tasks", "version"],
+        print_table(["metric", "outputs", "needs", "tasks", "version", "protocol"],
                     [(n, ", ".join(f"{o.label} ({o.direction})" for o in c.spec.outputs),
-                      ", ".join(c.spec.needs), ", ".join(c.spec.tasks), c.spec.version)
+                      ", ".join(c.spec.needs), ", ".join(c.spec.tasks), c.spec.version,
+                      "paper" if c.spec.is_paper
+                      else f"lite {c.spec.backend} for {c.spec.lite_for}, not the paper's")
                      for n, c in sorted(REGISTRY.items())])
         return 0
     missing = [f"--{a}" for a in ("bench", "pred", "out") if not getattr(args, a)]
@@ -67,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"omni eval: skipped {e.item}: {e.reason}", file=sys.stderr)
     else:
         raise OmniError(f"{bench}: neither the released layout nor a .parquet manifest")
-    names = args.metrics.split(",") if args.metrics else sorted(REGISTRY)
+    names = args.metrics.split(",") if args.metrics else paper_metrics()
+    if args.lite:
+        names = with_lite(names)
     raw: dict = {}
     for item in args.set:
         apply_override(raw, item)
@@ -80,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
                     model_name=args.name, progress=not args.quiet,
                     config={"bench": str(bench), "pred": args.pred, "metrics": names,
                             "set": args.set})
+    lite = run_.summary["details"]["lite_backends"]
+    if lite:  # first, before any number
+        print("NOT the paper's protocol (marked †): " + ", ".join(
+            f"{n} stands in for {p}" for n, p in lite.items()))
     print(run_.table_md)
     s = run_.summary["details"]
     if s["missing_predictions"]:

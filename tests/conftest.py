@@ -709,13 +709,18 @@ class Voices:
     basic_text: str  # what basic_ref_en.wav says
 
 
+def f5_examples() -> Path:
+    """f5-tts's ``infer/examples`` folder (found without importing the package)."""
+    spec = importlib.util.find_spec("f5_tts")
+    assert spec is not None and spec.submodule_search_locations, "f5-tts is in the lock"
+    return Path(next(iter(spec.submodule_search_locations))) / "infer" / "examples"
+
+
 @pytest.fixture(scope="session")
 def f5_voices() -> Voices:
     from omni_core.media.audio import load_audio
 
-    spec = importlib.util.find_spec("f5_tts")
-    assert spec is not None and spec.submodule_search_locations, "f5-tts is in the lock"
-    root = Path(next(iter(spec.submodule_search_locations))) / "infer" / "examples"
+    root = f5_examples()
     files = {"basic": root / "basic" / "basic_ref_en.wav", "main": root / "multi" / "main.flac",
              "town": root / "multi" / "town.flac", "country": root / "multi" / "country.flac"}
     audio = {}
@@ -725,3 +730,75 @@ def f5_voices() -> Voices:
         audio[name] = a
     text = tomllib.loads((root / "basic" / "basic.toml").read_text())["ref_text"]
     return Voices(audio, text)
+
+
+#: what f5-tts's Chinese prompt ``basic_ref_zh.wav`` says (``origin_text`` in its speech_edit.py)
+F5_ZH_TEXT = "对，这就是我，万人敬仰的太乙真人。"
+#: the part of pyannote's call that ``speech_bench`` uses as a two-person prediction
+CALL_SLICE = (7.6, 17.9)
+
+
+@dataclass(frozen=True)
+class SpeechBench:
+    instances: Path  # a bench_instances manifest
+    pred: Path  # <instance_id>.mp4 (frames only) + <instance_id>.wav (the speech)
+
+
+@pytest.fixture(scope="session")
+def speech_bench(sample_recording, f5_voices, tmp_path_factory) -> SpeechBench:
+    """Three R2AV instances whose predictions are real recorded speech with known words and
+    voices, for the audio metrics (T-Sim, WER) on real models:
+
+    - ``en_single`` (S): f5-tts's English prompt, its transcript as the ``<S>`` speech, and
+      another real voice (f5's ``main.flac``) as the timbre reference;
+    - ``call_two`` (M): ten seconds of pyannote's two-person telephone call (seven STM lines,
+      both speakers), each line attributed to its speaker with its times; each speaker's
+      reference is their own RTTM turns after 18 s (the same voice, other words);
+    - ``zh_single`` (S): f5-tts's Chinese prompt with its Chinese transcript, the English
+      prompt as reference.
+
+    The videos are small black frames; the speech is the sibling wav.
+    """
+    from omni_core.captions import StructuredCaption
+    from omni_core.manifests import write_manifest
+    from omni_core.media import load_audio, write_mp4, write_wav
+
+    sr = 16000
+    out = tmp_path_factory.mktemp("speech_bench")
+    rec, (a, b) = sample_recording, CALL_SLICE
+    speakers = {"Diane": "speaker90", "Sheila": "speaker91"}  # STM name -> RTTM label
+    lines = [(spk, s, e, t) for spk, s, e, t in rec.stm if s >= a - 0.1 and e <= b + 0.1]
+    subject = {name: f"<sub{k}>" for k, name in enumerate(speakers, start=1)}
+    call = StructuredCaption(scene="A telephone call.", joint=" ".join(
+        f"{subject[spk]} says, <S>{t}<E>" for spk, _, _, t in lines))
+    for spk, s, e, _ in lines:
+        call.speaker_timestamps.setdefault(subject[spk], []).append(
+            (round(max(s - a, 0.0), 3), round(e - a, 3)))
+    refs = {name: np.concatenate([rec.wav[int(s * sr):int(e * sr)] for lab, s, e in rec.rttm
+                                  if lab == label and s >= 18.0])
+            for name, label in speakers.items()}
+    zh = load_audio(f5_examples() / "basic" / "basic_ref_zh.wav", sr)
+
+    def single(text: str) -> str:
+        return StructuredCaption(scene="One person talking.",
+                                 joint=f"<sub1> says, <S>{text}<E>").render()
+
+    cases = {  # id: (split, speech, caption, references)
+        "en_single": ("S", f5_voices.audio["basic"], single(f5_voices.basic_text),
+                      [f5_voices.audio["main"]]),
+        "call_two": ("M", rec.wav[int(a * sr):int(b * sr)], call.render(),
+                     [refs["Diane"], refs["Sheila"]]),
+        "zh_single": ("S", zh, single(F5_ZH_TEXT), [f5_voices.audio["basic"]]),
+    }
+    rows = []
+    for iid, (split, speech, caption, voices) in cases.items():
+        n_frames = max(2, int(len(speech) / sr * 5))
+        write_mp4(out / "pred" / f"{iid}.mp4", np.zeros((n_frames, 32, 32, 3), np.uint8), 5)
+        write_wav(out / "pred" / f"{iid}.wav", speech, sr)
+        audio_refs = [str(write_wav(out / "refs" / f"{iid}_{k}.wav", v, sr))
+                      for k, v in enumerate(voices)]
+        rows.append({"instance_id": iid, "task": "r2av", "split": split, "caption": caption,
+                     "image_refs": [], "audio_refs": audio_refs, "source_video": None,
+                     "driving_audio": None})
+    return SpeechBench(write_manifest(rows, "bench_instances", out / "instances.parquet"),
+                       out / "pred")

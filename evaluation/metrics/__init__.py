@@ -1,3 +1,18 @@
-"""The IDBench-Omni metrics, one module each; importing this package registers them."""
+"""The IDBench-Omni metrics, one module each; importing this package registers them.
 
-from . import aes, clap, id_sim, pq, spk_conf, sync, t_sim, viclip, wer  # noqa: F401
+``t_sim_ge2e`` and ``wer_sphinx`` are lite backends (real small models from installed
+packages, no weights folder), not the paper's protocol: see :mod:`evaluation.registry`."""
+
+from . import (  # noqa: F401
+    aes,
+    clap,
+    id_sim,
+    pq,
+    spk_conf,
+    sync,
+    t_sim,
+    t_sim_ge2e,
+    viclip,
+    wer,
+    wer_sphinx,
+)

@@ -47,7 +47,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ __all__ = [
     "SAMPLE_RATE",
     "VERSION",
     "MultiTSimResult",
+    "SpeakerEmbedder",
     "SpeakerTSim",
     "TSimOptions",
     "TSimResult",
@@ -126,6 +127,13 @@ class TSimOptions:
         return asdict(self)
 
 
+class SpeakerEmbedder(Protocol):
+    """What the protocol needs from a speaker model: one embedding per 16 kHz mono utterance
+    (:class:`SpeakerVerifier`, the paper's; the lite backend's GE2E encoder)."""
+
+    def embed(self, waveform: np.ndarray, /) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class TSimResult:
     """One generated utterance against one reference."""
@@ -183,7 +191,7 @@ def _at_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def t_sim(
     generated: np.ndarray,
     reference: np.ndarray,
-    model: SpeakerVerifier,
+    model: SpeakerEmbedder,
     options: TSimOptions | None = None,
     *,
     sample_rate: int = SAMPLE_RATE,
@@ -226,7 +234,7 @@ def t_sim_multi(
     generated: np.ndarray,
     segments: Segments | None,
     references: Mapping[str, np.ndarray],
-    model: SpeakerVerifier,
+    model: SpeakerEmbedder,
     options: TSimOptions | None = None,
     *,
     sample_rate: int = SAMPLE_RATE,
@@ -291,18 +299,20 @@ class TSim(Metric):
         self.model = self.load(SpeakerVerifier)
 
     def compute(self, inp) -> dict:
+        # the output's name, not "t_sim": the lite backend (t_sim_ge2e) reuses this protocol
+        out = self.spec.outputs[0].name
         audio = inp.audio(SAMPLE_RATE)
         refs = inp.reference_audio(SAMPLE_RATE)
         if not refs:
-            return {"t_sim_reason": "the instance has no timbre reference"}
+            return {f"{out}_reason": "the instance has no timbre reference"}
         if len(refs) == 1:
-            return {"t_sim": t_sim(audio, refs[0], self.model, self.options).score}
+            return {out: t_sim(audio, refs[0], self.model, self.options).score}
         subjects = [f"<sub{k}>" for k in range(1, len(refs) + 1)]
         stamps = inp.caption.speaker_timestamps
         segments = {s: stamps[s] for s in subjects if s in stamps} or None
         res = t_sim_multi(audio, segments, dict(zip(subjects, refs, strict=True)), self.model,
                           self.options)
         if res.score is None:
-            return {"t_sim_reason": "; ".join(s.reason for s in res.speakers if s.reason)
+            return {f"{out}_reason": "; ".join(s.reason for s in res.speakers if s.reason)
                     or "no speaker could be scored"}
-        return {"t_sim": float(res.score)}
+        return {out: float(res.score)}

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -63,10 +63,12 @@ __all__ = [
     "PUNCTUATION",
     "VERSION",
     "MultiSpeakerWER",
+    "Recognizer",
     "SpeakerWER",
     "UtteranceWER",
     "WERResult",
     "WEROptions",
+    "WERScoring",
     "mean_wer",
     "normalize_text",
     "reference_text",
@@ -88,19 +90,11 @@ DIRECTION = "lower"
 
 
 @dataclass(frozen=True)
-class WEROptions(WhisperOptions):
-    """Every protocol choice of the WER metric; the defaults are seed-tts-eval's.
+class WERScoring:
+    """The protocol choices every recogniser shares (the Whisper metric's :class:`WEROptions`,
+    the lite PocketSphinx backend's options): resampling, text normalisation, captions without
+    speech, segment padding. The defaults are seed-tts-eval's."""
 
-    The decoding fields are :class:`~omni_core.models.whisper.WhisperOptions`' (same defaults:
-    English forced on the decoder, as seed-tts-eval's English branch; ``first_window``, since
-    the Hugging Face processor upstream truncates to 30 s; greedy search, upstream's
-    ``generate`` defaults; fp32, as upstream ran). Recorded with the results; changing one
-    changes the numbers.
-    """
-
-    #: Whisper checkpoint: the weights manifest entry :class:`WhisperASR` loads (recorded with
-    #: the results; large-v3, the paper's, is the only one registered).
-    checkpoint: str = "whisper-large-v3"
     #: ``"fft"``: ``scipy.signal.resample`` to ``int(n * 16000 / sr)`` samples, as upstream;
     #: ``"soxr"``: :func:`omni_core.media.audio.resample` (soxr HQ). Inputs at 16 kHz are untouched.
     resampler: Literal["fft", "soxr"] = "fft"
@@ -115,25 +109,55 @@ class WEROptions(WhisperOptions):
     segment_pad_s: float = 0.0
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        more = getattr(super(), "__post_init__", None)  # WhisperOptions' in WEROptions
+        if more is not None:
+            more()
+        name = type(self).__name__
         if self.resampler not in ("fft", "soxr"):
-            raise OmniError(f"WEROptions.resampler must be fft|soxr, got {self.resampler!r}")
+            raise OmniError(f"{name}.resampler must be fft|soxr, got {self.resampler!r}")
         if self.normalization not in ("seed-tts-eval", "none"):
-            raise OmniError(f"WEROptions.normalization must be seed-tts-eval|none, "
+            raise OmniError(f"{name}.normalization must be seed-tts-eval|none, "
                             f"got {self.normalization!r}")
         if self.empty_reference not in ("skip", "score"):
-            raise OmniError(f"WEROptions.empty_reference must be skip|score, "
+            raise OmniError(f"{name}.empty_reference must be skip|score, "
                             f"got {self.empty_reference!r}")
         if self.segment_pad_s < 0:
-            raise OmniError("WEROptions.segment_pad_s must be >= 0")
+            raise OmniError(f"{name}.segment_pad_s must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def decoding(self) -> WhisperOptions | None:
+        """The decoding choices handed to the recogniser's ``transcribe`` (none here)."""
+        return None
+
+
+@dataclass(frozen=True)
+class WEROptions(WERScoring, WhisperOptions):
+    """Every protocol choice of the WER metric; the defaults are seed-tts-eval's.
+
+    The decoding fields are :class:`~omni_core.models.whisper.WhisperOptions`' (same defaults:
+    English forced on the decoder, as seed-tts-eval's English branch; ``first_window``, since
+    the Hugging Face processor upstream truncates to 30 s; greedy search, upstream's
+    ``generate`` defaults; fp32, as upstream ran), the scoring fields :class:`WERScoring`'s.
+    Recorded with the results; changing one changes the numbers.
+    """
+
+    #: Whisper checkpoint: the weights manifest entry :class:`WhisperASR` loads (recorded with
+    #: the results; large-v3, the paper's, is the only one registered).
+    checkpoint: str = "whisper-large-v3"
 
     def decoding(self) -> WhisperOptions:
         """The decoding choices :meth:`WhisperASR.transcribe` reads (a plain WhisperOptions)."""
         return WhisperOptions(**{f.name: getattr(self, f.name)
                                  for f in dataclasses.fields(WhisperOptions)})
+
+
+class Recognizer(Protocol):
+    """What the protocol needs from a speech recogniser: the transcript of one 16 kHz mono
+    utterance (:class:`WhisperASR`, the paper's; the lite backend's PocketSphinx adapter)."""
+
+    def transcribe(self, audio_16k: np.ndarray, options: Any = None, /) -> Transcript: ...
 
 
 @dataclass(frozen=True)
@@ -231,7 +255,7 @@ def to_16k_mono(audio: np.ndarray, sample_rate: int, resampler: str = "fft") -> 
 # scoring
 
 
-def _score(reference: str, hypothesis: str, options: WEROptions) -> UtteranceWER | None:
+def _score(reference: str, hypothesis: str, options: WERScoring) -> UtteranceWER | None:
     normalize = options.normalization == "seed-tts-eval"
     ref = normalize_text(reference) if normalize else reference.strip()
     if not ref and options.empty_reference == "skip":
@@ -239,8 +263,8 @@ def _score(reference: str, hypothesis: str, options: WEROptions) -> UtteranceWER
     return utterance_wer(reference, hypothesis, normalize=normalize)
 
 
-def score_wer(audio: np.ndarray, sample_rate: int, reference: str, model: WhisperASR,
-              options: WEROptions | None = None) -> WERResult:
+def score_wer(audio: np.ndarray, sample_rate: int, reference: str, model: Recognizer,
+              options: WERScoring | None = None) -> WERResult:
     """WER of one utterance: ``audio`` ((n,) or (n, channels) float) against ``reference``
     (plain text: use :func:`reference_text` for a caption)."""
     o = options or WEROptions()
@@ -264,8 +288,8 @@ def score_wer_speakers(
     sample_rate: int,
     references: Mapping[str, str] | Sequence[tuple[str, str]],
     segments: Mapping[str, Sequence[tuple[float, float]]] | None,
-    model: WhisperASR,
-    options: WEROptions | None = None,
+    model: Recognizer,
+    options: WERScoring | None = None,
 ) -> MultiSpeakerWER:
     """Per-speaker WER of a multi-person instance.
 
@@ -332,7 +356,7 @@ def score_wer_speakers(
 
 
 def score_wer_caption(audio: np.ndarray, sample_rate: int, caption: StructuredCaption,
-                      model: WhisperASR, options: WEROptions | None = None
+                      model: Recognizer, options: WERScoring | None = None
                       ) -> WERResult | MultiSpeakerWER:
     """Score an instance from its parsed caption.
 
@@ -373,8 +397,10 @@ class WER(Metric):
         self.model = self.load(WhisperASR)
 
     def compute(self, inp) -> dict:
+        # the output's name, not "wer": the lite backend (wer_sphinx) reuses this protocol
+        out = self.spec.outputs[0].name
         res = score_wer_caption(inp.audio(SAMPLE_RATE), SAMPLE_RATE, inp.caption, self.model,
                                 self.options)
         if res.wer is None:
-            return {"wer_reason": res.note or "no reference speech in the caption"}
-        return {"wer": float(res.wer)}
+            return {f"{out}_reason": res.note or "no reference speech in the caption"}
+        return {out: float(res.wer)}

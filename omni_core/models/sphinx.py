@@ -33,6 +33,7 @@ beams and no second pass (about three times faster, less accurate).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -80,12 +81,20 @@ class SphinxASR(PackagedComponent):
         from pocketsphinx import Decoder
 
         self.search = dict(search)
+        self.dictionary = Path(dictionary)
         try:
             self.decoder = Decoder(hmm=str(hmm), lm=str(lm), dict=str(dictionary),
                                    samprate=SAMPLE_RATE, loglevel="FATAL", **search)
         except (ValueError, RuntimeError) as exc:
             raise WeightsError(f"PocketSphinx cannot load its models from {hmm.parent}: "
                                f"{first_line(exc)}") from exc
+
+    @functools.cached_property
+    def vocabulary(self) -> frozenset[str]:
+        """Every word the recogniser can output (the dictionary's, lower case, alternative
+        pronunciations folded): a word outside it is never recognised."""
+        with open(self.dictionary, encoding="utf-8") as f:
+            return frozenset(_base_word(line.split(None, 1)[0]) for line in f if line.strip())
 
     @classmethod
     def _load(cls, paths: Mapping[str, Path], device: str, **kw: Any) -> Self:

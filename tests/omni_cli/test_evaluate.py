@@ -19,6 +19,29 @@ def test_list_metrics():
     r = omni("eval", "--list-metrics")
     assert r.returncode == 0, r.stderr
     assert "spk_conf" in r.stdout and "Spk-Conf (lower)" in r.stdout
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip()}
+    assert "lite ge2e for t_sim, not the paper's" in lines["t_sim_ge2e"]
+    assert "lite pocketsphinx for wer, not the paper's" in lines["wer_sphinx"]
+    assert lines["wer"].rstrip().endswith("paper")
+
+
+def test_lite_without_weights_on_real_speech(speech_bench, tmp_path):
+    """``--lite`` swaps a paper metric for its lite backend (a real model, no weights
+    folder); the first line says it is not the paper's protocol, before any number. (WER's
+    lite backend: tests/evaluation/test_lite_end_to_end.py.)"""
+    out = tmp_path / "res"
+    r = omni("eval", "--bench", speech_bench.instances, "--pred", speech_bench.pred, "--out",
+             out, "--metrics", "t_sim", "--lite", "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "NOT the paper's protocol (marked †): t_sim_ge2e stands in for t_sim"
+    assert "| method | T-Sim (GE2E)† S/M ↑ |" in r.stdout
+    assert any(ln.startswith("† Not the paper's protocol") for ln in lines)
+    assert "debug weights" not in r.stdout  # nothing ran on a debug twin
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["provenance"]["config"]["metrics"] == ["t_sim_ge2e"]
+    assert summary["details"]["counts"]["t_sim_ge2e"] == {"ok": 3}
+    assert not summary["details"]["debug_weights"]
 
 
 def test_eval_released_fixtures(bench_fixtures, tmp_path):

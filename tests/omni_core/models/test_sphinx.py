@@ -108,6 +108,13 @@ def test_a_drop_in_for_the_whisper_transcribe(asr, f5_voices):
         transcribe(asr, audio, SAMPLE_RATE, "fr")
 
 
+def test_vocabulary_is_every_word_it_can_output(asr, f5_voices):
+    vocab = asr.vocabulary
+    assert len(vocab) > 120_000 and {"nature", "didn't", "'cause"} <= vocab
+    assert not any("(" in w or w != w.lower() for w in vocab)  # "the(2)" folded into "the"
+    assert {w.text.strip() for w in asr.transcribe(f5_voices.audio["basic"])} <= vocab
+
+
 def test_debug_variant_is_the_released_model_with_narrow_beams(f5_voices):
     fast = SphinxASR.debug()
     assert fast.search == DEBUG_SEARCH and "not meaningful" in fast.describe()
