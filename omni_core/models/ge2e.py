@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -155,6 +155,23 @@ class GE2EEncoder(PackagedComponent, nn.Module):
     package_module = "resemblyzer"
     package_pin = "0.1.4"
     package_files = (CHECKPOINT,)
+    #: cosine at or above which two utterances count as one speaker (the cross-pair clone
+    #: check's default): the equal-error point of the real voices, rounded. Measured by
+    #: ``python -m bench.clone_check`` (GE2E cosines, min / median / max, n pairs):
+    #:
+    #: - real voices (f5-tts's 4 example prompts and pyannote's 2 telephone callers, pieces of
+    #:   2.5 - 3.4 s): same speaker 0.768 / 0.834 / 0.906 (17), other 0.338 / 0.469 / 0.784
+    #:   (119; above 0.70 only the two callers); equal error at 0.768 (rate 0.01);
+    #: - the sample corpus's espeak-ng voices (one truth turn of 1.7 - 2.6 s each): same
+    #:   0.722 / 0.824 / 0.905 (49), other 0.412 / 0.550 / 0.822 (104; above 0.77 only the two
+    #:   female voices en-gb-scotland+f3 and en-us+f4); equal error at 0.756 (rate 0.10);
+    #: - the espeak double's clones of those turns: vs their prompt 0.516 / 0.638 / 0.776
+    #:   (18), vs the other voices 0.462 / 0.593 / 0.807 (208): the double mimics pitch only,
+    #:   and GE2E hears it (no threshold separates them).
+    #:
+    #: At 0.77: real voices 1/17 same-speaker pairs rejected, 1/119 others accepted (the
+    #: telephone pair); corpus voices 8/49 and 7/104; the espeak clones 17/18 rejected.
+    same_speaker_threshold: ClassVar[float] = 0.77
 
     def __init__(self, hidden: int = HIDDEN, embedding: int = EMBEDDING) -> None:
         nn.Module.__init__(self)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -247,6 +247,10 @@ class SpeakerVerifier(PretrainedComponent, nn.Module):
 
     weights_entry = "wavlm-large-sv-ecapa"
     weights_files = (FINETUNE_FILE,)
+    #: cosine at or above which two embeddings count as one speaker: the cross-pair clone
+    #: check's default (``check.min_similarity: null``). A choice, not measured here (no
+    #: checkpoint on these machines); the lite encoder's is measured (:mod:`.ge2e`)
+    same_speaker_threshold: ClassVar[float] = 0.5
     #: ``wavlm-large`` only fills WavLM weights the fine-tuned file lacks (upstream's
     #: strict=False): read only then. ``arch=`` (a keyword of ``from_pretrained``) overrides the
     #: architecture; tests load tiny upstream-format files with it.

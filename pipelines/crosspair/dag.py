@@ -6,13 +6,13 @@
    subject, verified matches of the same person in another clip (``identity_matches``);
    an in-pair sample with a subject matched nowhere is ``no_match`` (``crosspair_sources``);
 2. ``voices`` (Ray Data actor pool, one work item per speaker to clone; the actor holds the
-   TTS, ClearerVoice, the speaker verifier and Whisper): ``labels`` (optional, multi-speaker
-   clips: a multimodal LLM re-reads who says each segment, ``speaker_labels``; a prompt it
-   gives to someone else is not cloned), ``prompt`` and ``clone`` (the speaker's in-pair
-   timbre reference as the prompt, Whisper's transcript as its text, a sentence sharing the
-   fewest words with the target as the text), ``enhance``, ``check`` (same speaker, right
-   words); every item ends as a ``voices`` row, a failure also as an ``errors`` row (stage and
-   reason);
+   TTS, ClearerVoice, the speaker verifier and Whisper, or with ``lite_checks`` GE2E and
+   PocketSphinx): ``labels`` (optional, multi-speaker clips: a multimodal LLM re-reads who
+   says each segment, ``speaker_labels``; a prompt it gives to someone else is not cloned),
+   ``prompt`` and ``clone`` (the speaker's in-pair timbre reference as the prompt, the
+   recogniser's transcript as its text, a sentence sharing the fewest words with the target
+   as the text), ``enhance``, ``check`` (same speaker, right words); every item ends as a
+   ``voices`` row, a failure also as an ``errors`` row (stage and reason);
 3. ``samples`` (driver): cross-pair samples of the candidates whose every voice passed (the
    others ``no_voice``), written as a curation folder (OUT itself) ``omni latents`` reads;
    and the stage-3 table (``OUT/stage3``): the pool's samples with R2AV : RV2AV : RA2V
@@ -82,26 +82,24 @@ class VoiceStage(Stage):
     steps = VOICE_STEPS
 
     @classmethod
-    def preflight(cls, config: dict[str, Any]) -> None:
+    def preflight(cls, config: dict[str, Any], lite_checks: bool = False) -> None:
         from omni_core.models.enhancer import Enhancer
-        from omni_core.models.speaker import SpeakerVerifier
-        from omni_core.models.whisper import WhisperASR
 
-        from .voices import check_cloner
+        from .voices import check_check_models, check_cloner
 
         cfg = from_dict(CrosspairConfig, config)
         c = cfg.clone
         check_cloner(c.backend, model_dir=c.model_dir, weights=cfg.weights)
         Enhancer.check(c.enhance, c.enhance_model, cfg.weights)
-        SpeakerVerifier.check_weights(cfg.weights)
-        WhisperASR.check_weights(cfg.weights)
+        check_check_models(lite_checks, cfg.weights)
 
-    def setup(self, config: dict[str, Any]) -> None:
+    def setup(self, config: dict[str, Any], lite_checks: bool = False) -> None:
+        """``lite_checks``: the prompt transcripts and the clone check on the lite models
+        (GE2E + PocketSphinx, :func:`~.voices.load_check_models`) instead of WavLM-ECAPA and
+        Whisper from the weights folder."""
         from omni_core.models.enhancer import Enhancer
-        from omni_core.models.speaker import SpeakerVerifier
-        from omni_core.models.whisper import WhisperASR
 
-        from .voices import make_cloner
+        from .voices import load_check_models, make_cloner
 
         self.cfg = from_dict(CrosspairConfig, config)
         self.folder = self.out
@@ -114,8 +112,7 @@ class VoiceStage(Stage):
             kw = {"weights": self.cfg.weights, "device": self.cfg.device}
         self.cloner = make_cloner(c.backend, **kw)
         self.enhancer = Enhancer(c.enhance, c.enhance_model, self.cfg.weights)
-        self.verifier = SpeakerVerifier.for_weights(self.cfg.weights, self.cfg.device)
-        self.asr = WhisperASR.for_weights(self.cfg.weights, self.cfg.device)
+        self.models = load_check_models(lite_checks, self.cfg.weights, self.cfg.device)
         self._refined: dict[str, Any] = {}  # clip id -> the MLLM's relabelling
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -168,15 +165,13 @@ class VoiceStage(Stage):
     def _voice(self, unit: dict[str, Any], voice: dict[str, Any]) -> None:
         from omni_core.media import load_audio, write_wav
         from omni_core.media.audio import resample
-        from omni_core.models.whisper import transcribe
 
         from .voices import SAMPLE_RATE, check_clone
 
         c = self.cfg.clone
         prompt = load_audio(local_input(unit["prompt_path"]), SAMPLE_RATE)
         if self.cloner.needs_prompt_text:
-            words = transcribe(self.asr, prompt, SAMPLE_RATE, language=c.language)
-            voice["prompt_text"] = " ".join(w.text for w in words).strip()
+            voice["prompt_text"] = self.models.transcribe(prompt, c.language)
         self.step("clone")
         wav = self.cloner.clone(unit["text"], prompt, SAMPLE_RATE, voice["prompt_text"] or "")
         wav = resample(wav, self.cloner.sample_rate, SAMPLE_RATE)
@@ -185,8 +180,8 @@ class VoiceStage(Stage):
         self.step("enhance")
         wav = self.enhancer(wav, SAMPLE_RATE)
         self.step("check")
-        check = check_clone(wav, SAMPLE_RATE, prompt, SAMPLE_RATE, unit["text"], self.verifier,
-                            self.asr, self.cfg.check, language=c.language)
+        check = check_clone(wav, SAMPLE_RATE, prompt, SAMPLE_RATE, unit["text"], self.models,
+                            self.cfg.check, language=c.language)
         voice.update(similarity=check.similarity, wer=check.wer, transcript=check.transcript,
                      duration_s=round(wav.size / SAMPLE_RATE, 3), passed=check.passed,
                      reason=check.reason or None)
@@ -241,9 +236,10 @@ def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[s
 
 
 def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None, *,
-                  progress: bool = True, verbose: bool = False) -> JobSummary:
+                  progress: bool = True, verbose: bool = False,
+                  lite_checks: bool = False) -> JobSummary:
     """Run the cross-pair job over the in-pair outputs ``runs`` into ``out`` (folders or
-    URLs)."""
+    URLs). ``lite_checks``: the voices' checks on the lite models (:class:`VoiceStage`)."""
     from .identity import find_matches, load_database
     from .samples import (
         absolute,
@@ -263,8 +259,10 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     folder = RunFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
-                     runs, {VoiceStage.name: VoiceStage.version})
+    keyed = {k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")}
+    if lite_checks:  # (absent otherwise: the keys of runs on the paper's models stay)
+        keyed["check_models"] = "lite"
+    key = result_key(keyed, runs, {VoiceStage.name: VoiceStage.version})
     store = ResultStore(folder, JOB)
     seconds: dict[str, float] = {}
 
@@ -278,8 +276,9 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     todo = [u for u in units if not store.done("voices", u["voice_id"], key)]
     job = JobContext(JOB, folder, key)
     run_on_ray(job, [WorkItem(u["voice_id"], u).to_row() for u in todo],
-               [StagePlan(VoiceStage, cfg.resources.voices, {"config": cfg_dict},
-                          unit="voices")], cfg.ray, progress=progress, verbose=verbose)
+               [StagePlan(VoiceStage, cfg.resources.voices,
+                          {"config": cfg_dict, "lite_checks": lite_checks}, unit="voices")],
+               cfg.ray, progress=progress, verbose=verbose)
     setup = collect_setup(job)
 
     voices_rows, errors_rows, labels_rows, stats = [], [], [], []
@@ -330,7 +329,8 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
               *stage_rows([(VoiceStage.name, VOICE_STEPS)], stats, setup=setup.seconds,
                           actors=setup.actors),
               driver_stage("samples", len(plan.candidates), n_samples, seconds["samples"])]
-    details = _details(runs, plan, matches, voices, sources_df, stage3, cfg)
+    details = _details(runs, plan, matches, voices, sources_df, stage3, cfg,
+                       cfg.check.threshold(lite=lite_checks))
     summary = JobSummary.build(
         JOB, folder.out, total=len(units), skipped=len(units) - len(todo), stages=stages,
         errors=errors, counts={"identity_matches": len(matches), "voices": len(voices),
@@ -350,15 +350,16 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
 
 
 def _details(runs: list[str], plan: Any, matches: pd.DataFrame, voices: pd.DataFrame,
-             sources: pd.DataFrame, stage3: pd.DataFrame, cfg: CrosspairConfig
-             ) -> dict[str, Any]:
+             sources: pd.DataFrame, stage3: pd.DataFrame, cfg: CrosspairConfig,
+             min_similarity: float) -> dict[str, Any]:
     """What only the cross-pair summary has: the runs, the fate of every in-pair sample,
-    retrieval, the voices' checks and the stage-3 task mix."""
+    retrieval, the voices' checks (``min_similarity``: the threshold they were held to) and
+    the stage-3 task mix."""
     n_voices = len(voices)
     checked = voices[voices.similarity.notna()] if n_voices else voices
     sim_ok = wer_ok = None  # pass rates of each test over the checked clones
     if len(checked):
-        sim_ok = float((checked.similarity >= cfg.check.min_similarity).mean())
+        sim_ok = float((checked.similarity >= min_similarity).mean())
         if cfg.check.max_wer is not None:
             wer_ok = float((checked.wer <= cfg.check.max_wer).mean())
     return {
@@ -379,7 +380,7 @@ def _details(runs: list[str], plan: Any, matches: pd.DataFrame, voices: pd.DataF
                    else None,
                    "mean_wer": float(checked.wer.mean()) if checked.wer.notna().any()
                    else None,
-                   "min_similarity": cfg.check.min_similarity, "max_wer": cfg.check.max_wer},
+                   "min_similarity": min_similarity, "max_wer": cfg.check.max_wer},
         "stage3_tasks": {t: int((stage3.task == t).sum()) for t in ("r2av", "rv2av", "ra2v")}
         if len(stage3) else {"r2av": 0, "rv2av": 0, "ra2v": 0},
     }

@@ -15,21 +15,26 @@ is still the same speaker and says the right words:
   - ``espeak``: a **test double** for tests and the demo: espeak-ng reads the text with the
     espeak pitch whose output's median F0 is closest to the prompt's. It mimics pitch only.
 
-* :func:`check_clone` -- speaker similarity (WavLM + ECAPA cosine,
-  :class:`omni_core.models.speaker.SpeakerVerifier`) against the original speech, at least
-  ``min_similarity``; and the words (Whisper, the evaluator's normalisation and WER), at most
+* :func:`check_clone` -- speaker similarity (cosine of speaker embeddings) against the
+  original speech, at least ``min_similarity`` (None: the verifier's own threshold); and the
+  words (a recogniser's transcript, the evaluator's normalisation and WER), at most
   ``max_wer`` (None: not checked). The result says which test failed, so a failure becomes
-  an error row.
+  an error row. Its models (:func:`load_check_models`, a :class:`CheckModels`): the paper's,
+  WavLM-large + ECAPA (:class:`omni_core.models.speaker.SpeakerVerifier`) and Whisper
+  large-v3 from the weights folder (or their random twins), or the lite ones, Resemblyzer's
+  GE2E and PocketSphinx from their wheels (their operating points: docs/crosspair.md, "Clone
+  check on the lite models", measured by ``python -m bench.clone_check``).
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -245,12 +250,130 @@ def pick_text(texts: tuple[str, ...], avoid: str, key: str) -> str:
 # the check
 
 
+class SpeakerEmbedder(Protocol):
+    """What the check needs of a speaker model (:class:`~omni_core.models.speaker.
+    SpeakerVerifier`, :class:`~omni_core.models.ge2e.GE2EEncoder`)."""
+
+    #: cosine at or above which two of its embeddings count as one speaker
+    same_speaker_threshold: float
+
+    def embed(self, wav16k: np.ndarray) -> np.ndarray:
+        """One 16 kHz mono utterance -> its speaker embedding."""
+        ...
+
+
+@dataclass
+class CheckModels:
+    """The clone check's models: a speaker embedder, a recogniser and the function that
+    transcribes with it (``transcribe_fn(asr, waveform, sample_rate, language=...)`` giving
+    Whisper-like words: :func:`omni_core.models.whisper.transcribe`,
+    :func:`omni_core.models.sphinx.transcribe`), and one line about each."""
+
+    verifier: SpeakerEmbedder
+    asr: Any
+    transcribe_fn: Callable[..., list[Any]]
+    verifier_info: str
+    asr_info: str
+    #: the WER gate this recogniser can hold (a recommendation for ``check.max_wer``; None:
+    #: it cannot tell right words from wrong ones on the speech measured)
+    max_wer: float | None = 0.2
+    lite: bool = False
+
+    @property
+    def min_similarity(self) -> float:
+        """The verifier's operating point (used when ``min_similarity`` is null)."""
+        return float(self.verifier.same_speaker_threshold)
+
+    def transcribe(self, wav16k: np.ndarray, language: str | None = "en") -> str:
+        """The transcript (the words' texts joined: both recognisers write English words
+        with a leading space)."""
+        words = self.transcribe_fn(self.asr, wav16k, SAMPLE_RATE, language=language)
+        return "".join(w.text for w in words).strip()
+
+    def describe(self) -> list[str]:
+        return [f"speaker verifier: {self.verifier_info}", f"recogniser: {self.asr_info}"]
+
+
+#: PocketSphinx reads none of the espeak-ng speech (the corpus voices and the espeak double's
+#: clones: WER about 1 for the right and the wrong words alike, docs/crosspair.md "Clone check
+#: on the lite models"), so with the lite models the words are no gate by default
+LITE_MAX_WER: float | None = None
+
+
+def _verifier_class(lite: bool) -> type:
+    if lite:
+        from omni_core.models.ge2e import GE2EEncoder
+
+        return GE2EEncoder
+    from omni_core.models.speaker import SpeakerVerifier
+
+    return SpeakerVerifier
+
+
+def default_min_similarity(lite: bool) -> float:
+    """The similarity threshold of the verifier :func:`load_check_models` builds, without
+    loading it (for the driver's summary)."""
+    return float(_verifier_class(lite).same_speaker_threshold)
+
+
+def load_check_models(lite: bool, weights: str | os.PathLike[str] = "debug",
+                      device: str = "cpu", *, seed: int = 0) -> CheckModels:
+    """The clone check's models. ``lite``: Resemblyzer's GE2E encoder and PocketSphinx US
+    English, the real models inside their wheels (``weights`` is not read; CPU). Otherwise
+    the paper's: WavLM-large + ECAPA and Whisper large-v3 for ``weights`` (a weights folder,
+    or ``"debug"`` / ``"random"`` for the random twins)."""
+    if lite:
+        from omni_core.models import sphinx
+        from omni_core.models.ge2e import GE2EEncoder
+
+        verifier: Any = GE2EEncoder.from_pretrained()
+        asr: Any = sphinx.SphinxASR.from_pretrained()
+        return CheckModels(verifier, asr, sphinx.transcribe, f"GE2E, {verifier.describe()}",
+                           f"PocketSphinx en-us, {asr.describe()}", max_wer=LITE_MAX_WER,
+                           lite=True)
+    from omni_core.models import whisper
+    from omni_core.models.speaker import SpeakerVerifier
+
+    verifier = SpeakerVerifier.for_weights(weights, device, seed=seed)
+    asr = whisper.WhisperASR.for_weights(weights, device, seed=seed)
+    return CheckModels(verifier, asr, whisper.transcribe,
+                       f"WavLM-large + ECAPA, {verifier.describe()}",
+                       f"Whisper large-v3, {asr.describe()}")
+
+
+def check_check_models(lite: bool, weights: str | os.PathLike[str] = "debug") -> None:
+    """The one-line error :func:`load_check_models` would raise for a missing model file;
+    loads nothing (the job's pre-flight)."""
+    if lite:
+        from omni_core.models.ge2e import GE2EEncoder
+        from omni_core.models.sphinx import SphinxASR
+
+        GE2EEncoder.weight_paths()
+        SphinxASR.weight_paths()
+        return
+    from omni_core.models.speaker import SpeakerVerifier
+    from omni_core.models.whisper import WhisperASR
+
+    SpeakerVerifier.check_weights(weights)
+    WhisperASR.check_weights(weights)
+
+
 @dataclass
 class CloneCheckOptions:
-    min_similarity: float = 0.5  # WavLM-ECAPA cosine with the original speech
-    #: normalised word error rate of Whisper's transcript; None: words not checked (the
-    #: offline demo, whose debug Whisper cannot read)
+    #: cosine of the clone's and the original's speaker embeddings; None: the verifier's own
+    #: operating point (WavLM-ECAPA 0.5, GE2E :attr:`~omni_core.models.ge2e.GE2EEncoder.
+    #: same_speaker_threshold`)
+    min_similarity: float | None = None
+    #: normalised word error rate of the transcript; None: words not checked (the offline
+    #: demo, whose debug Whisper cannot read; the lite recogniser on espeak speech)
     max_wer: float | None = 0.2
+
+    def threshold(self, models: CheckModels | None = None, *, lite: bool = False) -> float:
+        """``min_similarity``, or the verifier's default (of ``models``, else of the set
+        ``lite`` names)."""
+        if self.min_similarity is not None:
+            return float(self.min_similarity)
+        return models.min_similarity if models is not None else default_min_similarity(lite)
 
 
 @dataclass
@@ -266,30 +389,29 @@ class CloneCheck:
 
 
 def check_clone(clone: np.ndarray, clone_rate: int, original: np.ndarray,
-                original_rate: int, text: str, verifier: Any, asr: Any,
+                original_rate: int, text: str, models: CheckModels,
                 opts: CloneCheckOptions | None = None, language: str | None = "en"
                 ) -> CloneCheck:
-    """Is ``clone`` the speaker of ``original`` saying ``text``? ``verifier`` is a
-    :class:`~omni_core.models.speaker.SpeakerVerifier`, ``asr`` a
-    :class:`~omni_core.models.whisper.WhisperASR`."""
+    """Is ``clone`` the speaker of ``original`` saying ``text``? The speaker embeddings'
+    cosine against :meth:`CloneCheckOptions.threshold`, the transcript's WER against
+    ``max_wer``."""
     from omni_core.media.audio import resample
-    from omni_core.models.whisper import transcribe
     from omni_core.wer import utterance_wer
 
     o = opts or CloneCheckOptions()
     c16 = resample(_mono(clone), clone_rate, SAMPLE_RATE)
     o16 = resample(_mono(original), original_rate, SAMPLE_RATE)
-    a, b = verifier.embed(c16), verifier.embed(o16)
+    a, b = models.verifier.embed(c16), models.verifier.embed(o16)
     sim = float(np.dot(a, b) / max(1e-12, float(np.linalg.norm(a) * np.linalg.norm(b))))
+    threshold = o.threshold(models)
     hyp: str | None = None
     wer: float | None = None
     if o.max_wer is not None:
-        words = transcribe(asr, c16, SAMPLE_RATE, language=language)
-        hyp = " ".join(w.text for w in words).strip()
+        hyp = models.transcribe(c16, language)
         wer = float(utterance_wer(text, hyp).wer)
     reasons = []
-    if sim < o.min_similarity:
-        reasons.append(f"speaker similarity {sim:.3f} < {o.min_similarity}")
+    if sim < threshold:
+        reasons.append(f"speaker similarity {sim:.3f} < {threshold:g}")
     if o.max_wer is not None and wer is not None and wer > o.max_wer:
-        reasons.append(f"WER {wer:.3f} > {o.max_wer}")
+        reasons.append(f"WER {wer:.3f} > {o.max_wer:g}")
     return CloneCheck(sim, wer, hyp, not reasons, "; ".join(reasons))

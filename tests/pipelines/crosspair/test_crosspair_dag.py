@@ -238,6 +238,56 @@ def test_an_unreadable_prompt_is_an_error_row(units, tmp_path):
     assert part["tables"]["voices"][0]["passed"] is False
 
 
+def test_the_stage_checks_on_the_lite_models_without_a_weights_folder(tmp_path,
+                                                                       one_torch_thread):
+    """``lite_checks``: GE2E and PocketSphinx instead of WavLM-ECAPA and Whisper; the
+    pre-flight asks nothing of the weights folder, and a null ``check.min_similarity`` is
+    GE2E's 0.77. Hand-made units (no in-pair run, no Ray) whose prompt is a corpus voice
+    (espeak-ng en-gb-scotland+f3), cloned by a double that reads the text in a fixed voice:
+    that voice (0.832 measured) passes, en-us+m3 (0.6 measured) fails."""
+    from omni_core.errors import WeightsError
+    from omni_core.jobs import JobContext
+    from omni_core.media import write_wav
+    from omni_core.models.ge2e import GE2EEncoder
+    from omni_core.samples.speech import SENTENCES, Voice, synthesize
+    from omni_core.storage import RunFolder
+    from pipelines.crosspair.voices import VoiceCloner
+
+    class Reader(VoiceCloner):
+        name = "reader"
+
+        def __init__(self, voice: Voice, needs_prompt_text: bool) -> None:
+            self.voice = voice
+            self.needs_prompt_text = needs_prompt_text  # (the recogniser reads the prompt)
+
+        def clone(self, text, prompt_wav, prompt_rate, prompt_text):
+            return synthesize(text, self.voice)
+
+    cfg = to_dict(_cfg(f"weights={tmp_path / 'no-weights'}"))
+    VoiceStage.preflight(config=cfg, lite_checks=True)
+    with pytest.raises(WeightsError):
+        VoiceStage.preflight(config=cfg, lite_checks=False)
+    stage = VoiceStage(JobContext("crosspair", RunFolder(tmp_path / "out"), "test"),
+                       config=cfg, lite_checks=True)
+    assert isinstance(stage.models.verifier, GE2EEncoder)
+    speaker = Voice("en-gb-scotland+f3", 78, 165, "f")
+    prompt = tmp_path / "prompt.wav"
+    write_wav(prompt, synthesize(SENTENCES[0], speaker), 16000)
+    voices = {}
+    for name, voice in (("same", speaker), ("other", Voice("en-us+m3", 35, 165, "m"))):
+        stage.cloner = Reader(voice, needs_prompt_text=name == "same")
+        unit = {"voice_id": name, "identity_id": "i0", "prompt_reference_id": "r0",
+                "prompt_clip_id": "c0", "text": SENTENCES[5], "prompt_path": str(prompt),
+                "segments": []}
+        (voices[name],) = _run_one(stage, unit)["tables"]["voices"]
+    same, other = voices["same"], voices["other"]
+    assert same["passed"] and same["similarity"] > 0.80 and same["wer"] is None
+    assert (tmp_path / "out" / same["path"]).is_file()
+    assert isinstance(same["prompt_text"], str)  # PocketSphinx's reading of the prompt
+    assert not other["passed"] and other["similarity"] < 0.70 and other["path"] is None
+    assert f"< {GE2EEncoder.same_speaker_threshold}" in other["reason"]
+
+
 def test_the_label_check_refuses_a_prompt_the_mllm_gives_to_someone_else(units, tmp_path,
                                                                          judge):
     url, state = judge
