@@ -31,8 +31,9 @@ echo "   then scored against the corpus's truth (DER, association, WER, face rec
 
 echo
 echo "== 5/11 cross-pair curation on Ray: the same people's faces from other videos, cloned"
-echo "   voices saying other words (espeak-ng test double), cross-pair samples and the 4:3:3"
-echo "   stage-3 table (configs/curate/crosspair-offline.yaml); retrieval scored vs the truth"
+echo "   voices saying other words (espeak-ng test double) checked by the real GE2E speaker"
+echo "   encoder, cross-pair samples and the 4:3:3 stage-3 table"
+echo "   (configs/curate/crosspair-offline.yaml); retrieval scored vs the truth"
 "$BIN/omni" curate crosspair --inpair "$OUT/inpair" --out "$OUT/crosspair" --quiet \
   --config configs/curate/crosspair-offline.yaml
 "$BIN/omni" curate score --run "$OUT/crosspair" --corpus "$OUT/samples"
@@ -42,8 +43,9 @@ echo "== 6/11 benchmark fixtures in the released layout (corpus clips as predict
 "$BIN/omni" benchmark fixtures "$OUT/idbench" --corpus "$OUT/samples"
 
 echo
-echo "== 7/11 evaluation, every metric's debug twin (numbers are not meaningful)"
-"$BIN/omni" eval --bench "$OUT/idbench/bench" --pred "$OUT/idbench/pred" --out "$OUT/eval" \
+echo "== 7/11 evaluation: T-Sim and WER on the lite backends (GE2E, PocketSphinx: real models,"
+echo "   marked as not the paper's protocol), the other metrics' debug twins (not meaningful)"
+"$BIN/omni" eval --lite --bench "$OUT/idbench/bench" --pred "$OUT/idbench/pred" --out "$OUT/eval" \
   --name corpus-clips --quiet
 
 echo
@@ -63,8 +65,9 @@ echo "== 10/11 sample every benchmark instance with the trained checkpoint"
   --checkpoint "$OUT/train/stage1/checkpoints/step-0000100" --steps 10 --quiet
 
 echo
-echo "== 11/11 evaluation of the generated videos (debug weights: not meaningful)"
-"$BIN/omni" eval --bench "$OUT/idbench/bench" --pred "$OUT/generated" --out "$OUT/eval-generated" \
+echo "== 11/11 evaluation of the generated videos (debug model: not meaningful)"
+"$BIN/omni" eval --lite --bench "$OUT/idbench/bench" --pred "$OUT/generated" \
+  --out "$OUT/eval-generated" \
   --name debug-model --quiet
 
 echo

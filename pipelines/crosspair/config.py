@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from omni_core.errors import OmniError
 from omni_core.jobs import StageResources
+from omni_core.models.profile import check_models
 from omni_core.ray_helpers import RayConfig
 
 from .identity import RetrievalOptions
@@ -63,8 +64,13 @@ class Resources:
 
 @dataclass
 class CrosspairConfig:
+    """``models``: ``auto`` | ``paper`` | ``lite`` (:mod:`omni_core.models.profile`; it decides
+    the clone check's models, :mod:`pipelines.crosspair.models`); ``weights``: the paper's
+    checkpoints, a folder, ``null`` (the default folder) or the random twins by name."""
+
     ray: RayConfig = field(default_factory=RayConfig)
-    weights: str = "debug"  # "debug" (tiny random), "random" (real size, random) or a folder
+    models: str = "auto"
+    weights: str | None = None
     device: str = "cpu"
     retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
     clone: CloneOptions = field(default_factory=CloneOptions)
@@ -74,3 +80,6 @@ class CrosspairConfig:
     labels: LabelRefineConfig = field(default_factory=LabelRefineConfig)
     stage3: Stage3Options = field(default_factory=Stage3Options)
     resources: Resources = field(default_factory=Resources)
+
+    def __post_init__(self) -> None:
+        check_models(self.models)

@@ -6,9 +6,10 @@
    subject, verified matches of the same person in another clip (``identity_matches``);
    an in-pair sample with a subject matched nowhere is ``no_match`` (``crosspair_sources``);
 2. ``voices`` (Ray Data actor pool, one work item per speaker to clone; the actor holds the
-   TTS, ClearerVoice, the speaker verifier and Whisper, or with ``lite_checks`` GE2E and
-   PocketSphinx): ``labels`` (optional, multi-speaker clips: a multimodal LLM re-reads who
-   says each segment, ``speaker_labels``; a prompt it gives to someone else is not cloned),
+   TTS, ClearerVoice, and the check's speaker verifier and recogniser: WavLM-ECAPA and
+   Whisper, or GE2E and PocketSphinx on the lite models, as ``models`` decides): ``labels``
+   (optional, multi-speaker clips: a multimodal LLM re-reads who says each segment,
+   ``speaker_labels``; a prompt it gives to someone else is not cloned),
    ``prompt`` and ``clone`` (the speaker's in-pair timbre reference as the prompt, the
    recogniser's transcript as its text, a sentence sharing the fewest words with the target
    as the text), ``enhance``, ``check`` (same speaker, right words); every item ends as a
@@ -74,6 +75,13 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
+def _concrete(config: dict[str, Any]) -> CrosspairConfig:
+    """The stage's config with ``check.backend`` decided (the job passes a resolved one)."""
+    from .models import resolve_models
+
+    return resolve_models(from_dict(CrosspairConfig, config)).config
+
+
 class VoiceStage(Stage):
     """Per speaker: the MLLM label check, prompt transcript, clone, enhancement, check; one
     result record per voice."""
@@ -82,26 +90,26 @@ class VoiceStage(Stage):
     steps = VOICE_STEPS
 
     @classmethod
-    def preflight(cls, config: dict[str, Any], lite_checks: bool = False) -> None:
+    def preflight(cls, config: dict[str, Any]) -> None:
         from omni_core.models.enhancer import Enhancer
 
         from .voices import check_check_models, check_cloner
 
-        cfg = from_dict(CrosspairConfig, config)
+        cfg = _concrete(config)
         c = cfg.clone
         check_cloner(c.backend, model_dir=c.model_dir, weights=cfg.weights)
         Enhancer.check(c.enhance, c.enhance_model, cfg.weights)
-        check_check_models(lite_checks, cfg.weights)
+        check_check_models(cfg.check.backend == "lite", cfg.weights)
 
-    def setup(self, config: dict[str, Any], lite_checks: bool = False) -> None:
-        """``lite_checks``: the prompt transcripts and the clone check on the lite models
-        (GE2E + PocketSphinx, :func:`~.voices.load_check_models`) instead of WavLM-ECAPA and
-        Whisper from the weights folder."""
+    def setup(self, config: dict[str, Any]) -> None:
+        """The cloner, the enhancer and the check's models (``check.backend``: the paper's
+        WavLM-ECAPA and Whisper, or the lite GE2E + PocketSphinx,
+        :func:`~.voices.load_check_models`)."""
         from omni_core.models.enhancer import Enhancer
 
         from .voices import load_check_models, make_cloner
 
-        self.cfg = from_dict(CrosspairConfig, config)
+        self.cfg = _concrete(config)
         self.folder = self.out
         self.store = ResultStore(self.out, JOB)
         c = self.cfg.clone
@@ -112,7 +120,8 @@ class VoiceStage(Stage):
             kw = {"weights": self.cfg.weights, "device": self.cfg.device}
         self.cloner = make_cloner(c.backend, **kw)
         self.enhancer = Enhancer(c.enhance, c.enhance_model, self.cfg.weights)
-        self.models = load_check_models(lite_checks, self.cfg.weights, self.cfg.device)
+        self.models = load_check_models(self.cfg.check.backend == "lite", self.cfg.weights,
+                                        self.cfg.device)
         self._refined: dict[str, Any] = {}  # clip id -> the MLLM's relabelling
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -236,11 +245,11 @@ def voice_units(plan: Any, runs: list[str], cfg: CrosspairConfig) -> list[dict[s
 
 
 def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None, *,
-                  progress: bool = True, verbose: bool = False,
-                  lite_checks: bool = False) -> JobSummary:
+                  progress: bool = True, verbose: bool = False) -> JobSummary:
     """Run the cross-pair job over the in-pair outputs ``runs`` into ``out`` (folders or
-    URLs). ``lite_checks``: the voices' checks on the lite models (:class:`VoiceStage`)."""
+    URLs)."""
     from .identity import find_matches, load_database
+    from .models import resolve_models
     from .samples import (
         absolute,
         build_crosspair,
@@ -249,8 +258,10 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
         write_sample_folder,
     )
 
-    cfg = pin_endpoints(cfg or CrosspairConfig())
     t0 = time.perf_counter()
+    models = resolve_models(pin_endpoints(cfg or CrosspairConfig()))
+    cfg = models.config
+    print(models.headline(), flush=True)
     runs = sorted(RunFolder(r).out for r in runs)
     for r in runs:
         if not exists(join(r, "samples.parquet")):
@@ -260,8 +271,6 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
     keyed = {k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")}
-    if lite_checks:  # (absent otherwise: the keys of runs on the paper's models stay)
-        keyed["check_models"] = "lite"
     key = result_key(keyed, runs, {VoiceStage.name: VoiceStage.version})
     store = ResultStore(folder, JOB)
     seconds: dict[str, float] = {}
@@ -277,7 +286,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     job = JobContext(JOB, folder, key)
     run_on_ray(job, [WorkItem(u["voice_id"], u).to_row() for u in todo],
                [StagePlan(VoiceStage, cfg.resources.voices,
-                          {"config": cfg_dict, "lite_checks": lite_checks}, unit="voices")],
+                          {"config": cfg_dict}, unit="voices")],
                cfg.ray, progress=progress, verbose=verbose)
     setup = collect_setup(job)
 
@@ -330,7 +339,8 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
                           actors=setup.actors),
               driver_stage("samples", len(plan.candidates), n_samples, seconds["samples"])]
     details = _details(runs, plan, matches, voices, sources_df, stage3, cfg,
-                       cfg.check.threshold(lite=lite_checks))
+                       cfg.check.threshold(lite=cfg.check.backend == "lite"))
+    details["models"] = models.to_dict()
     summary = JobSummary.build(
         JOB, folder.out, total=len(units), skipped=len(units) - len(todo), stages=stages,
         errors=errors, counts={"identity_matches": len(matches), "voices": len(voices),
@@ -339,7 +349,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
         wall_s=time.perf_counter() - t0, result_key=key, details=details,
         provenance=provenance(cfg_dict, weights=cfg.weights, inputs=runs,
                               checkpoints=setup.checkpoints),
-        notes=_notes(details, len(units) - len(todo)) + [
+        notes=models.lines() + _notes(details, len(units) - len(todo)) + [
             f"stage-3 table in {join(folder.out, 'stage3')}, report "
             f"{join(folder.out, 'report.html')}"])
     summary.write(folder)

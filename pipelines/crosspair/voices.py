@@ -274,8 +274,8 @@ class CheckModels:
     transcribe_fn: Callable[..., list[Any]]
     verifier_info: str
     asr_info: str
-    #: the WER gate this recogniser can hold (a recommendation for ``check.max_wer``; None:
-    #: it cannot tell right words from wrong ones on the speech measured)
+    #: the WER gate this recogniser can hold (``check.max_wer`` null uses it; None: it cannot
+    #: tell right words from wrong ones on the speech measured)
     max_wer: float | None = 0.2
     lite: bool = False
 
@@ -336,9 +336,10 @@ def load_check_models(lite: bool, weights: str | os.PathLike[str] = "debug",
 
     verifier = SpeakerVerifier.for_weights(weights, device, seed=seed)
     asr = whisper.WhisperASR.for_weights(weights, device, seed=seed)
+    twins = str(weights) in ("debug", "random")  # random weights cannot read
     return CheckModels(verifier, asr, whisper.transcribe,
                        f"WavLM-large + ECAPA, {verifier.describe()}",
-                       f"Whisper large-v3, {asr.describe()}")
+                       f"Whisper large-v3, {asr.describe()}", max_wer=None if twins else 0.2)
 
 
 def check_check_models(lite: bool, weights: str | os.PathLike[str] = "debug") -> None:
@@ -358,15 +359,29 @@ def check_check_models(lite: bool, weights: str | os.PathLike[str] = "debug") ->
     WhisperASR.check_weights(weights)
 
 
+CHECK_BACKENDS = ("auto", "paper", "lite")
+
+
 @dataclass
 class CloneCheckOptions:
+    #: the check's models: ``paper`` (WavLM-large + ECAPA and Whisper large-v3 from the
+    #: weights folder, or their twins), ``lite`` (GE2E + PocketSphinx from their wheels) or
+    #: ``auto`` (the job's ``models`` switch decides, :mod:`omni_core.models.profile`)
+    backend: str = "auto"
     #: cosine of the clone's and the original's speaker embeddings; None: the verifier's own
     #: operating point (WavLM-ECAPA 0.5, GE2E :attr:`~omni_core.models.ge2e.GE2EEncoder.
     #: same_speaker_threshold`)
     min_similarity: float | None = None
-    #: normalised word error rate of the transcript; None: words not checked (the offline
-    #: demo, whose debug Whisper cannot read; the lite recogniser on espeak speech)
-    max_wer: float | None = 0.2
+    #: normalised word error rate of the clone's transcript; None: the recogniser's own gate
+    #: (:attr:`CheckModels.max_wer`: 0.2 for Whisper large-v3; none for its random twins,
+    #: which cannot read, nor for PocketSphinx, which cannot read espeak-ng speech). A large
+    #: value (e.g. 100) never refuses.
+    max_wer: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in CHECK_BACKENDS:
+            raise ValueError(f"check.backend must be one of {', '.join(CHECK_BACKENDS)}, got "
+                             f"{self.backend!r}")
 
     def threshold(self, models: CheckModels | None = None, *, lite: bool = False) -> float:
         """``min_similarity``, or the verifier's default (of ``models``, else of the set
@@ -374,6 +389,10 @@ class CloneCheckOptions:
         if self.min_similarity is not None:
             return float(self.min_similarity)
         return models.min_similarity if models is not None else default_min_similarity(lite)
+
+    def wer_gate(self, models: CheckModels) -> float | None:
+        """``max_wer``, or the recogniser's own gate (None: the words are not checked)."""
+        return models.max_wer if self.max_wer is None else float(self.max_wer)
 
 
 @dataclass
@@ -404,14 +423,15 @@ def check_clone(clone: np.ndarray, clone_rate: int, original: np.ndarray,
     a, b = models.verifier.embed(c16), models.verifier.embed(o16)
     sim = float(np.dot(a, b) / max(1e-12, float(np.linalg.norm(a) * np.linalg.norm(b))))
     threshold = o.threshold(models)
+    gate = o.wer_gate(models)
     hyp: str | None = None
     wer: float | None = None
-    if o.max_wer is not None:
+    if gate is not None:
         hyp = models.transcribe(c16, language)
         wer = float(utterance_wer(text, hyp).wer)
     reasons = []
     if sim < threshold:
         reasons.append(f"speaker similarity {sim:.3f} < {threshold:g}")
-    if o.max_wer is not None and wer is not None and wer > o.max_wer:
-        reasons.append(f"WER {wer:.3f} > {o.max_wer:g}")
+    if gate is not None and wer is not None and wer > gate:
+        reasons.append(f"WER {wer:.3f} > {gate:g}")
     return CloneCheck(sim, wer, hyp, not reasons, "; ".join(reasons))

@@ -240,7 +240,7 @@ def test_an_unreadable_prompt_is_an_error_row(units, tmp_path):
 
 def test_the_stage_checks_on_the_lite_models_without_a_weights_folder(tmp_path,
                                                                        one_torch_thread):
-    """``lite_checks``: GE2E and PocketSphinx instead of WavLM-ECAPA and Whisper; the
+    """``check.backend: lite``: GE2E and PocketSphinx instead of WavLM-ECAPA and Whisper; the
     pre-flight asks nothing of the weights folder, and a null ``check.min_similarity`` is
     GE2E's 0.77. Hand-made units (no in-pair run, no Ray) whose prompt is a corpus voice
     (espeak-ng en-gb-scotland+f3), cloned by a double that reads the text in a fixed voice:
@@ -263,12 +263,13 @@ def test_the_stage_checks_on_the_lite_models_without_a_weights_folder(tmp_path,
         def clone(self, text, prompt_wav, prompt_rate, prompt_text):
             return synthesize(text, self.voice)
 
-    cfg = to_dict(_cfg(f"weights={tmp_path / 'no-weights'}"))
-    VoiceStage.preflight(config=cfg, lite_checks=True)
+    no_weights = f"weights={tmp_path / 'no-weights'}"
+    cfg = to_dict(_cfg(no_weights, "check.backend=lite"))
+    VoiceStage.preflight(config=cfg)
     with pytest.raises(WeightsError):
-        VoiceStage.preflight(config=cfg, lite_checks=False)
+        VoiceStage.preflight(config=to_dict(_cfg(no_weights, "check.backend=paper")))
     stage = VoiceStage(JobContext("crosspair", RunFolder(tmp_path / "out"), "test"),
-                       config=cfg, lite_checks=True)
+                       config=cfg)
     assert isinstance(stage.models.verifier, GE2EEncoder)
     speaker = Voice("en-gb-scotland+f3", 78, 165, "f")
     prompt = tmp_path / "prompt.wav"
