@@ -65,6 +65,12 @@ class FaceOptions:
     det_size: tuple[int, int] = (640, 640)
     #: SCRFD score threshold (insightface's default).
     det_thresh: float = 0.5
+    #: SCRFD: a frame with no face is detected again with a grey border of a quarter of its
+    #: size on every side (the evaluator's FaceSim-Arc retry; boxes come back in the frame's
+    #: pixels). At 640 x 640 SCRFD misses faces larger than its biggest anchors: each of the
+    #: release's close-up reference photos scores under 0.1 without it and is found with it
+    #: (tests/omni_core/models/test_face_scrfd.py); close-up talking heads are common.
+    pad_retry: bool = True
     #: a track whose smallest box side is below this is rejected (``small_face``).
     min_face_px: float = 100.0
     #: a track covering less time than this is rejected (``short_track``); the span is from
@@ -117,13 +123,13 @@ class FaceOptions:
                      det_size=tuple(self.det_size), det_thresh=self.det_thresh)  # same checks
 
     def detection_options(self) -> IdSimOptions:
-        """The detector settings in :mod:`omni_core.models.face`'s terms (no padding retry:
-        curation wants faces that are in the frame, not ones found on a grey border). A job
-        decides ``auto`` before it starts; a caller that gives ``auto`` with a pack gets the
-        pack's SCRFD."""
-        return IdSimOptions(detector="scrfd" if self.backend == "auto" else self.backend,
-                            det_size=tuple(self.det_size), det_thresh=self.det_thresh,
-                            pad_retry=False)
+        """The detector settings in :mod:`omni_core.models.face`'s terms (the padding retry
+        for SCRFD only). A job decides ``auto`` before it starts; a caller that gives ``auto``
+        with a pack gets the pack's SCRFD."""
+        detector = "scrfd" if self.backend == "auto" else self.backend
+        return IdSimOptions(detector=detector, det_size=tuple(self.det_size),
+                            det_thresh=self.det_thresh,
+                            pad_retry=self.pad_retry and detector == "scrfd")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

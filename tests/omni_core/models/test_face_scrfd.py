@@ -141,12 +141,39 @@ def test_close_ups_need_the_padding_retry_at_640(ours, reference, photos):
         _assert_same(faces, _insightface_detect(reference, padded, size))
 
 
+def test_the_faces_stage_finds_close_ups_through_the_retry(ours, photos):
+    """The in-pair faces stage on a still "clip" of each close-up photo: one track, its box in
+    the photo's pixels; without the retry (``faces.pad_retry: false``) nothing."""
+    from pipelines.inpair.faces import analyze_faces
+
+    class Pack:  # the real detector; a constant embedder (one face per frame here)
+        crop_size = 112
+
+        def detect(self, bgr, det_size, det_thresh):
+            return ours.detect(bgr, det_size, det_thresh)
+
+        def embed(self, crops):
+            return np.ones((len(crops), 8), np.float32)
+
+    for name, img in photos.items():
+        clip = np.stack([img] * 10)
+        on = analyze_faces(clip, 5.0, Pack(), FaceOptions(backend="scrfd", sample_fps=5.0))
+        off = analyze_faces(clip, 5.0, Pack(), FaceOptions(backend="scrfd", sample_fps=5.0,
+                                                            pad_retry=False))
+        assert off.tracks == [], name
+        assert len(on.tracks) == 1, name
+        x0, y0, x1, y1 = on.tracks[0].boxes[0]
+        h, w = img.shape[:2]
+        assert -0.05 * w <= x0 < x1 <= 1.05 * w and -0.05 * h <= y0 < y1 <= 1.05 * h, name
+        assert (x1 - x0) * (y1 - y0) > 0.15 * w * h, name  # a close-up: a large face
+
+
 # --------------------------------------------------------------------------------------------
 # the sample corpus's frames (real face photos placed on a backdrop)
 
 
 def test_every_corpus_face_found_as_insightface_finds_it(ours, reference, corpus_frames):
-    opts = FaceOptions().detection_options()  # the in-pair faces stage: 640, no padding
+    opts = FaceOptions().detection_options()  # the in-pair faces stage: 640 (no retry needed)
     checked = 0
     for name, frames, boxes, mouths in corpus_frames:
         for frame in frames:
