@@ -28,7 +28,8 @@ def test_missing_checkpoint_is_one_line_before_any_worker_starts(tmp_path):
     weights.mkdir()
     out = tmp_path / "o"
     r = omni("curate", "inpair", "--input", tmp_path / "in", "--out", out,
-             "--set", f"weights={weights}", "--set", "faces.pack=buffalo_l")
+             "--set", f"weights={weights}", "--set", "faces.pack=buffalo_l",
+             "--set", "models=paper")
     assert r.returncode == 1, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("omni curate: error: missing pretrained weights: ")
