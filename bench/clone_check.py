@@ -14,14 +14,19 @@ GE2E cosines of speech pieces of one speaker ("same") and of two speakers ("othe
   and the two callers of pyannote.audio's telephone sample (the corpus's
   ``recording/sample.wav``, each caller's own speech per the RTTM, overlaps left out), cut
   into pieces of at least :data:`PIECE_S`;
-- ``clone``: the espeak-ng double cloning each corpus turn into another sentence
-  (:func:`~pipelines.crosspair.voices.pick_text`), against that turn ("same") and against
-  the turns of the other voices ("other").
+- ``espeak clone``: the espeak-ng double (:class:`~pipelines.crosspair.voices.EspeakCloner`)
+  cloning each corpus turn into another sentence (:func:`~pipelines.crosspair.voices.
+  pick_text`), against that turn ("same") and against the turns of the other voices
+  ("other");
+- ``espeak clone of real voices``: the double prompted by each real piece, against that
+  piece ("same": what the check measures) and against the other real speakers' pieces.
 
 Then the check itself (:func:`~pipelines.crosspair.voices.check_clone`, lite models, the
-verifier's threshold) on those clones: the similarity pass rate, and PocketSphinx's WER on
-the clone against its own sentence and against another sentence (the WER gate needs the
-first well below the second); the same two WERs on f5-tts's basic prompt (real speech).
+verifier's threshold) on the corpus clones: the similarity pass rate, the voice the double
+picked for each turn, and PocketSphinx's WER on the clone against its own sentence and
+against another sentence (the WER gate needs the first well below the second); the same two
+WERs on f5-tts's basic prompt (real speech); the pass rate of the real voices' clones; and
+the double's one-time cost (its candidate voices' calibration embeddings, one CPU thread).
 """
 
 from __future__ import annotations
@@ -143,6 +148,7 @@ def run(corpus_dir: Path | None = None) -> dict[str, Any]:
         load_check_models,
         load_texts,
         pick_text,
+        voice_grid,
     )
 
     torch.set_num_threads(1)  # small LSTM batches: one thread is the fastest
@@ -165,7 +171,10 @@ def run(corpus_dir: Path | None = None) -> dict[str, Any]:
         groups["real, telephone only"] = pairs(remb[tel], [real[i].speaker for i in tel])
 
         cloner, texts = EspeakCloner(), load_texts(None)
-        clone_same, clone_other, passed, wer_right, wer_wrong = [], [], [], [], []
+        grid = voice_grid(cloner.candidates())
+        out["espeak_grid"] = {"candidates": len(grid.voices),
+                              "seconds": round(grid.seconds, 1)}
+        clone_same, clone_other, passed, wer_right, wer_wrong, picks = [], [], [], [], [], []
         for i, t in enumerate(turns):
             text = pick_text(texts, t.text or "", f"{i}")
             wrong = pick_text(texts, text, f"wrong{i}")
@@ -179,7 +188,17 @@ def run(corpus_dir: Path | None = None) -> dict[str, Any]:
             passed.append(check.similarity >= models.min_similarity)
             wer_right.append(check.wer)
             wer_wrong.append(float(utterance_wer(wrong, check.transcript or "").wer))
+            picks.append({"speaker": t.speaker, "picked": cloner.voice_for(t.wav, SR).label,
+                          "similarity": round(check.similarity, 3)})
         groups["espeak clone"] = (clone_same, clone_other)
+        real_same, real_other = [], []
+        for i, r in enumerate(real):
+            wav = cloner.clone(pick_text(texts, "", f"real{i}"), r.wav, SR, "")
+            e = enc.embed(wav)
+            real_same.append(float(e @ remb[i]))
+            real_other += [float(e @ remb[j]) for j, u in enumerate(real)
+                           if u.speaker != r.speaker]
+        groups["espeak clone of real voices"] = (real_same, real_other)
         th = models.min_similarity
         out["groups"] = {k: {"same": stats(s), "other": stats(o),
                              "equal_error": equal_error(s, o),
@@ -188,7 +207,10 @@ def run(corpus_dir: Path | None = None) -> dict[str, Any]:
                          for k, (s, o) in groups.items()}
         out["espeak_clone_check"] = {
             "clones": len(passed), "similarity_pass_rate": round(float(np.mean(passed)), 3),
-            "wer_own_text": stats(wer_right), "wer_other_text": stats(wer_wrong)}
+            "wer_own_text": stats(wer_right), "wer_other_text": stats(wer_wrong),
+            "picks": picks}
+        out["espeak_real_clone_pass_rate"] = round(
+            float(np.mean([x >= th for x in real_same])), 3)
         basic = real_speech_basic()
         right = models.transcribe(basic.wav)
         out["real_wer"] = {
@@ -225,8 +247,13 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{ee['threshold']:.3f}, {ee['rate']:.2f} | {g['false_rejects']}/{n_s}, "
                      f"{g['false_accepts']}/{n_o} |")
     c = r["espeak_clone_check"]
-    lines += ["", f"GE2E threshold {r['threshold']}: {c['clones']} espeak clones, similarity "
-              f"pass rate {c['similarity_pass_rate']:.0%}.",
+    g = r["espeak_grid"]
+    lines += ["", f"GE2E threshold {r['threshold']}: {c['clones']} espeak clones of corpus "
+              f"turns, similarity pass rate {c['similarity_pass_rate']:.0%}; of real voices "
+              f"{r['espeak_real_clone_pass_rate']:.0%}. The double's {g['candidates']} "
+              f"candidate voices took {g['seconds']} s once.",
+              "Voices picked: " + "; ".join(f"{p['speaker']} -> {p['picked']} "
+                                            f"({p['similarity']:.3f})" for p in c["picks"]),
               f"PocketSphinx WER of the clones, own sentence: {c['wer_own_text']}; another "
               f"sentence: {c['wer_other_text']}.",
               f"PocketSphinx WER on real speech: {r['real_wer']}.",

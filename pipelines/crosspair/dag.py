@@ -88,6 +88,8 @@ class VoiceStage(Stage):
 
     name = "voices"
     steps = VOICE_STEPS
+    #: 2: the espeak double speaks with the espeak voice nearest the prompt's (GE2E)
+    version = 2
 
     @classmethod
     def preflight(cls, config: dict[str, Any]) -> None:

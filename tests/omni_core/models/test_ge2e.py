@@ -87,6 +87,22 @@ def test_embeddings_equal_resemblyzer(encoder, resemblyzer, sample_recording, f5
             assert partial_slices(n, rate, cov) == [(s.start, s.stop) for s in mel_slices]
 
 
+def test_many_utterances_in_shared_batches_equal_one_at_a_time(encoder, f5_voices):
+    """:meth:`GE2EEncoder.embed_many` (the espeak clone double's voice grid): each row is
+    :meth:`GE2EEncoder.embed` of its utterance, whatever the lengths and the rate."""
+    town = f5_voices.audio["town"]
+    clips = [town, town[:SAMPLE_RATE // 2], town[3 * SAMPLE_RATE: 6 * SAMPLE_RATE]]
+    many = encoder.embed_many(clips)
+    assert many.shape == (3, 256) and many.dtype == np.float32
+    for row, clip in zip(many, clips, strict=True):
+        np.testing.assert_allclose(row, encoder.embed(clip), atol=1e-5)
+    np.testing.assert_allclose(encoder.embed_many([resample(clips[2], SAMPLE_RATE, 8000)],
+                                                  8000)[0],
+                               encoder.embed(resample(clips[2], SAMPLE_RATE, 8000), 8000),
+                               atol=1e-5)
+    assert encoder.embed_many([]).shape == (0, 256)
+
+
 def test_the_checkpoint_loads_strictly(encoder):
     paths, folder = GE2EEncoder.weight_paths()
     assert folder is not None and paths["pretrained.pt"].name == "pretrained.pt"
