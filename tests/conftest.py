@@ -802,3 +802,34 @@ def speech_bench(sample_recording, f5_voices, tmp_path_factory) -> SpeechBench:
                      "driving_audio": None})
     return SpeechBench(write_manifest(rows, "bench_instances", out / "instances.parquet"),
                        out / "pred")
+
+
+# ---------------------------------------------------------------------------------------
+# manifests of a resumed run
+
+
+def assert_same_manifests(out, first):
+    """Every table byte for byte, except the one documented column that records when a
+    failure happened (``errors.time``, docs/curation.md): the errors table must be the
+    same bytes once that column is set to one value."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from omni_core.manifests import get_schema
+
+    def pinned(data: bytes) -> bytes:
+        import pandas as pd
+
+        df = pd.read_parquet(io.BytesIO(data))
+        df["time"] = pd.Timestamp("2000-01-01", tz="UTC")
+        buf = io.BytesIO()
+        pq.write_table(get_schema("errors").to_table(df), buf)  # as write_manifest does
+        return buf.getvalue()
+
+    for t, data in first.items():
+        now = (out / f"{t}.parquet").read_bytes()
+        if t == "errors":
+            assert pinned(now) == pinned(data), t
+        else:
+            assert now == data, t

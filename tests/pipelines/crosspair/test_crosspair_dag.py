@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[3]
 OFFLINE = ROOT / "configs" / "curate" / "crosspair-offline.yaml"
 
 
+#: the sources of the module's run (see test_every_inpair_sample_is_accounted_for)
+SOURCES = {"sample": 2, "no_match": 3, "no_voice": 1}
+
+
 def _cfg(*overrides: str) -> CrosspairConfig:
     return load_config(CrosspairConfig, OFFLINE, ["ray.include_dashboard=false", *overrides])
 
@@ -55,16 +59,21 @@ def test_every_inpair_sample_is_accounted_for(crosspair, inpair_offline_run):
     src = read_manifest(out / "crosspair_sources.parquet", "crosspair_sources")
     inpair = read_manifest(inpair_offline_run / "samples.parquet", "samples")
     assert sorted(src.inpair_sample_id) == sorted(inpair.sample_id)
-    # measured: 3 samples have every subject seen in another video; their 4 voices pass
-    assert src.status.value_counts().to_dict() == {"sample": 3, "no_match": 3}
+    # measured: 3 samples have every subject seen in another video; 4 voices to clone, and the
+    # real GE2E check keeps 3 (cosines 0.791 - 0.799 against its 0.77 operating point) and
+    # refuses one espeak clone (0.748), so that sample has no voice
+    assert src.status.value_counts().to_dict() == SOURCES
     samples = read_manifest(out / "samples.parquet", "samples")
     assert sorted(samples.sample_id) == sorted(src.sample_id.dropna())
     d = summary.details
-    assert summary.job == "crosspair" and d["sources"] == {"sample": 3, "no_match": 3}
-    assert d["voices"]["cloned"] == d["voices"]["passed"] == 4
-    assert d["voices"]["similarity_pass_rate"] == 1.0
-    assert d["voices"]["wer_pass_rate"] is None  # words not checked offline
-    assert read_manifest(out / "errors.parquet", "errors").empty
+    assert summary.job == "crosspair" and d["sources"] == SOURCES
+    assert (d["voices"]["cloned"], d["voices"]["passed"]) == (4, 3)
+    assert d["voices"]["similarity_pass_rate"] == 0.75
+    assert d["voices"]["wer_pass_rate"] is None  # PocketSphinx's words are no gate here
+    assert d["models"]["parts"]["check"]["profile"] == "lite"
+    (err,) = read_manifest(out / "errors.parquet", "errors").itertuples()
+    assert err.stage == "check" and "speaker similarity 0.7" in err.reason and "< 0.77" in \
+        err.reason
 
 
 def test_samples_use_faces_from_another_video_and_the_cloned_voices(
@@ -98,8 +107,8 @@ def test_samples_use_faces_from_another_video_and_the_cloned_voices(
 def test_stage3_table_holds_the_mix_and_reads_as_a_curation_folder(crosspair):
     summary, _, out, _ = crosspair
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples")
-    assert sorted(st3.task) == ["r2av", "ra2v", "rv2av"]  # 3 samples at 4:3:3 -> 1/1/1
-    assert summary.details["stage3_tasks"] == {"r2av": 1, "rv2av": 1, "ra2v": 1}
+    assert sorted(st3.task) == ["r2av", "rv2av"]  # 2 samples at 4:3:3 -> 1/1/0
+    assert summary.details["stage3_tasks"] == {"r2av": 1, "rv2av": 1, "ra2v": 0}
     refs = read_manifest(out / "stage3" / "references.parquet", "references")
     used = {r for ids in st3.image_reference_ids for r in ids} | \
         {r for ids in st3.audio_reference_ids for r in ids}
@@ -114,16 +123,17 @@ def test_report_and_summary(crosspair):
     page = (out / "report.html").read_text()
     for testid in ("header", "stages", "errors", "retrieval", "voices", "samples"):
         assert f'data-testid="{testid}"' in page
-    assert "4 voice(s) cloned, 4 passed" in page and "words not checked" in page
+    assert "4 voice(s) cloned, 3 passed" in page and "words not checked" in page
     assert 'data-task="rv2av"' in page
     data = json.loads((out / "summary.json").read_text())
     assert tuple(data) == SUMMARY_KEYS and data["job"] == "crosspair"
-    assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
+    assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 2
     stages = {r["stage"]: r for r in data["stages"]}
     assert list(stages) == ["retrieval", "voices", "samples"]
     assert stages["retrieval"]["in"] == 6 and stages["retrieval"]["out"] == 3
     steps = {st["step"]: st for st in stages["voices"]["steps"]}
-    assert steps["clone"]["in"] == steps["check"]["out"] == 4
+    assert steps["clone"]["in"] == steps["check"]["in"] == 4
+    assert steps["check"]["failed"] == 1
     first_voices = next(r for r in summary.stages if r["stage"] == "voices")
     assert first_voices["setup_s"] > 0 and first_voices["actors"] >= 1  # (the rerun: none)
     assert data["provenance"]["inputs"] == summary.details["runs"]
@@ -133,8 +143,9 @@ def test_report_and_summary(crosspair):
 def test_rerun_skips_every_voice_and_writes_the_same_manifests(crosspair):
     _, again, out, first = crosspair
     assert again.items["skipped"] == 4
-    for t, data in first.items():
-        assert (out / f"{t}.parquet").read_bytes() == data, t
+    from conftest import assert_same_manifests
+
+    assert_same_manifests(out, first)
 
 
 def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run, tmp_path):
@@ -162,8 +173,9 @@ def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run,
     finally:
         shutdown_ray()
     assert 0 < resumed.items["skipped"] < 4
-    for t, data in first.items():
-        assert (out / f"{t}.parquet").read_bytes() == data, t
+    from conftest import assert_same_manifests
+
+    assert_same_manifests(out, first)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,8 +351,9 @@ def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_pa
                               str(inpair_offline_run), "--out", str(out), "--config",
                               str(OFFLINE), "--quiet"])
     assert "1 in-pair run(s), 6 in-pair samples" in logs and "crosspair: 4 items" in logs
-    for t, data in first.items():
-        assert (out / f"{t}.parquet").read_bytes() == data, t
+    from conftest import assert_same_manifests
+
+    assert_same_manifests(out, first)
 
 
 def test_score_against_the_corpus_shows_in_the_report(crosspair, sample_corpus, capsys):
@@ -370,14 +383,14 @@ def test_stage3_latents_carry_each_samples_task(crosspair, tmp_path):
                                   progress=False)
     finally:
         shutdown_ray()
-    assert summary.items["failed"] == 0 and summary.details["written"] == 3
+    assert summary.items["failed"] == 0 and summary.details["written"] == 2
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples").set_index("sample_id")
     index = read_index(tmp_path / "lat").set_index("sample_id")
     assert index.task.to_dict() == st3.task.to_dict()
     assert index.has_source[index.task == "rv2av"].all()
     ds = LatentDataset(tmp_path / "lat", micro_batch=1, text_len=16)
     tasks = sorted(ds.load(b).task for b in ds.epoch_batches(0))
-    assert tasks == ["r2av", "ra2v", "rv2av"]
+    assert tasks == sorted(st3.task) == ["r2av", "rv2av"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,17 +416,18 @@ def test_inpair_run_and_output_in_s3_give_the_local_run(crosspair, inpair_offlin
     finally:
         shutdown_ray()
     assert summary.out == f"{bucket}/cross"
-    assert summary.details["sources"] == {"sample": 3, "no_match": 3}
+    assert summary.details["sources"] == SOURCES
     remote = RunFolder(f"{bucket}/cross", staging=tmp_path / "check")
     for name in TABLES:
         got = read_manifest(remote.local(f"{name}.parquet"), name)
         want = read_manifest(local / f"{name}.parquet", name)
-        keep = [c for c in want.columns if c not in WHERE]
+        when = {"time"} if name == "errors" else set()  # when a failure happened
+        keep = [c for c in want.columns if c not in WHERE | when]
         pd.testing.assert_frame_equal(got[keep], want[keep], obj=name)
     refs = read_manifest(remote.local("stage3/references.parquet"), "references")
     assert all(p.startswith(f"{bucket}/") for p in refs.path)  # stage 3 points into S3
     voices = read_manifest(remote.local("voices.parquet"), "voices")
-    for p in voices.path:
+    for p in voices.path.dropna():  # (a refused clone is not kept)
         assert remote.local(p).read_bytes() == (local / p).read_bytes()
     assert remote.exists("report.html") and remote.exists("summary.json")
 

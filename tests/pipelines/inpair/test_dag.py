@@ -158,32 +158,9 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
     finally:
         shutdown_ray()
     assert 0 < resumed.items["skipped"] < resumed.items["total"]  # planned ones not redone
+    from conftest import assert_same_manifests
+
     assert_same_manifests(out, first)
-
-
-def assert_same_manifests(out, first):
-    """Every table byte for byte, except the one documented column that records when a
-    failure happened (``errors.time``, docs/curation.md): the errors table must be the
-    same bytes once that column is set to one value."""
-    import io
-
-    import pyarrow.parquet as pq
-
-    from omni_core.manifests import get_schema
-
-    def pinned(data: bytes) -> bytes:
-        df = pd.read_parquet(io.BytesIO(data))
-        df["time"] = pd.Timestamp("2000-01-01", tz="UTC")
-        buf = io.BytesIO()
-        pq.write_table(get_schema("errors").to_table(df), buf)  # as write_manifest does
-        return buf.getvalue()
-
-    for t, data in first.items():
-        now = (out / f"{t}.parquet").read_bytes()
-        if t == "errors":
-            assert pinned(now) == pinned(data), t
-        else:
-            assert now == data, t
 
 
 def test_every_entry_is_accounted_for_and_a_rerun_never_lists_its_own_output(sample_corpus,
@@ -241,6 +218,8 @@ def test_runs_as_a_ray_job_on_a_local_head(inputs, run, tmp_path, ray_head):
     logs = run_job(ray_head, [str(omni), "curate", "inpair", "--input", str(inputs), "--out",
                               str(out), "--quiet"])
     assert "inpair: 10 items (10 this run" in logs
+    from conftest import assert_same_manifests
+
     assert_same_manifests(out, first)
 
 
