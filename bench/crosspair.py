@@ -102,8 +102,8 @@ def run(repeat: int = 1, copies: int = 2) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    return "\n".join(["## Cross-pair curation (debug models, espeak-ng voices, embedded Ray, "
-                      "this machine)", "", *_lines(r)])
+    return "\n".join(["## Cross-pair curation (lite clone check, espeak-ng double voices, "
+                      "embedded Ray, this machine)", "", *_lines(r)])
 
 
 def _lines(r: dict[str, Any]) -> list[str]:

@@ -34,11 +34,19 @@ OFFLINE = ROOT / "configs" / "curate" / "crosspair-offline.yaml"
 
 
 #: the sources of the module's run (see test_every_inpair_sample_is_accounted_for)
-SOURCES = {"sample": 2, "no_match": 3, "no_voice": 1}
+SOURCES = {"sample": 3, "no_match": 3}
+#: The module's runs test the job (accounting, resume, S3, report, stage 3) on the lite check
+#: at a similarity every espeak clone of the run clears. At GE2E's operating point (0.77) which
+#: of these 4 clones pass depends on the sentences they say, which are picked by a hash of ids
+#: that derive from the input paths (each test session's temporary folder): measured 0.673 -
+#: 0.875, 2 or 3 passing. The operating point's verdicts are tested on fixed voices in
+#: test_voices.py and test_the_stage_checks_on_the_lite_models_without_a_weights_folder.
+MODULE_CHECK = "check.min_similarity=0.6"
 
 
 def _cfg(*overrides: str) -> CrosspairConfig:
-    return load_config(CrosspairConfig, OFFLINE, ["ray.include_dashboard=false", *overrides])
+    return load_config(CrosspairConfig, OFFLINE,
+                       ["ray.include_dashboard=false", MODULE_CHECK, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +67,19 @@ def test_every_inpair_sample_is_accounted_for(crosspair, inpair_offline_run):
     src = read_manifest(out / "crosspair_sources.parquet", "crosspair_sources")
     inpair = read_manifest(inpair_offline_run / "samples.parquet", "samples")
     assert sorted(src.inpair_sample_id) == sorted(inpair.sample_id)
-    # measured: 3 samples have every subject seen in another video; 4 voices to clone, and the
-    # real GE2E check keeps 3 (cosines 0.791 - 0.799 against its 0.77 operating point) and
-    # refuses one espeak clone (0.748), so that sample has no voice
+    # measured: 3 samples have every subject seen in another video; their 4 voices pass
     assert src.status.value_counts().to_dict() == SOURCES
     samples = read_manifest(out / "samples.parquet", "samples")
     assert sorted(samples.sample_id) == sorted(src.sample_id.dropna())
     d = summary.details
     assert summary.job == "crosspair" and d["sources"] == SOURCES
-    assert (d["voices"]["cloned"], d["voices"]["passed"]) == (4, 3)
-    assert d["voices"]["similarity_pass_rate"] == 0.75
+    assert d["voices"]["cloned"] == d["voices"]["passed"] == 4
+    assert d["voices"]["similarity_pass_rate"] == 1.0
     assert d["voices"]["wer_pass_rate"] is None  # PocketSphinx's words are no gate here
-    assert d["models"]["parts"]["check"]["profile"] == "lite"
-    (err,) = read_manifest(out / "errors.parquet", "errors").itertuples()
-    assert err.stage == "check" and "speaker similarity 0.7" in err.reason and "< 0.77" in \
-        err.reason
+    assert d["models"]["parts"]["check"]["profile"] == "lite"  # GE2E + PocketSphinx
+    voices = read_manifest(out / "voices.parquet", "voices")
+    assert voices.similarity.between(0.6, 1.0).all()  # real GE2E cosines of espeak clones
+    assert read_manifest(out / "errors.parquet", "errors").empty
 
 
 def test_samples_use_faces_from_another_video_and_the_cloned_voices(
@@ -107,8 +113,8 @@ def test_samples_use_faces_from_another_video_and_the_cloned_voices(
 def test_stage3_table_holds_the_mix_and_reads_as_a_curation_folder(crosspair):
     summary, _, out, _ = crosspair
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples")
-    assert sorted(st3.task) == ["r2av", "rv2av"]  # 2 samples at 4:3:3 -> 1/1/0
-    assert summary.details["stage3_tasks"] == {"r2av": 1, "rv2av": 1, "ra2v": 0}
+    assert sorted(st3.task) == ["r2av", "ra2v", "rv2av"]  # 3 samples at 4:3:3 -> 1/1/1
+    assert summary.details["stage3_tasks"] == {"r2av": 1, "rv2av": 1, "ra2v": 1}
     refs = read_manifest(out / "stage3" / "references.parquet", "references")
     used = {r for ids in st3.image_reference_ids for r in ids} | \
         {r for ids in st3.audio_reference_ids for r in ids}
@@ -123,17 +129,16 @@ def test_report_and_summary(crosspair):
     page = (out / "report.html").read_text()
     for testid in ("header", "stages", "errors", "retrieval", "voices", "samples"):
         assert f'data-testid="{testid}"' in page
-    assert "4 voice(s) cloned, 3 passed" in page and "words not checked" in page
+    assert "4 voice(s) cloned, 4 passed" in page and "words not checked" in page
     assert 'data-task="rv2av"' in page
     data = json.loads((out / "summary.json").read_text())
     assert tuple(data) == SUMMARY_KEYS and data["job"] == "crosspair"
-    assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 2
+    assert data["details"]["retrieval"]["verified"] == 14 and data["counts"]["samples"] == 3
     stages = {r["stage"]: r for r in data["stages"]}
     assert list(stages) == ["retrieval", "voices", "samples"]
     assert stages["retrieval"]["in"] == 6 and stages["retrieval"]["out"] == 3
     steps = {st["step"]: st for st in stages["voices"]["steps"]}
-    assert steps["clone"]["in"] == steps["check"]["in"] == 4
-    assert steps["check"]["failed"] == 1
+    assert steps["clone"]["in"] == steps["check"]["out"] == 4
     first_voices = next(r for r in summary.stages if r["stage"] == "voices")
     assert first_voices["setup_s"] > 0 and first_voices["actors"] >= 1  # (the rerun: none)
     assert data["provenance"]["inputs"] == summary.details["runs"]
@@ -156,7 +161,8 @@ def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run,
     omni = Path(sys.executable).with_name("omni")
     proc = subprocess.Popen(
         [omni, "curate", "crosspair", "--inpair", inpair_offline_run, "--out", out,
-         "--config", OFFLINE, "--quiet", "--set", "ray.include_dashboard=false"],
+         "--config", OFFLINE, "--quiet", "--set", "ray.include_dashboard=false",
+         "--set", MODULE_CHECK],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
@@ -349,7 +355,7 @@ def test_runs_as_a_ray_job_on_a_local_head(crosspair, inpair_offline_run, tmp_pa
     out = tmp_path / "out"
     logs = run_job(ray_head, [str(omni), "curate", "crosspair", "--inpair",
                               str(inpair_offline_run), "--out", str(out), "--config",
-                              str(OFFLINE), "--quiet"])
+                              str(OFFLINE), "--quiet", "--set", MODULE_CHECK])
     assert "1 in-pair run(s), 6 in-pair samples" in logs and "crosspair: 4 items" in logs
     from conftest import assert_same_manifests
 
@@ -383,14 +389,14 @@ def test_stage3_latents_carry_each_samples_task(crosspair, tmp_path):
                                   progress=False)
     finally:
         shutdown_ray()
-    assert summary.items["failed"] == 0 and summary.details["written"] == 2
+    assert summary.items["failed"] == 0 and summary.details["written"] == 3
     st3 = read_manifest(out / "stage3" / "samples.parquet", "samples").set_index("sample_id")
     index = read_index(tmp_path / "lat").set_index("sample_id")
     assert index.task.to_dict() == st3.task.to_dict()
     assert index.has_source[index.task == "rv2av"].all()
     ds = LatentDataset(tmp_path / "lat", micro_batch=1, text_len=16)
     tasks = sorted(ds.load(b).task for b in ds.epoch_batches(0))
-    assert tasks == sorted(st3.task) == ["r2av", "rv2av"]
+    assert tasks == sorted(st3.task) == ["r2av", "ra2v", "rv2av"]
 
 
 # --------------------------------------------------------------------------------------------
