@@ -282,7 +282,7 @@ def test_the_stage_checks_on_the_lite_models_without_a_weights_folder(tmp_path,
             return synthesize(text, self.voice)
 
     no_weights = f"weights={tmp_path / 'no-weights'}"
-    cfg = to_dict(_cfg(no_weights, "check.backend=lite"))
+    cfg = to_dict(_cfg(no_weights, "check.backend=lite", "check.min_similarity=null"))
     VoiceStage.preflight(config=cfg)
     with pytest.raises(WeightsError):
         VoiceStage.preflight(config=to_dict(_cfg(no_weights, "check.backend=paper")))
