@@ -88,8 +88,12 @@ class InpairOptions(ReportOptions):
 def header_section(run: RunData) -> str:
     decodes = run.summary.detail("max_decodes_per_clip", Mapping, {})
     most = ", ".join(f"{k} {fmt_num(v)}" for k, v in decodes.items()) or "none"
+    parts = run.summary.detail("models", Mapping, {}).get("parts", {})
+    models = [(f"models-{part}", f"models: {part}",
+               f"{p.get('profile', '?')}: {p.get('models', '?')}")
+              for part, p in parts.items() if isinstance(p, Mapping)]
     dl = facts([("output", "output folder", run.name),
-                *job_facts(run.summary, items="inputs"),
+                *job_facts(run.summary, items="inputs"), *models,
                 ("decodes", "most decodes of one clip", most)])
     return ('<section data-testid="header"><h1>In-pair curation report</h1>\n'
             + dl + problems_list(run.problems) + "<h3>Rows per table</h3>"

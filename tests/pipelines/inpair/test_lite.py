@@ -48,6 +48,8 @@ def test_the_first_line_says_which_models_run(lite_run):
     assert (cfg["audio"]["backend"], cfg["faces"]["backend"], cfg["associate"]["backend"]) \
         == ("lite", "lbp", "motion")
     assert cfg["weights"] is None
+    page = (out / "report.html").read_text()
+    assert 'data-testid="fact-models-audio">lite: Silero VAD + GE2E diarizer' in page
 
 
 def test_the_lite_profile_curates_the_corpus_for_real(lite_run, sample_corpus):
