@@ -1,0 +1,110 @@
+"""Uncertainty of benchmark means: instance-level bootstrap intervals and paired tests.
+
+- :func:`bootstrap_mean`: the mean of per-instance scores with a percentile bootstrap
+  interval. Instances are resampled with replacement *within* their stratum (IDBench-Omni's
+  S/M splits), so each resample keeps the split sizes of the benchmark.
+- :func:`paired_permutation`: is the mean difference between two models on the same
+  instances real? A sign-flip permutation test of the per-instance differences (exact under
+  the null that the two models are exchangeable on every instance), with the bootstrap
+  interval of the mean difference.
+
+Missing scores (NaN) are left out, never averaged as 0: a paired comparison keeps the
+instances both models have, and reports how many that is. Everything is seeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from omni_core.errors import OmniError
+
+__all__ = ["Interval", "PairedTest", "bootstrap_mean", "paired_permutation"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its bootstrap interval over ``n`` instances (``low``/``high`` NaN for
+    fewer than two)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Mean of ``a - b`` over the ``n`` instances both have, its bootstrap interval, and the
+    two-sided sign-flip permutation p-value."""
+
+    difference: Interval
+    p_value: float
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return self.p_value < alpha
+
+
+def _clean(values: np.ndarray, strata: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    s = np.zeros(x.shape, np.int64) if strata is None else np.unique(
+        np.asarray(strata).ravel(), return_inverse=True)[1]
+    if s.shape != x.shape:
+        raise OmniError(f"strata ({s.shape[0]}) and values ({x.shape[0]}) differ in length")
+    keep = np.isfinite(x)
+    return x[keep], s[keep]
+
+
+def _resampled_means(x: np.ndarray, s: np.ndarray, n_boot: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` means of resamples drawn with replacement within each stratum."""
+    total = np.zeros(n_boot)
+    for k in np.unique(s):
+        xs = x[s == k]
+        idx = rng.integers(0, len(xs), size=(n_boot, len(xs)))
+        total += xs[idx].sum(axis=1)
+    return total / len(x)
+
+
+def bootstrap_mean(values: np.ndarray, strata: np.ndarray | None = None, *,
+                   n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> Interval:
+    """Mean and percentile bootstrap interval of per-instance ``values`` (NaN left out),
+    resampling within ``strata`` (e.g. the S/M split of each instance)."""
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise OmniError(f"bootstrap: need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    x, s = _clean(values, strata)
+    if len(x) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Interval(mean, float("nan"), float("nan"), 1, level)
+    means = _resampled_means(x, s, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(mean, float(lo), float(hi), len(x), level)
+
+
+def paired_permutation(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None = None, *,
+                       n_perm: int = 10000, n_boot: int = 10000, seed: int = 0,
+                       level: float = 0.95) -> PairedTest:
+    """Two models' scores on the same instances (aligned arrays; NaN in either leaves the
+    instance out). The p-value counts the sign flips of the differences whose mean is at least
+    as far from 0 as the observed one (the observed assignment included, so never 0)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise OmniError(f"paired test: {a.shape[0]} and {b.shape[0]} scores: not the same "
+                        f"instances")
+    both = np.isfinite(a) & np.isfinite(b)
+    d = (a - b)[both]
+    st = None if strata is None else np.asarray(strata).ravel()[both]
+    diff = bootstrap_mean(d, st, n_boot=n_boot, seed=seed, level=level)
+    if len(d) == 0:
+        return PairedTest(diff, float("nan"))
+    rng = np.random.default_rng(seed + 1)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_perm, len(d)))
+    null = np.abs((signs * d).mean(axis=1))
+    observed = abs(float(d.mean()))
+    extreme = int((null >= observed - 1e-12).sum())
+    return PairedTest(diff, (extreme + 1) / (n_perm + 1))
