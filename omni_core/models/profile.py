@@ -25,10 +25,11 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from omni_core.errors import OmniError, first_line
 
-__all__ = ["MODELS", "TWINS", "Choice", "check_models", "choose", "weights_setting"]
+__all__ = ["MODELS", "TWINS", "Choice", "Resolved", "check_models", "choose", "weights_setting"]
 
 MODELS = ("auto", "paper", "lite")
 TWINS = ("debug", "random")
@@ -60,6 +61,25 @@ class Choice:
     @property
     def lite(self) -> bool:
         return self.profile == "lite"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A job's config with every ``auto`` decided, and per part what runs and why
+    (``parts``: part -> ``{"profile", "models", "why"}``); each job writes its headline."""
+
+    config: Any  # the job's config dataclass (it has ``models`` and ``weights``)
+    parts: dict[str, dict[str, str]]
+
+    def lines(self) -> list[str]:
+        """One line per part for the closing table."""
+        return [f"{part}: {p['profile']} -- {p['models']} ({p['why']})"
+                for part, p in self.parts.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json`` ``details.models``."""
+        return {"models": self.config.models, "weights": self.config.weights,
+                "parts": self.parts}
 
 
 def choose(models: str, weights: str | os.PathLike[str] | None,

@@ -11,9 +11,8 @@ the choice first and keeps it in ``summary.json`` ``details.models``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
-from omni_core.models.profile import Choice, choose, weights_setting
+from omni_core.models.profile import Choice, Resolved, choose, weights_setting
 
 from .config import CrosspairConfig
 
@@ -24,22 +23,15 @@ CHECK_MODELS = {"paper": "WavLM-large + ECAPA speaker verifier, Whisper large-v3
 
 
 @dataclass(frozen=True)
-class ResolvedModels:
+class ResolvedModels(Resolved):
+    """The concrete config and, per part (check, clone), what runs and why."""
+
     config: CrosspairConfig
-    parts: dict[str, dict[str, str]]
 
     def headline(self) -> str:
         c = self.parts["check"]
         return (f"models: {c['profile']} (models: {self.config.models}) -- clone check: "
                 f"{c['models']}; clone: {self.parts['clone']['models']}")
-
-    def lines(self) -> list[str]:
-        return [f"{part}: {p['profile']} -- {p['models']} ({p['why']})"
-                for part, p in self.parts.items()]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"models": self.config.models, "weights": self.config.weights,
-                "parts": self.parts}
 
 
 def resolve_models(cfg: CrosspairConfig) -> ResolvedModels:

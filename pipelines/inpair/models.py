@@ -21,9 +21,8 @@ why; the job prints them first and keeps them in its summary (``details.models``
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
-from omni_core.models.profile import Choice, choose, weights_setting
+from omni_core.models.profile import Choice, Resolved, choose, weights_setting
 
 from .config import InpairConfig
 
@@ -34,11 +33,10 @@ LITE_FACES = ("LBP cascade (scikit-image) + ArcFace debug twin (random weights: 
 
 
 @dataclass(frozen=True)
-class ResolvedModels:
-    """The concrete config and, per part, what runs and why."""
+class ResolvedModels(Resolved):
+    """The concrete config and, per part (audio, faces, associate), what runs and why."""
 
     config: InpairConfig
-    parts: dict[str, dict[str, str]]  # part -> {"profile", "models", "why"}
 
     def headline(self) -> str:
         """The first line a run prints."""
@@ -46,14 +44,6 @@ class ResolvedModels:
         name = profiles[0] if len(profiles) == 1 else "mixed"
         return (f"models: {name} (models: {self.config.models}) -- "
                 + "; ".join(f"{part}: {p['models']}" for part, p in self.parts.items()))
-
-    def lines(self) -> list[str]:
-        return [f"{part}: {p['profile']} -- {p['models']} ({p['why']})"
-                for part, p in self.parts.items()]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"models": self.config.models, "weights": self.config.weights,
-                "parts": self.parts}
 
 
 def _given(profile: str, value: str) -> Choice:
