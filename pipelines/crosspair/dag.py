@@ -272,8 +272,8 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
     folder = RunFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    keyed = {k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")}
-    key = result_key(keyed, runs, {VoiceStage.name: VoiceStage.version})
+    key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
+                     runs, {VoiceStage.name: VoiceStage.version})
     store = ResultStore(folder, JOB)
     seconds: dict[str, float] = {}
 

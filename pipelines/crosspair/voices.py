@@ -306,13 +306,11 @@ class CheckModels:
     """The clone check's models: a speaker embedder, a recogniser and the function that
     transcribes with it (``transcribe_fn(asr, waveform, sample_rate, language=...)`` giving
     Whisper-like words: :func:`omni_core.models.whisper.transcribe`,
-    :func:`omni_core.models.sphinx.transcribe`), and one line about each."""
+    :func:`omni_core.models.sphinx.transcribe`)."""
 
     verifier: SpeakerEmbedder
     asr: Any
     transcribe_fn: Callable[..., list[Any]]
-    verifier_info: str
-    asr_info: str
     #: the WER gate this recogniser can hold (``check.max_wer`` null uses it; None: it cannot
     #: tell right words from wrong ones on the speech measured)
     max_wer: float | None = 0.2
@@ -328,9 +326,6 @@ class CheckModels:
         with a leading space)."""
         words = self.transcribe_fn(self.asr, wav16k, SAMPLE_RATE, language=language)
         return "".join(w.text for w in words).strip()
-
-    def describe(self) -> list[str]:
-        return [f"speaker verifier: {self.verifier_info}", f"recogniser: {self.asr_info}"]
 
 
 #: PocketSphinx reads none of the espeak-ng speech (the corpus voices and the espeak double's
@@ -363,22 +358,17 @@ def load_check_models(lite: bool, weights: str | os.PathLike[str] = "debug",
     or ``"debug"`` / ``"random"`` for the random twins)."""
     if lite:
         from omni_core.models import sphinx
-        from omni_core.models.ge2e import GE2EEncoder
 
-        verifier: Any = GE2EEncoder.from_pretrained()
-        asr: Any = sphinx.SphinxASR.from_pretrained()
-        return CheckModels(verifier, asr, sphinx.transcribe, f"GE2E, {verifier.describe()}",
-                           f"PocketSphinx en-us, {asr.describe()}", max_wer=LITE_MAX_WER,
-                           lite=True)
+        # the same encoder the espeak double picks its voices with: loaded once per process
+        return CheckModels(_ge2e(), sphinx.SphinxASR.from_pretrained(), sphinx.transcribe,
+                           max_wer=LITE_MAX_WER, lite=True)
     from omni_core.models import whisper
     from omni_core.models.speaker import SpeakerVerifier
 
     verifier = SpeakerVerifier.for_weights(weights, device, seed=seed)
     asr = whisper.WhisperASR.for_weights(weights, device, seed=seed)
     twins = str(weights) in ("debug", "random")  # random weights cannot read
-    return CheckModels(verifier, asr, whisper.transcribe,
-                       f"WavLM-large + ECAPA, {verifier.describe()}",
-                       f"Whisper large-v3, {asr.describe()}", max_wer=None if twins else 0.2)
+    return CheckModels(verifier, asr, whisper.transcribe, max_wer=None if twins else 0.2)
 
 
 def check_check_models(lite: bool, weights: str | os.PathLike[str] = "debug") -> None:

@@ -110,8 +110,7 @@ def _halves(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_the_lite_models_come_from_their_wheels_with_their_own_threshold(lite, tmp_path):
     assert lite.lite and isinstance(lite.verifier, GE2EEncoder) and not lite.verifier.is_debug
     assert isinstance(lite.asr, SphinxASR)
-    notes = lite.describe()
-    assert "resemblyzer" in notes[0] and "pocketsphinx" in notes[1]
+    assert "resemblyzer" in lite.verifier.describe() and "pocketsphinx" in lite.asr.describe()
     assert lite.min_similarity == GE2EEncoder.same_speaker_threshold == 0.77
     assert lite.max_wer is None  # PocketSphinx cannot read espeak speech (docs/crosspair.md)
     # no weights folder needed, whatever `weights` says; the paper's models need theirs
