@@ -487,6 +487,9 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
         # the annotations double on a file outside any sample corpus
         (AudioStage(_job(tmp_path), config=_config("audio.backend=annotations")), "audio",
          "not inside a sample corpus", str(tmp_path / "broken.mp4")),
+        # the lite models on sound that cannot be decoded
+        (AudioStage(_job(tmp_path), config=_config("models=lite")), "audio", "broken.mp4",
+         str(tmp_path / "broken.mp4")),
         # frames that cannot be decoded
         (VisualStage(_job(tmp_path),
                      config=_config("faces.backend=lbp", "associate.backend=motion")),
