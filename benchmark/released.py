@@ -36,6 +36,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")
 
 
+def load_bench(bench: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(instances, import errors) of a benchmark given as a ``bench_instances`` Parquet
+    manifest or a folder in the released layout."""
+    from omni_core.manifests import read_manifest
+
+    bench = Path(bench)
+    if bench.suffix == ".parquet" or bench.is_file():
+        return (read_manifest(bench, "bench_instances"),
+                ERRORS.validate_frame(pd.DataFrame(columns=ERRORS.column_names)))
+    if is_released_layout(bench):
+        return import_released(bench)
+    raise OmniError(f"{bench}: neither the released layout nor a .parquet manifest")
+
+
 def is_released_layout(root: str | Path) -> bool:
     root = Path(root)
     return root.is_dir() and any((s / "captions").is_dir() for s in _sets(root))

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -50,13 +50,13 @@ from omni_core.jobs import (
     stage_rows,
 )
 from omni_core.jobs.store import RESULTS_DIR
-from omni_core.manifests import EVAL_RESULTS, errors_frame, write_manifest
+from omni_core.manifests import EVAL_RESULTS, EVAL_TURNS, errors_frame, write_manifest
 from omni_core.media import probe
 from omni_core.storage import RunFolder
 
 from . import tables
 from .inputs import InstanceInputs
-from .registry import Metric, get
+from .registry import Metric, Output, get
 
 JOB = "eval"
 
@@ -71,17 +71,20 @@ class EvalRun:
 
 class InputsStage(Stage):
     """Finds and probes each instance's prediction; a missing or unreadable one fails the
-    instance here (every metric then records it as ``missing``)."""
+    instance here (every metric then records it as ``missing``). The models' items of one
+    instance share its decoded references."""
 
     name = "inputs"
 
-    def setup(self, pred_dir: Path) -> None:
-        self.pred_dir = pred_dir
-
     def process(self, item: WorkItem) -> None:
-        inputs, why = _inputs(item.data["instance"], self.pred_dir)
+        inputs, why = _inputs(item.data["instance"], item.data["pred_dir"],
+                              item.data["references"])
         if why is not None:
             raise OmniError(why)
+        try:  # every file the metrics will read exists and is readable
+            inputs.content_hash  # noqa: B018 - reads them all once
+        except OSError as exc:
+            raise OmniError(f"unreadable input: {exc}") from None
         item.data["inputs"] = inputs
 
 
@@ -90,24 +93,134 @@ class MetricStage(Stage):
 
     metric: ClassVar[str] = ""
 
-    def setup(self, metric: Metric) -> None:
+    def setup(self, metric: Metric, last: bool = False) -> None:
         self.m = metric
         self.m.setup()
         self.store = ResultStore(self.out, JOB)
+        self.last = last
 
     def process(self, item: WorkItem) -> None:
         inst = item.data["instance"]
+        inputs = item.data["inputs"]
         if self.m.applies_to(inst.task, inst.split):
-            inputs = item.data["inputs"]
             before = inputs.decode_seconds
+            rows, turns = _score(self.m, inputs, self.store)
+            model = item.data["model"]
             item.tables.setdefault("eval_results", []).extend(
-                _score(self.m, inputs, self.store))
+                {"model": model, **r} for r in rows)
+            item.tables.setdefault("eval_turns", []).extend(
+                {"model": model, "instance_id": inst.instance_id, "task": inst.task,
+                 "split": inst.split, **t} for t in turns)
             item.data["decode_s"] = item.data.get("decode_s", 0.0) + \
                 inputs.decode_seconds - before
+        if self.last:  # the decoded media are not needed any more
+            del item.data["inputs"]
 
 
 def _metric_stage(name: str) -> type[MetricStage]:
     return type(f"MetricStage_{name}", (MetricStage,), {"name": name, "metric": name})
+
+
+@dataclass
+class Scores:
+    """Every model's per-instance scores (:func:`score_models`)."""
+
+    results: pd.DataFrame  # eval_results
+    turns: pd.DataFrame  # eval_turns: per speaker turn of multi-person instances
+    errors: pd.DataFrame
+    metrics: list[Metric]
+    missing: dict[str, dict[str, str]]  # model -> {instance id: why}
+    unexpected: dict[str, list[str]]  # model -> files matching no instance
+    key: str
+    stages: list[dict]
+    checkpoints: list
+    decode_s: float
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [o for m in self.metrics for o in m.spec.outputs]
+
+    def counts(self) -> dict:
+        return _counts(self.results)
+
+
+def score_models(
+    instances: pd.DataFrame,
+    predictions: Mapping[str, str | Path],
+    out: str | Path,
+    metric_names: Sequence[str],
+    *,
+    weights: str = "debug",
+    device: str = "cpu",
+    options: dict[str, object] | None = None,
+    recompute: Sequence[str] = (),
+    progress: bool = True,
+) -> Scores:
+    """Score every model's predictions (model name -> folder of ``<instance_id>.mp4``) on
+    every instance with every metric, in one job: each metric is set up once for all models,
+    the models' items of one instance follow each other and share its decoded references, and
+    results are cached in ``out`` by the content of prediction and references (a model whose
+    prediction is byte-identical to another's reuses its result)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out.resolve())
+    options = options or {}
+    metrics: list[Metric] = []
+    for name in metric_names:
+        cls = get(name)
+        metrics.append(cls(weights=weights, device=device, options=options.get(name)))
+    store = ResultStore(folder, JOB)
+    for m in metrics:
+        if m.spec.name in recompute:
+            store.clear(m.spec.name)
+    # the run's key (each value is also kept under its own key: the metric as set up, and
+    # the content of its inputs)
+    key = result_key({m.spec.name: m.describe() for m in metrics})
+    job = JobContext(JOB, folder, key)
+    plans = [StagePlan(InputsStage, unit="instances")]
+    plans += [StagePlan(_metric_stage(m.spec.name), unit="instances",
+                        params={"metric": m, "last": i == len(metrics) - 1})
+              for i, m in enumerate(metrics)]
+    preds = {name: Path(p) for name, p in predictions.items()}
+    items = []
+    for inst in instances.itertuples(index=False):
+        shared: dict = {}  # this instance's decoded references, for every model
+        for name, pred_dir in preds.items():
+            items.append(WorkItem(inst.instance_id if len(preds) == 1
+                                  else f"{name}/{inst.instance_id}",
+                                  {"instance": inst, "model": name, "pred_dir": pred_dir,
+                                   "references": shared}))
+    items = run_in_process(job, items, plans, progress=progress)
+    setup = collect_setup(job)
+
+    rows: list[dict] = []
+    turns: list[dict] = []
+    missing: dict[str, dict[str, str]] = {name: {} for name in preds}
+    errors: list[dict] = []
+    decode_s = 0.0
+    for item in items:
+        inst, model = item.data["instance"], item.data["model"]
+        if item.failed == "inputs":
+            why = item.tables["errors"][0]["reason"]
+            missing[model][inst.instance_id] = why
+            for m in metrics:
+                if m.applies_to(inst.task, inst.split):
+                    rows += [{"model": model, **r} for r in _rows(inst, m, None, "missing", why)]
+        rows += item.tables.get("eval_results", [])
+        turns += item.tables.get("eval_turns", [])
+        errors += item.tables.get("errors", [])
+        decode_s += item.data.get("decode_s", 0.0)
+    results = EVAL_RESULTS.validate_frame(pd.DataFrame(rows, columns=EVAL_RESULTS.column_names))
+    turns_df = EVAL_TURNS.validate_frame(pd.DataFrame(turns, columns=EVAL_TURNS.column_names))
+    return Scores(
+        results=results, turns=turns_df, errors=errors_frame(errors), metrics=metrics,
+        missing=missing,
+        unexpected={name: unexpected_predictions(instances, p, out) for name, p in preds.items()},
+        key=key,
+        stages=stage_rows([(p.stage.name, p.stage.step_names()) for p in plans],
+                          [i.stats() for i in items], setup=setup.seconds,
+                          actors=setup.actors),
+        checkpoints=setup.checkpoints, decode_s=decode_s)
 
 
 def evaluate(
@@ -123,71 +236,34 @@ def evaluate(
     model_name: str | None = None,
     progress: bool = True,
     config: dict | None = None,
+    n_boot: int = tables.N_BOOT,
+    seed: int = 0,
 ) -> EvalRun:
     """Score every instance with every metric; write results, summary and tables to ``out``."""
     t0 = time.perf_counter()
     pred_dir, out = Path(pred_dir), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    unexpected = unexpected_predictions(instances, pred_dir, out)
-    folder = RunFolder(out.resolve())
-    options = options or {}
-    metrics: list[Metric] = []
-    for name in metric_names:
-        cls = get(name)
-        metrics.append(cls(weights=weights, device=device, options=options.get(name)))
-    store = ResultStore(folder, JOB)
-    for m in metrics:
-        if m.spec.name in recompute:
-            store.clear(m.spec.name)
-    # the run's key (each value is also kept under its own key: the metric as set up, and
-    # the content of its inputs)
-    key = result_key({m.spec.name: m.describe() for m in metrics})
-    job = JobContext(JOB, folder, key)
-    plans = [StagePlan(InputsStage, params={"pred_dir": pred_dir}, unit="instances")]
-    plans += [StagePlan(_metric_stage(m.spec.name), params={"metric": m}, unit="instances")
-              for m in metrics]
-    items = [WorkItem(inst.instance_id, {"instance": inst})
-             for inst in instances.itertuples(index=False)]
-    items = run_in_process(job, items, plans, progress=progress)
-    setup = collect_setup(job)
-
-    rows: list[dict] = []
-    missing: dict[str, str] = {}
-    errors: list[dict] = []
-    decode_s = 0.0
-    for item in items:
-        inst = item.data["instance"]
-        if item.failed == "inputs":
-            why = item.tables["errors"][0]["reason"]
-            missing[inst.instance_id] = why
-            for m in metrics:
-                if m.applies_to(inst.task, inst.split):
-                    rows += _rows(inst, m, None, "missing", why)
-        rows += item.tables.get("eval_results", [])
-        errors += item.tables.get("errors", [])
-        decode_s += item.data.get("decode_s", 0.0)
-
-    results = EVAL_RESULTS.validate_frame(pd.DataFrame(rows, columns=EVAL_RESULTS.column_names))
-    write_manifest(results, EVAL_RESULTS, out / "results.parquet")
-    errors_df = errors_frame(errors)
-    write_manifest(errors_df, "errors", out / "errors.parquet")
-    outputs = [o for m in metrics for o in m.spec.outputs]
-    agg = tables.aggregate(results, outputs)
     model = model_name or pred_dir.name
-    md = tables.markdown(agg, outputs, model)
+    sc = score_models(instances, {model: pred_dir}, out, metric_names, weights=weights,
+                      device=device, options=options, recompute=recompute, progress=progress)
+    results, metrics = sc.results, sc.metrics
+    write_manifest(results, EVAL_RESULTS, out / "results.parquet")
+    write_manifest(sc.turns, EVAL_TURNS, out / "turns.parquet")
+    write_manifest(sc.errors, "errors", out / "errors.parquet")
+    outputs = sc.outputs
+    views = tables.build_views(results, outputs, [model], n_boot=n_boot, seed=seed,
+                               views=tables.task_views(results))
+    md = tables.markdown(views, outputs)
     (out / "table.md").write_text(md)
-    (out / "table.csv").write_text(tables.to_csv(agg, outputs, model))
-    (out / "table.tex").write_text(tables.latex(agg, outputs, model))
+    (out / "table.csv").write_text(tables.to_csv(views, outputs))
+    (out / "table.tex").write_text(tables.latex(views, outputs))
     debug = weights in ("debug", "random") and any(m.spec.is_paper for m in metrics)
     lite = {m.spec.name: m.spec.lite_for for m in metrics if not m.spec.is_paper}
+    missing, unexpected = sc.missing[model], sc.unexpected[model]
     summary = JobSummary.build(
-        JOB, str(folder.root), total=len(instances), skipped=0,
-        stages=stage_rows([(p.stage.name, p.stage.step_names()) for p in plans],
-                          [i.stats() for i in items], setup=setup.seconds,
-                          actors=setup.actors),
-        errors=errors_df, counts={"results": len(results), "missing_predictions":
+        JOB, str(out.resolve()), total=len(instances), skipped=0, stages=sc.stages,
+        errors=sc.errors, counts={"results": len(results), "missing_predictions":
                                   len(missing)},
-        wall_s=time.perf_counter() - t0, result_key=key,
+        wall_s=time.perf_counter() - t0, result_key=sc.key,
         details={
             "model": model, "debug_weights": debug,
             "note": run_note(weights if debug else None, lite),
@@ -198,12 +274,12 @@ def evaluate(
             "missing_predictions": missing,
             "unexpected_predictions": {"count": len(unexpected),
                                        "names": unexpected[:UNEXPECTED_LISTED]},
-            "counts": _counts(results),
-            "table": {task: {k: c.text for k, c in row.items()} for task, row in agg.items()},
-            "decode_s": round(decode_s, 3)},
+            "counts": sc.counts(),
+            "table": tables.summary_cells(views),
+            "decode_s": round(sc.decode_s, 3)},
         provenance=provenance(config or {}, weights=weights, inputs=[str(pred_dir)],
-                              checkpoints=setup.checkpoints))
-    summary.write(folder)
+                              checkpoints=sc.checkpoints))
+    summary.write(RunFolder(out.resolve()))
     return EvalRun(out, results, summary.to_json(), md)
 
 
@@ -224,7 +300,7 @@ def run_note(debug_weights: str | None, lite: dict[str, str]) -> str | None:
 
 #: what ``omni generate`` keeps beside its videos, and an eval's own outputs
 _NOT_PREDICTIONS = {"summary.json", "errors.parquet", RESULTS_DIR, "results.parquet",
-                    "table.md", "table.csv", "table.tex"}
+                    "turns.parquet", "table.md", "table.csv", "table.tex"}
 #: names of unexpected files listed in the summary (all are counted)
 UNEXPECTED_LISTED = 20
 
@@ -242,7 +318,8 @@ def unexpected_predictions(instances: pd.DataFrame, pred_dir: Path, out: Path) -
                   and p.name not in _NOT_PREDICTIONS and p.resolve() != out)
 
 
-def _inputs(inst, pred_dir: Path) -> tuple[InstanceInputs | None, str | None]:
+def _inputs(inst, pred_dir: Path, references: dict | None = None
+            ) -> tuple[InstanceInputs | None, str | None]:
     video = pred_dir / f"{inst.instance_id}.mp4"
     if not video.is_file():
         return None, f"no prediction {video.name} in {pred_dir}"
@@ -260,14 +337,22 @@ def _inputs(inst, pred_dir: Path) -> tuple[InstanceInputs | None, str | None]:
         instance_id=inst.instance_id, task=inst.task, split=inst.split,
         caption_text=inst.caption, video_path=video, audio_path=audio,
         image_refs=[Path(p) for p in inst.image_refs],
-        audio_refs=[Path(p) for p in inst.audio_refs]), None
+        audio_refs=[Path(p) for p in inst.audio_refs],
+        _refs=references if references is not None else {}), None
 
 
-def _score(m: Metric, inputs: InstanceInputs, store: ResultStore) -> list[dict]:
+def _score(m: Metric, inputs: InstanceInputs, store: ResultStore
+           ) -> tuple[list[dict], list[dict]]:
+    """(eval_results rows without the model, per-turn rows) of one metric on one prediction,
+    cached by the content of the prediction and references."""
     key = _cache_key(m, inputs)
-    cached = store.get(m.spec.name, inputs.instance_id, key)
+    # one record per content: models whose predictions are byte-identical share it, and a
+    # model's record never replaces another's
+    entry = f"{inputs.instance_id}.{inputs.content_hash[:16]}"
+    cached = store.get(m.spec.name, entry, key)
     if cached is not None:
-        return cached["rows"]
+        return cached["rows"], cached.get("turns", [])
+    turns: list[dict] = []
     try:
         values = m.compute(inputs)
         rows = []
@@ -278,14 +363,19 @@ def _score(m: Metric, inputs: InstanceInputs, store: ResultStore) -> list[dict]:
                               or "metric returned no value", only=o.name)
             else:
                 rows += _rows(inputs, m, float(v), "ok", None, only=o.name)
+                turns += [{"metric": o.name, "speaker": str(t["speaker"]),
+                           "turn": int(t["turn"]), "start_s": float(t["start_s"]),
+                           "end_s": float(t["end_s"]),
+                           "value": None if t["value"] is None else float(t["value"])}
+                          for t in values.get(f"{o.name}_turns") or ()]
     except OmniError as exc:
-        rows = _rows(inputs, m, None, "error", str(exc))
+        rows, turns = _rows(inputs, m, None, "error", str(exc)), []
     except Exception as exc:  # a metric bug or an input it cannot take: a row, not a crash;
         # not cached, so a fixed metric recomputes it
         first = (str(exc).splitlines() or [""])[0]
-        return _rows(inputs, m, None, "error", f"{type(exc).__name__}: {first}")
-    store.put(m.spec.name, inputs.instance_id, key, {"rows": rows})
-    return rows
+        return _rows(inputs, m, None, "error", f"{type(exc).__name__}: {first}"), []
+    store.put(m.spec.name, entry, key, {"rows": rows, "turns": turns})
+    return rows, turns
 
 
 def _rows(inst, m: Metric, value, status: str, reason, only: str | None = None) -> list[dict]:

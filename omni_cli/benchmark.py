@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "benchmark", help="build benchmark fixtures or import the released layout",
         description="IDBench-Omni instances. `fixtures` writes one- and two-person test cases "
         "in the released layout from the sample corpus, with the corpus clips as predictions; "
-        "`import` turns a released-layout folder into a bench_instances Parquet manifest.")
+        "`import` turns a released-layout folder into a bench_instances Parquet manifest; "
+        "`run` compares models on a benchmark.")
     bsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     fx = bsub.add_parser("fixtures", help="fixtures in the released layout from the corpus")
     fx.add_argument("out", metavar="OUT")
@@ -20,6 +21,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     im.add_argument("bench", metavar="BENCH")
     im.add_argument("out", metavar="OUT.parquet")
     im.set_defaults(func=run_import)
+    rn = bsub.add_parser(
+        "run", help="compare models on a benchmark: tables with intervals, HTML report",
+        description="Make what is missing (a checkpoint entry is sampled with omni generate, "
+        "a baseline built, another system's folder linked after its rename rule), score every "
+        "model with the same metrics, and write the paper's tables (per task, the "
+        "multi-person view, the ablation view) with 95%% bootstrap intervals, n and paired "
+        "significance marks against the reference model, per-speaker tables, and "
+        "OUT/report/index.html. See benchmark/compare.py for models.yaml.")
+    rn.add_argument("--bench", required=True,
+                    help="benchmark folder (released layout) or bench_instances .parquet")
+    rn.add_argument("--models", required=True, help="models.yaml")
+    rn.add_argument("--out", required=True, help="comparison folder")
+    rn.add_argument("--reference", help="the model others are tested against (default: "
+                    "models.yaml's reference, else its first model)")
+    rn.add_argument("--published", action="store_true",
+                    help="add the paper's published rows below the measured ones (marked)")
+    rn.add_argument("--metrics", help="comma-separated metric names (default: the paper's)")
+    rn.add_argument("--lite", action="store_true",
+                    help="the lite backends for T-Sim and WER (see omni eval --lite)")
+    rn.add_argument("--weights", default="debug",
+                    help="metric models: 'debug', 'random' or a weights folder")
+    rn.add_argument("--device", default="cpu")
+    rn.add_argument("--n-boot", type=int, default=10000,
+                    help="bootstrap resamples and permutations per cell (default 10000)")
+    rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    rn.add_argument("--quiet", action="store_true")
+    rn.set_defaults(func=run_compare)
 
 
 def run_fixtures(args: argparse.Namespace) -> int:
@@ -40,3 +69,30 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"skipped {e.item}: {e.reason}")
     print(f"{len(inst)} instances -> {args.out} ({len(errors)} skipped)")
     return 1 if errors.size and inst.empty else 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from benchmark.compare import load_models, run_comparison
+
+    models, reference = load_models(args.models)
+    cmp = run_comparison(
+        args.bench, models, args.out, reference=args.reference or reference,
+        metrics=args.metrics.split(",") if args.metrics else None, lite=args.lite,
+        weights=args.weights, device=args.device, with_published=args.published,
+        n_boot=args.n_boot, seed=args.seed, report=not args.no_report,
+        progress=not args.quiet,
+        config={"bench": args.bench, "models": args.models, "metrics": args.metrics,
+                "lite": args.lite, "published": args.published})
+    d = cmp.summary["details"]
+    if d["note"]:
+        print(d["note"])
+    print(cmp.markdown)
+    for m in d["models"]:
+        if m["missing_predictions"]:
+            print(f"{m['name']}: {m['missing_predictions']} of {d['instances']} predictions "
+                  f"missing or unreadable (counted, never averaged)")
+    print(f"comparison in {cmp.out}: tables.md (tables/*.md, .csv, .tex), cells.parquet, "
+          f"pairs.csv, results.parquet, turns.parquet, summary.json")
+    if not args.no_report:
+        print(f"report: {cmp.out / 'report' / 'index.html'}")
+    return 0

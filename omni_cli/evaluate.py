@@ -60,21 +60,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pathlib import Path
 
-    from benchmark.released import import_released, is_released_layout
+    from benchmark.released import load_bench
     from evaluation.runner import evaluate, options_from
     from omni_core.config import apply_override
     from omni_core.errors import OmniError
-    from omni_core.manifests import read_manifest
 
     bench = Path(args.bench)
-    if bench.suffix == ".parquet" or bench.is_file():
-        instances = read_manifest(bench, "bench_instances")
-    elif is_released_layout(bench):
-        instances, errors = import_released(bench)
-        for e in errors.itertuples():
-            print(f"omni eval: skipped {e.item}: {e.reason}", file=sys.stderr)
-    else:
-        raise OmniError(f"{bench}: neither the released layout nor a .parquet manifest")
+    instances, errors = load_bench(bench)
+    for e in errors.itertuples():
+        print(f"omni eval: skipped {e.item}: {e.reason}", file=sys.stderr)
     names = args.metrics.split(",") if args.metrics else paper_metrics()
     if args.lite:
         names = with_lite(names)

@@ -482,9 +482,10 @@ CROSSPAIR_SOURCES = register(Schema(
 ))
 
 EVAL_RESULTS = register(Schema(
-    "eval_results", 1, doc="One metric on one benchmark instance.",
-    key=("instance_id", "metric"),
+    "eval_results", 2, doc="One metric on one benchmark instance, for one model.",
+    key=("model", "instance_id", "metric"),
     columns=(
+        Column("model", STR, doc="the method being scored (a row of the tables)"),
         Column("instance_id", STR),
         Column("task", STR, choices=("r2av", "rv2av", "ra2v")),
         Column("split", STR, choices=("S", "M"), doc="single- or multi-person instance"),
@@ -493,6 +494,25 @@ EVAL_RESULTS = register(Schema(
         Column("value", F64, nullable=True, doc="null unless status == ok"),
         Column("status", STR, choices=("ok", "missing", "error", "not_computed")),
         Column("reason", STR, nullable=True),
+    ),
+))
+
+EVAL_TURNS = register(Schema(
+    "eval_turns", 1,
+    doc="A per-speaker-turn score of a multi-person instance (WER, T-Sim), for one model: "
+        "the breakdown behind the instance's value.",
+    key=("model", "instance_id", "metric", "speaker", "turn"),
+    columns=(
+        Column("model", STR),
+        Column("instance_id", STR),
+        Column("task", STR, choices=("r2av", "rv2av", "ra2v")),
+        Column("split", STR, choices=("S", "M")),
+        Column("metric", STR, doc="the output scored per turn (wer, t_sim or a lite variant)"),
+        Column("speaker", STR, doc="the caption's subject, e.g. <sub1>"),
+        Column("turn", I64, doc="the speaker's turn, 0-based in time order"),
+        Column("start_s", F64, doc="the turn in the generated audio (caption timestamps)"),
+        Column("end_s", F64),
+        Column("value", F64, nullable=True, doc="null: the turn could not be scored"),
     ),
 ))
 

@@ -72,7 +72,7 @@ __all__ = [
     "t_sim_multi",
 ]
 
-VERSION = "1"
+VERSION = "2"  # 2: per-turn breakdown of multi-person instances
 DIRECTION = "higher"
 SAMPLE_RATE = 16000
 
@@ -103,6 +103,9 @@ class TSimOptions:
         min_segment_s: multi-person only: segments (after clipping to the audio) shorter than
             this are dropped; a speaker with no segment left is scored as in
             ``missing_timestamps``. The floor is WavLM's receptive field (400 samples).
+        turn_breakdown: multi-person only: also score each turn on its own against the
+            speaker's reference (the per-turn table of a comparison; it never changes the
+            instance's score). In ``concat`` mode that embeds every turn once more.
     """
 
     sample_rate: int = SAMPLE_RATE
@@ -110,6 +113,7 @@ class TSimOptions:
     segment_mode: str = "concat"
     missing_timestamps: str = "whole_audio"
     min_segment_s: float = 0.0
+    turn_breakdown: bool = True
 
     def __post_init__(self) -> None:
         if self.sample_rate != SAMPLE_RATE:
@@ -154,6 +158,9 @@ class SpeakerTSim:
     fallback: str | None = None  # "whole_audio" when no usable timestamps
     reason: str | None = None
     turn_scores: tuple[float, ...] = ()  # per-turn cosines (segment_mode "per_turn")
+    #: every caption turn of the speaker in time order: (start_s, end_s, cosine or None when
+    #: the turn is too short), with ``turn_breakdown``
+    turns: tuple[tuple[float, float, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,13 +277,21 @@ def t_sim_multi(
             ))
             continue
         speech_s = sum(p.shape[0] for p in pieces) / SAMPLE_RATE
+        each: tuple[tuple[float, float, float | None], ...] = ()
+        if opts.turn_breakdown or opts.segment_mode == "per_turn":
+            each = tuple(
+                (float(a), float(b), cosine(model.embed(one[0]), ref_emb) if one else None)
+                for a, b in sorted((float(a), float(b)) for a, b in turns)
+                for one in [speaker_audio(gen, [(a, b)], opts.min_segment_s)])
         if opts.segment_mode == "concat":
             score = cosine(model.embed(np.concatenate(pieces)), ref_emb)
-            results.append(SpeakerTSim(speaker, score, len(pieces), speech_s))
+            results.append(SpeakerTSim(speaker, score, len(pieces), speech_s,
+                                       turns=each if opts.turn_breakdown else ()))
         else:
-            per = tuple(cosine(model.embed(p), ref_emb) for p in pieces)
+            per = tuple(v for _, _, v in each if v is not None)
             results.append(SpeakerTSim(
-                speaker, float(np.mean(per)), len(pieces), speech_s, turn_scores=per
+                speaker, float(np.mean(per)), len(pieces), speech_s, turn_scores=per,
+                turns=each if opts.turn_breakdown else ()
             ))
     scored = [s.score for s in results if s.score is not None]
     return MultiTSimResult(float(np.mean(scored)) if scored else None, tuple(results))
@@ -315,4 +330,7 @@ class TSim(Metric):
         if res.score is None:
             return {f"{out}_reason": "; ".join(s.reason for s in res.speakers if s.reason)
                     or "no speaker could be scored"}
-        return {out: float(res.score)}
+        return {out: float(res.score),
+                f"{out}_turns": [{"speaker": s.speaker, "turn": k, "start_s": a, "end_s": b,
+                                  "value": v}
+                                 for s in res.speakers for k, (a, b, v) in enumerate(s.turns)]}

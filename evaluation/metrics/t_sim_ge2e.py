@@ -32,7 +32,7 @@ from .t_sim import DIRECTION, TSim, TSimOptions
 
 __all__ = ["CAVEAT", "VERSION", "TSimGE2E", "TSimGE2EOptions"]
 
-VERSION = "1"
+VERSION = "2"  # 2: per-turn breakdown of multi-person instances
 CHECKPOINT = "resemblyzer/pretrained.pt"
 CAVEAT = ("Resemblyzer's GE2E speaker encoder instead of WavLM-large + ECAPA-TDNN; "
           "cosines lie in [0, 1]")

@@ -80,7 +80,7 @@ __all__ = [
     "utterance_wer",
 ]
 
-VERSION = "1"
+VERSION = "2"  # 2: per-turn WERs of multi-person instances
 DIRECTION = "lower"
 
 
@@ -182,6 +182,9 @@ class SpeakerWER:
     wer: float | None
     detail: UtteranceWER | None
     transcripts: tuple[Transcript, ...] = field(default=(), repr=False)
+    #: one WER per turn (segment k against the speaker's k-th span) when the speaker has as
+    #: many spans as segments; empty otherwise (the turns cannot be paired with their text)
+    turn_wers: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -347,8 +350,13 @@ def score_wer_speakers(
         hyp = " ".join(t.text for t in trs if t.text)
         ref = " ".join(refs[spk])
         detail = _score(ref, hyp, o)
+        per_turn: tuple[float | None, ...] = ()
+        if len(refs[spk]) == len(trs):
+            per_turn = tuple(None if (d := _score(r, t.text, o)) is None else d.wer
+                             for r, t in zip(refs[spk], trs, strict=True))
         speakers_out.append(SpeakerWER(spk, ref, hyp, tuple(segs[spk]),
-                                       None if detail is None else detail.wer, detail, trs))
+                                       None if detail is None else detail.wer, detail, trs,
+                                       per_turn))
     scored = [s.wer for s in speakers_out if s.wer is not None]
     wer = float(np.mean(scored)) if scored else None
     return MultiSpeakerWER(wer, "segments", tuple(speakers_out), None,
@@ -403,4 +411,14 @@ class WER(Metric):
                                 self.options)
         if res.wer is None:
             return {f"{out}_reason": res.note or "no reference speech in the caption"}
-        return {out: float(res.wer)}
+        values: dict = {out: float(res.wer)}
+        if isinstance(res, MultiSpeakerWER) and res.mode == "segments":
+            stamps = inp.caption.speaker_timestamps
+            values[f"{out}_turns"] = [
+                {"speaker": s.speaker, "turn": k, "start_s": float(a), "end_s": float(b),
+                 "value": v}
+                for s in res.speakers
+                if s.turn_wers and len(stamps.get(s.speaker, ())) == len(s.turn_wers)
+                for k, ((a, b), v) in enumerate(zip(sorted(stamps[s.speaker]), s.turn_wers,
+                                                    strict=True))]
+        return values

@@ -44,7 +44,7 @@ from .wer import DIRECTION, WER, WERScoring, reference_text
 __all__ = ["CAVEAT", "VERSION", "SphinxOptions", "SphinxTranscriber", "WERSphinx",
            "not_english"]
 
-VERSION = "1"
+VERSION = "2"  # 2: per-turn WERs of multi-person instances
 CAVEAT = "PocketSphinx US-English instead of Whisper large-v3; English only"
 ENGLISH_ONLY = "the lite WER (PocketSphinx) recognises US English only"
 

@@ -82,7 +82,12 @@ def test_run_tables_missing_resume_recompute(bench, tmp_path):
     assert "/" in s_m  # S/M split
     md = (out / "table.md").read_text()
     assert "Loud ↑" in md and "Bright S/M ↓" in md and "R2AV (Table 2)" in md
-    assert "Bright S/M" in (out / "table.csv").read_text()
+    long = pd.read_csv(out / "table.csv")
+    bright = long[long.metric == "brightness_test"].set_index("split")
+    assert list(bright.index) == ["S", "M"] and (bright.method == "pred").all()
+    assert bright.n.sum() == (ok.split.isin(["S", "M"])).sum()
+    loud = long[long.metric == "loudness_test"].iloc[0]
+    assert loud.low <= loud["mean"] <= loud.high and loud.n == len(ok)
     assert r"\toprule" in (out / "table.tex").read_text()
 
     CALLS["n"] = 0  # a rerun reuses the cache: identical numbers, nothing recomputed
