@@ -7,7 +7,11 @@ for all of them, so the pages look and behave alike and escaping is done in one 
 - :mod:`.page`: the frame (inline style, Content-Security-Policy, the image-check script),
   escaping, number formats, tables, sections, fact lists, notes, collapsible JSON;
 - :mod:`.charts`: inline-SVG histograms and horizontal bar charts;
-- :mod:`.media`: image thumbnails, waveforms, embedded audio/video, contact-sheet cards;
+- :mod:`.media`: image thumbnails, waveforms, embedded audio/video, contact-sheet cards, and
+  for a report that is a folder of pages: media files placed in it (hard link or copy),
+  thumbnail files, players linked relative to a page and a script that checks they load;
+- :mod:`.filters`: drop-downs hiding the items of a page that do not match (state in the
+  address's fragment), by an inline script the page's policy admits by its hash;
 - :mod:`.job`: the common ``summary.json`` of a batch job (:class:`SummaryView`) and the
   sections every job report has: stages with their steps, errors, provenance;
 - :mod:`.output`: a job's output folder (local or a URL) read into :class:`RunData`, and the
@@ -18,6 +22,7 @@ own sections from these pieces and its job's ``summary.details``.
 """
 
 from .charts import Bar, Bin, histogram_bins, histogram_block, svg_bars, svg_histogram
+from .filters import FILTER_SCRIPT, Filter, filter_attrs, filter_bar
 from .job import (
     Stage,
     Step,
@@ -31,17 +36,24 @@ from .job import (
     timing_facts,
 )
 from .media import (
+    MEDIA_SCRIPT,
     card,
     contact_sheet,
     embedded_media,
+    href,
+    linked_media,
     media_data_uri,
     media_type,
+    place_file,
     read_mono,
     svg_waveform,
     thumbnail,
     thumbnail_data_uri,
+    thumbnail_jpeg,
     waveform,
     waveform_envelope,
+    write_poster,
+    write_thumbnail,
 )
 from .output import RunData, load_run, read_table, rows_per_table, write_page
 from .page import (
@@ -65,19 +77,22 @@ from .page import (
     note,
     page,
     problems_list,
+    script_hash,
     section,
     slug,
     write_html,
 )
 
 __all__ = [
-    "NONE", "Bar", "Bin", "Fact", "Figure", "Html", "SummaryView", "ReportOptions", "RunData",
-    "Stage", "Step", "card", "code_list", "contact_sheet", "embedded_media", "errors_section",
-    "esc", "examples_html", "facts", "fmt_bytes", "fmt_num", "fmt_s", "histogram_bins",
-    "histogram_block", "html_table", "job_facts", "json_details", "load_run", "media_data_uri",
-    "media_type", "missing", "missing_box", "more_line", "note", "page", "parse_summary_view",
-    "problems_list", "provenance_section", "read_mono", "read_summary_view", "read_table",
-    "rows_per_table", "section", "slug", "stages_section", "svg_bars", "svg_histogram",
-    "svg_waveform", "thumbnail", "thumbnail_data_uri", "timing_facts", "waveform",
-    "waveform_envelope", "write_html", "write_page",
+    "FILTER_SCRIPT", "MEDIA_SCRIPT", "NONE", "Bar", "Bin", "Fact", "Figure", "Filter", "Html",
+    "SummaryView", "ReportOptions", "RunData", "Stage", "Step", "card", "code_list",
+    "contact_sheet", "embedded_media", "errors_section", "esc", "examples_html", "facts",
+    "filter_attrs", "filter_bar", "fmt_bytes", "fmt_num", "fmt_s", "histogram_bins",
+    "histogram_block", "href", "html_table", "job_facts", "json_details", "linked_media",
+    "load_run", "media_data_uri", "media_type", "missing", "missing_box", "more_line", "note",
+    "page", "parse_summary_view", "place_file", "problems_list", "provenance_section",
+    "read_mono", "read_summary_view", "read_table", "rows_per_table", "script_hash", "section",
+    "slug", "stages_section", "svg_bars", "svg_histogram", "svg_waveform", "thumbnail",
+    "thumbnail_data_uri", "thumbnail_jpeg", "timing_facts", "waveform", "waveform_envelope",
+    "write_html", "write_page", "write_poster", "write_thumbnail",
 ]

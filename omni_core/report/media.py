@@ -5,6 +5,14 @@ that opens anywhere, also from a bucket, with the page's Content-Security-Policy
 any other source. To keep that file small, images are downsized JPEGs, audio is drawn as a
 min/max envelope rather than embedded, and a media file is embedded only under a size cap.
 
+A report with videos is a folder rather than one file (a data URI per video would make a page
+of a few instances hundreds of megabytes): :func:`place_file` puts a media file into the
+report's folder (a hard link when it can, else a copy), :func:`write_thumbnail` writes an
+image's downsized JPEG there and :func:`write_poster` a video's first frame, :func:`linked_media`
+is the player of such a file with a link relative to the page, and :data:`MEDIA_SCRIPT`
+records on the page which players loaded (the page must be framed with ``page(...,
+local_files=True)``).
+
 A file that is missing or cannot be decoded never stops a report: the reader functions return
 None and the HTML builders put a placeholder saying which file it was.
 """
@@ -14,6 +22,8 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
+import shutil
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,24 +38,101 @@ MEDIA_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac",
                ".webm": "video/webm", ".ogv": "video/ogg"}
 
 
-def thumbnail_data_uri(path: str | os.PathLike[str], max_px: int, quality: int = 85
-                       ) -> str | None:
-    """A JPEG data URI of the image, longest side at most ``max_px`` (never upscaled); None if
-    the file is missing or not an image."""
+def _jpeg(img: np.ndarray, max_px: int, quality: int) -> bytes | None:
+    """A BGR image downsized to ``max_px`` on its longest side (never upscaled), as JPEG."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        return None
     h, w = img.shape[:2]
     scale = min(1.0, max_px / max(h, w))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
+    return buf.tobytes() if ok else None
+
+
+def thumbnail_jpeg(path: str | os.PathLike[str], max_px: int, quality: int = 85
+                   ) -> bytes | None:
+    """The image as JPEG bytes, longest side at most ``max_px`` (never upscaled); None if the
+    file is missing or not an image."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+    return _jpeg(img, max_px, quality)
+
+
+def thumbnail_data_uri(path: str | os.PathLike[str], max_px: int, quality: int = 85
+                       ) -> str | None:
+    """A JPEG data URI of the image, longest side at most ``max_px`` (never upscaled); None if
+    the file is missing or not an image."""
+    data = thumbnail_jpeg(path, max_px, quality)
+    if data is None:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
+    d = Path(dest)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = d.with_name(f".{d.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, d)
+
+
+def write_thumbnail(src: str | os.PathLike[str], dest: str | os.PathLike[str], max_px: int,
+                    quality: int = 85) -> bool:
+    """Write the image's downsized JPEG (:func:`thumbnail_jpeg`) to ``dest`` atomically;
+    False (nothing written) if ``src`` is missing or not an image."""
+    data = thumbnail_jpeg(src, max_px, quality)
+    if data is None:
+        return False
+    _write_bytes(dest, data)
+    return True
+
+
+def write_poster(video: str | os.PathLike[str], dest: str | os.PathLike[str], max_px: int,
+                 quality: int = 85) -> bool:
+    """Write a video's first frame, downsized, as a JPEG to ``dest``: the picture its player
+    shows before it plays (and what a screenshot of the page shows). False (nothing written)
+    if the video is missing or does not decode."""
+    from omni_core.errors import OmniError
+    from omni_core.media import read_frames
+
+    try:
+        frame = read_frames(video, [0])[0]
+    except (OmniError, OSError, ValueError, IndexError):
+        return False
+    data = _jpeg(np.ascontiguousarray(frame[:, :, ::-1]), max_px, quality)
+    if data is None:
+        return False
+    _write_bytes(dest, data)
+    return True
+
+
+def place_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> str:
+    """Put ``src`` at ``dest`` inside a report folder, so the folder holds its media and can be
+    moved or zipped: a hard link when both are on one filesystem (no bytes copied), else a
+    copy. Returns "kept" (``dest`` already is that file, or a copy of the same size and
+    modification time), "linked" or "copied". A missing ``src`` raises FileNotFoundError."""
+    s, d = Path(src), Path(dest)
+    st = s.stat()
+    if d.exists():
+        dt = d.stat()
+        if os.path.samefile(s, d) or (dt.st_size, dt.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return "kept"
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = d.with_name(f".{d.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(s, tmp)
+        how = "linked"
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copy2(s, tmp)
+        how = "copied"
+    os.replace(tmp, d)
+    return how
 
 
 def thumbnail(path: str | os.PathLike[str], *, max_px: int = 128, quality: int = 85,
@@ -156,6 +243,48 @@ def embedded_media(path: str | os.PathLike[str], *, max_bytes: int = 2_000_000,
     extra = ' width="320"' if tag == "video" else ""
     return (f'<{tag} data-testid="{esc(testid)}" controls preload="metadata"{extra} '
             f'src="{uri}" title="{esc(name)}"></{tag}>')
+
+
+def href(path: str | os.PathLike[str], page_dir: str | os.PathLike[str]) -> str:
+    """The URL of ``path`` relative to a page in ``page_dir``, percent-encoded (a file name
+    with ``#``, ``?`` or spaces still resolves; escape it with :func:`esc` in an attribute)."""
+    rel = os.path.relpath(os.fspath(path), os.fspath(page_dir))
+    return urllib.parse.quote(Path(rel).as_posix())
+
+
+def linked_media(path: str | os.PathLike[str], page_dir: str | os.PathLike[str], *,
+                 testid: str = "media", shown_as: str | None = None, width: int = 320,
+                 poster: str | os.PathLike[str] | None = None) -> str:
+    """An ``<audio>`` or ``<video>`` player of a file inside the report folder (see
+    :func:`place_file`), linked relative to the page in ``page_dir`` (a video shows the image
+    ``poster`` until played, see :func:`write_poster`); a placeholder naming the file when it
+    is missing or not audio/video (never a broken player)."""
+    name = shown_as if shown_as is not None else os.fspath(path)
+    kind = media_type(path)
+    if kind is None:
+        return missing_box(f"{name} is not an audio or video file", f"{testid}-missing")
+    if not Path(path).is_file():
+        return missing_box(f"{name} is missing", f"{testid}-missing")
+    tag = kind.split("/")[0]
+    extra = f' width="{int(width)}"' if tag == "video" else ""
+    if tag == "video" and poster is not None and Path(poster).is_file():
+        extra += f' poster="{esc(href(poster, page_dir))}"'
+    return (f'<{tag} data-testid="{esc(testid)}" controls preload="metadata"{extra} '
+            f'src="{esc(href(path, page_dir))}" title="{esc(name)}"></{tag}>')
+
+
+#: records on ``<body>`` how the page's players fared once their metadata loaded or failed:
+#: ``data-media-loaded="<loaded>/<players>"``, ``data-media-failed="<n>"``, and on each player
+#: ``data-media-state="loaded|failed"`` (a headless browser reads them from the DOM)
+MEDIA_SCRIPT = (
+    "(function(){var m=document.querySelectorAll('audio[src],video[src]'),ok=0,bad=0;"
+    "function put(){document.body.dataset.mediaLoaded=ok+'/'+m.length;"
+    "document.body.dataset.mediaFailed=String(bad);}"
+    "function done(e,good){if(e.dataset.mediaState){return;}"
+    "e.dataset.mediaState=good?'loaded':'failed';if(good){ok++;}else{bad++;}put();}"
+    "m.forEach(function(e){e.addEventListener('loadedmetadata',function(){done(e,true);});"
+    "e.addEventListener('error',function(){done(e,false);});"
+    "if(e.readyState>=1){done(e,true);}else if(e.error){done(e,false);}});put();})();")
 
 
 def card(media: Sequence[str], lines: Sequence[str], *, testid: str = "card",

@@ -6,6 +6,11 @@ frame (:func:`page`) therefore inlines its style, and a Content-Security-Policy 
 only ``data:`` images and media, inline styles and the one inline script (by its hash): even a
 string that escaped escaping could not load or run anything.
 
+A report too big for one file (one with videos) is a *folder* of pages instead: ``page(...,
+local_files=True)`` also admits images and media from the page's own origin (the files beside
+it when opened from disk; never another host), and ``scripts`` adds inline scripts of the
+report's own (filters, media checks), each admitted by its hash like the kit's.
+
 Everything that comes from data (manifests, file names, error messages, configs) goes through
 :func:`esc`; a fragment that is already HTML is marked :class:`Html` so it is not escaped twice.
 The builders format numbers one way (:func:`fmt_num`) so tables of different jobs read alike.
@@ -232,6 +237,8 @@ fill:#333}.hist .label{font-size:11px}.bars .g0{fill:#4a78b5}.bars .g1{fill:#d08
 pre{background:#f8f8f8;border:1px solid #eee;padding:6px;white-space:pre-wrap;max-height:360px;
 overflow:auto}article{border-top:1px dashed #ccc;margin-top:.8em}details{margin:.5em 0}
 details summary{cursor:pointer;color:#345}
+[hidden]{display:none!important}.filters{display:flex;flex-wrap:wrap;gap:14px;align-items:center;
+background:#f4f6fa;border:1px solid #dde;padding:6px 10px;position:sticky;top:0;z-index:2}
 """
 
 #: writes ``document.body.dataset.imagesLoaded = "<decoded>/<total>"`` once the page loaded, so a
@@ -241,20 +248,34 @@ SCRIPT = ("window.addEventListener('load',function(){var im=document.images,ok=0
           "document.body.dataset.imagesLoaded=ok+'/'+im.length;});")
 
 
-def content_security_policy() -> str:
-    """Nothing but data: images and media, inline styles and :data:`SCRIPT` (by its hash)."""
-    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
-    return ("default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'; "
-            f"script-src 'sha256-{digest}'")
+def script_hash(script: str) -> str:
+    """The CSP source admitting exactly this inline script (``'sha256-...'``)."""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return f"'sha256-{digest}'"
 
 
-def page(title: str, sections: Sequence[str], *, style: str = "") -> str:
-    """A self-contained HTML page of ``sections`` (``style``: extra CSS of one report)."""
+def content_security_policy(scripts: Sequence[str] = (), *, local_files: bool = False) -> str:
+    """Nothing but data: images and media, inline styles, :data:`SCRIPT` and ``scripts`` (by
+    their hashes); with ``local_files``, images and media from the page's own origin too (files
+    of the report's folder opened from disk)."""
+    media = "data: 'self'" if local_files else "data:"
+    hashes = " ".join(script_hash(s) for s in dict.fromkeys((SCRIPT, *scripts)))
+    return (f"default-src 'none'; img-src {media}; media-src {media}; "
+            f"style-src 'unsafe-inline'; script-src {hashes}")
+
+
+def page(title: str, sections: Sequence[str], *, style: str = "", scripts: Sequence[str] = (),
+         local_files: bool = False) -> str:
+    """A self-contained HTML page of ``sections`` (``style``: extra CSS of one report;
+    ``scripts``: inline scripts run after the kit's, in order; ``local_files``: the page shows
+    images and media from files beside it, see :func:`content_security_policy`)."""
+    extra = "".join(f"\n<script>{s}</script>" for s in dict.fromkeys(scripts) if s != SCRIPT)
+    csp = content_security_policy(scripts, local_files=local_files)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{content_security_policy()}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
             f"<title>{esc(title)}</title>"
             f"<style>{STYLE}{style}</style></head>\n<body>\n" + "\n".join(sections)
-            + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+            + f"\n<script>{SCRIPT}</script>{extra}\n</body></html>\n")
 
 
 def write_html(path: str | os.PathLike[str], text: str) -> Path:
