@@ -28,7 +28,7 @@ cached by content in ``O/eval``), and the comparison writes:
 
 - ``results.parquet`` (``eval_results``, every model), ``turns.parquet`` (``eval_turns``: WER
   and T-Sim per speaker turn of multi-person instances), ``errors.parquet``;
-- ``cells.parquet`` (every table cell: mean, 95% bootstrap interval, n, the Holm-corrected
+- ``cells.parquet`` (every table cell: mean, 95% bootstrap interval, n, the paired test's
   p-value against the reference model) and ``pairs.csv`` (every pair of models, every cell);
 - ``tables/<view>.md|.csv|.tex`` for Tables 2-4 (per task), the multi-person view (Table 5's
   columns) and the ablation view (Table 6's columns), ``tables/speakers.md`` (per speaker);
@@ -170,6 +170,7 @@ def run_comparison(
     with_published: bool = False,
     n_boot: int = tables.N_BOOT,
     seed: int = 0,
+    correction: str = "none",
     report: bool = True,
     progress: bool = True,
     config: dict | None = None,
@@ -220,7 +221,8 @@ def run_comparison(
 
         pub = published()
     built = tables.build_views(sc.results, outputs, order, views=views, reference=reference,
-                               published=pub, n_boot=n_boot, seed=seed)
+                               published=pub, n_boot=n_boot, seed=seed,
+                               correction=correction)
     write_manifest(sc.results, EVAL_RESULTS, out / "results.parquet")
     write_manifest(sc.turns, EVAL_TURNS, out / "turns.parquet")
     errors = pd.concat([import_errors, sc.errors], ignore_index=True) if len(import_errors) \
@@ -267,8 +269,9 @@ def run_comparison(
             "missing_predictions": sc.missing,
             "unexpected_predictions": {k: v[:20] for k, v in sc.unexpected.items() if v},
             "uncertainty": {"n_boot": n_boot, "seed": seed, "level": tables.LEVEL,
-                            "alpha": tables.ALPHA, "test": "paired sign-flip permutation, "
-                            "Holm-corrected per cell", "interval": "percentile bootstrap "
+                            "alpha": tables.ALPHA, "correction": correction,
+                            "test": "paired sign-flip permutation vs the reference model "
+                            "(exact up to 13 instances)", "interval": "percentile bootstrap "
                             "over instances, resampled within the S/M split"},
             "decode_s": round(sc.decode_s, 3)},
         provenance=provenance(config or {}, weights=weights, inputs=[str(bench)],
@@ -362,7 +365,8 @@ def cells_frame(built: list[tables.Table]) -> pd.DataFrame:
                                  "split": part or t.view.split, "mean": c.mean,
                                  "low": c.low, "high": c.high, "n": c.n,
                                  "p_value": c.p_value, "significant": bool(c.mark),
-                                 "mark": c.mark, "text": c.text(o.scale)})
+                                 "mark": c.mark,
+                                 "text": c.text(o.scale, interval=False) + c.mark})
     return pd.DataFrame(rows, columns=["view", "title", "model", "published", "metric", "split",
                                        "mean", "low", "high", "n", "p_value", "significant",
                                        "mark", "text"])

@@ -1,7 +1,7 @@
 """The HTML report of a benchmark comparison: one folder, ``O/report/``, that opens from disk.
 
 :func:`write_report` reads a comparison folder (what ``omni benchmark run`` writes:
-``instances.parquet``, ``results.parquet``, ``speakers.parquet``, ``cells.parquet``,
+``instances.parquet``, ``results.parquet``, ``turns.parquet``, ``cells.parquet``,
 ``tables/``, ``summary.json``) and writes, with the report kit (:mod:`omni_core.report`)::
 
     O/report/index.html                 tables, worst instances per metric, gallery, the job
@@ -114,8 +114,8 @@ DAGGER = "†"
 #: columns each table must have (cells' ``text`` may be absent: the mean is shown then)
 COLUMNS = {
     "results": ("model", "instance_id", "metric", "value", "status"),
-    "speakers": ("model", "instance_id", "metric", "speaker", "turn", "start_s", "end_s",
-                 "value"),
+    "turns": ("model", "instance_id", "metric", "speaker", "turn", "start_s", "end_s",
+              "value"),
     "cells": ("view", "model", "published", "metric", "split", "mean"),
 }
 #: the folders of the report this module writes; stale files in them are removed on a rerun
@@ -315,11 +315,11 @@ def load_comparison(out: str | os.PathLike[str]) -> Comparison:
         results = results.drop_duplicates(["model", "instance_id", "metric"], keep="last")
     models, reference = _models(summary, results, problems)
     names: list[str] = []
-    for df in (results, tables["cells"], tables["speakers"]):
+    for df in (results, tables["cells"], tables["turns"]):
         if df is not None:
             names += [str(m) for m in df["metric"].dropna()]
     note_text = summary.detail("note", str)
-    return Comparison(root, summary, instances, results, tables["speakers"], tables["cells"],
+    return Comparison(root, summary, instances, results, tables["turns"], tables["cells"],
                       errors, models, reference, _outputs(summary, names, problems), note_text,
                       state, problems)
 
@@ -553,13 +553,23 @@ def _cell(row: Mapping[str, Any] | None, out: Output, reference: str | None, bes
 
 
 def _columns(cells: pd.DataFrame, outputs: Mapping[str, Output]) -> list[tuple[str, str | None]]:
-    """(metric, split) columns: metrics in ``details.outputs`` order, then any others; S
-    before M."""
-    order = {n: i for i, n in enumerate(outputs)}
+    """(metric, split) columns: metrics in the paper's order (a lite column beside the paper
+    one it stands in for), then any others; S before M."""
+    order = _paper_rank(outputs)
     seen = list(dict.fromkeys((str(r.metric), r.split if isinstance(r.split, str) else None)
                               for r in cells.itertuples()))
     return sorted(seen, key=lambda c: (order.get(c[0], len(order)), c[0],
                                        {"S": 0, "M": 1}.get(c[1] or "", -1)))
+
+
+def _paper_rank(outputs) -> dict[str, int]:
+    """Output name -> its place in the tables (:func:`evaluation.tables.ordered`)."""
+    from evaluation.tables import BESIDE, PAPER_ORDER
+
+    names = sorted(outputs, key=lambda n: (
+        PAPER_ORDER.index(BESIDE.get(n, n)) if BESIDE.get(n, n) in PAPER_ORDER
+        else len(PAPER_ORDER), n in BESIDE))
+    return {n: i for i, n in enumerate(names)}
 
 
 def view_table(view: str, cells: pd.DataFrame, comp: Comparison) -> str:
@@ -986,7 +996,7 @@ def speakers_section(comp: Comparison, iid: str) -> str:
                               for r in mine.to_dict("records")))
     by = {(str(r["metric"]), str(r["speaker"]), int(r["turn"]), str(r["model"])): r
           for r in mine.to_dict("records")}
-    order = {n: i for i, n in enumerate(comp.outputs)}
+    order = _paper_rank(comp.outputs)
     keys.sort(key=lambda k: (order.get(k[0], len(order)), k[0], k[1], k[2]))
     rows = []
     for metric, speaker, turn in keys:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -366,7 +367,7 @@ def _score(m: Metric, inputs: InstanceInputs, store: ResultStore
                 turns += [{"metric": o.name, "speaker": str(t["speaker"]),
                            "turn": int(t["turn"]), "start_s": float(t["start_s"]),
                            "end_s": float(t["end_s"]),
-                           "value": None if t["value"] is None else float(t["value"])}
+                           "value": _finite(t["value"])}
                           for t in values.get(f"{o.name}_turns") or ()]
     except OmniError as exc:
         rows, turns = _rows(inputs, m, None, "error", str(exc)), []
@@ -376,6 +377,11 @@ def _score(m: Metric, inputs: InstanceInputs, store: ResultStore
         return _rows(inputs, m, None, "error", f"{type(exc).__name__}: {first}"), []
     store.put(m.spec.name, entry, key, {"rows": rows, "turns": turns})
     return rows, turns
+
+
+def _finite(v) -> float | None:
+    """A turn's value, None when it could not be scored (None or NaN)."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def _rows(inst, m: Metric, value, status: str, reason, only: str | None = None) -> list[dict]:

@@ -11,10 +11,12 @@ counted, never averaged in as 0.
 Every measured cell is a :class:`Cell`: the mean, a 95% percentile bootstrap interval over
 instances (resampled within the S/M split, seeded: :mod:`.uncertainty`) and ``n``. With more
 than one model, each model is compared with the **reference model** (the first, unless named)
-on the instances both have, by a paired sign-flip permutation test per cell; the p-values of one
-cell's comparisons are Holm-corrected, and a significant difference is marked ``▲`` (better
-than the reference in the metric's direction) or ``▼`` (worse). :func:`pairwise` gives every
-pair of models, not only against the reference.
+on the instances both have, by a paired sign-flip permutation test per cell (exact for up to
+13 instances); a significant difference (p < 0.05) is marked ``▲`` (better than the reference
+in the metric's direction) or ``▼`` (worse). Each mark answers its own question ("does this
+model differ from the reference here?"), as papers mark results against a baseline; with
+``correction="holm"`` the p-values of one cell's comparisons are Holm-corrected first.
+:func:`pairwise` gives every pair of models with raw and Holm-corrected p-values.
 
 Published rows (numbers copied from the paper) can be added to a view: they are rendered below
 the measured rows, labelled as published, with no interval, and enter no test and no average.
@@ -61,6 +63,7 @@ N_BOOT = 10000
 LEVEL = 0.95
 ALPHA = 0.05
 SPLITS = ("S", "M")
+CORRECTIONS = ("none", "holm")
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class Cell:
     low: float = math.nan
     high: float = math.nan
     n: int = 0
-    p_value: float = math.nan  # vs the reference model, Holm-corrected within the cell
+    p_value: float = math.nan  # vs the reference model (Holm-corrected if asked)
     mark: str = ""  # BETTER / WORSE when significant
     published: bool = False
 
@@ -150,15 +153,20 @@ class Table:
 def build_views(results: pd.DataFrame, outputs: Sequence[Output], models: Sequence[str], *,
                 views: Sequence[View] | None = None, reference: str | None = None,
                 published: pd.DataFrame | None = None, n_boot: int = N_BOOT, seed: int = 0,
-                level: float = LEVEL, alpha: float = ALPHA) -> list[Table]:
+                level: float = LEVEL, alpha: float = ALPHA,
+                correction: str = "none") -> list[Table]:
     """The tables of ``views`` (default: the tasks' Tables 2-4 present) over ``models`` (rows
     in this order), each cell with its bootstrap interval and, for every model but the
-    reference (default: the first), the Holm-corrected paired test against it.
+    reference (default: the first), the paired test against it (``correction="holm"``:
+    Holm-corrected over the cell's comparisons).
 
     ``published``: rows from :func:`benchmark.published.published` (columns ``table``,
     ``method``, ``metric``, ``split``, ``value``, ``source``); a view shows those whose
     ``table`` is its name, below the measured rows.
     """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got "
+                         f"{correction!r}")
     reference = reference or (models[0] if models else None)
     if reference is not None and reference not in models:
         raise ValueError(f"reference model {reference!r} is not one of {list(models)}")
@@ -188,7 +196,8 @@ def build_views(results: pd.DataFrame, outputs: Sequence[Output], models: Sequen
                                                           strata, n_perm=n_boot,
                                                           n_boot=n_boot, seed=seed,
                                                           level=level)
-                holm = _holm({m: t.p_value for m, t in tests.items()})
+                raw = {m: t.p_value for m, t in tests.items()}
+                holm = _holm(raw) if correction == "holm" else raw
                 for m in models:
                     iv = bootstrap_mean(by_model[m], strata, n_boot=n_boot, seed=seed,
                                         level=level)
@@ -323,7 +332,8 @@ def _legend(tables: Sequence[Table]) -> list[str]:
     ref = next((r.model for t in tables for r in t.rows if r.reference), None)
     if ref is not None and sum(1 for r in tables[0].rows if not r.published) > 1:
         lines.append(f"{BETTER}/{WORSE}: significantly better/worse than {ref} (paired "
-                     f"permutation test on shared instances, Holm-corrected, p < {ALPHA}).")
+                     f"sign-flip permutation test on the instances both have, p < {ALPHA}; "
+                     f"every pair of models: pairs.csv).")
     if any(r.published for t in tables for r in t.rows):
         lines.append("Rows marked (published) are the paper's numbers, copied, not measured "
                      "here: no interval, never tested or averaged.")

@@ -89,8 +89,10 @@ def paired_permutation(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None =
                        n_perm: int = 10000, n_boot: int = 10000, seed: int = 0,
                        level: float = 0.95) -> PairedTest:
     """Two models' scores on the same instances (aligned arrays; NaN in either leaves the
-    instance out). The p-value counts the sign flips of the differences whose mean is at least
-    as far from 0 as the observed one (the observed assignment included, so never 0)."""
+    instance out). The p-value is the share of sign flips of the differences whose mean is at
+    least as far from 0 as the observed one: over all ``2**n`` flips when that is at most
+    ``n_perm`` (exact), else over ``n_perm`` random ones plus the observed assignment (so
+    never 0)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
@@ -102,9 +104,13 @@ def paired_permutation(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None =
     diff = bootstrap_mean(d, st, n_boot=n_boot, seed=seed, level=level)
     if len(d) == 0:
         return PairedTest(diff, float("nan"))
+    observed = abs(float(d.mean()))
+    if 2 ** len(d) <= n_perm:  # few instances: every sign assignment, the exact p-value
+        signs = 1.0 - 2.0 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        null = np.abs((signs * d).mean(axis=1))
+        return PairedTest(diff, float((null >= observed - 1e-12).mean()))
     rng = np.random.default_rng(seed + 1)
     signs = rng.choice(np.array([-1.0, 1.0]), size=(n_perm, len(d)))
     null = np.abs((signs * d).mean(axis=1))
-    observed = abs(float(d.mean()))
     extreme = int((null >= observed - 1e-12).sum())
     return PairedTest(diff, (extreme + 1) / (n_perm + 1))

@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fx = bsub.add_parser("fixtures", help="fixtures in the released layout from the corpus")
     fx.add_argument("out", metavar="OUT")
     fx.add_argument("--corpus", required=True, help="a folder made by `omni samples make`")
+    fx.add_argument("--tasks", default="r2av",
+                    help="comma-separated: r2av, rv2av (masked source video), ra2v (driving "
+                    "audio) (default r2av)")
+    fx.add_argument("--people", default="1,2",
+                    help="comma-separated people per instance: 1, 2, 3 (default 1,2)")
     fx.set_defaults(func=run_fixtures)
     im = bsub.add_parser("import", help="released layout -> bench_instances .parquet")
     im.add_argument("bench", metavar="BENCH")
@@ -46,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rn.add_argument("--n-boot", type=int, default=10000,
                     help="bootstrap resamples and permutations per cell (default 10000)")
     rn.add_argument("--seed", type=int, default=0)
+    rn.add_argument("--correction", choices=("none", "holm"), default="none",
+                    help="multiple comparisons: 'holm' corrects the p-values of each cell's "
+                    "comparisons with the reference before marking (default none: each mark "
+                    "is its own test; pairs.csv always has both)")
     rn.add_argument("--no-report", action="store_true", help="skip the HTML report")
     rn.add_argument("--quiet", action="store_true")
     rn.set_defaults(func=run_compare)
@@ -53,8 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_fixtures(args: argparse.Namespace) -> int:
     from benchmark.fixtures import build_fixtures
+    from omni_core.errors import OmniError
 
-    fx = build_fixtures(args.corpus, args.out)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    bad = [t for t in tasks if t not in ("r2av", "rv2av", "ra2v")]
+    try:
+        people = tuple(int(n) for n in args.people.split(","))
+    except ValueError:
+        people = ()
+    if bad or not tasks or not people or not set(people) <= {1, 2, 3}:
+        raise OmniError(f"--tasks {args.tasks!r} / --people {args.people!r}: tasks are r2av, "
+                        f"rv2av, ra2v; people 1, 2, 3")
+    fx = build_fixtures(args.corpus, args.out, tasks=tasks, people=people)
     print(f"{len(fx.instance_ids)} instances in {fx.bench}; predictions in {fx.pred}")
     return 0
 
@@ -79,7 +98,8 @@ def run_compare(args: argparse.Namespace) -> int:
         args.bench, models, args.out, reference=args.reference or reference,
         metrics=args.metrics.split(",") if args.metrics else None, lite=args.lite,
         weights=args.weights, device=args.device, with_published=args.published,
-        n_boot=args.n_boot, seed=args.seed, report=not args.no_report,
+        n_boot=args.n_boot, seed=args.seed, correction=args.correction,
+        report=not args.no_report,
         progress=not args.quiet,
         config={"bench": args.bench, "models": args.models, "metrics": args.metrics,
                 "lite": args.lite, "published": args.published})

@@ -148,7 +148,7 @@ def build_comparison(bench_fixtures, root: Path) -> Path:
             shutil.copyfile(p, baseline / p.name)
     write_manifest(inst, "bench_instances", out / "instances.parquet")
     pd.DataFrame(results_rows(inst)).to_parquet(out / "results.parquet")
-    pd.DataFrame(speaker_rows(inst)).to_parquet(out / "speakers.parquet")
+    pd.DataFrame(speaker_rows(inst)).to_parquet(out / "turns.parquet")
     pd.DataFrame(cells_rows()).to_parquet(out / "cells.parquet")
     (out / "tables").mkdir()
     for view in ("table2", "table3"):
@@ -474,7 +474,7 @@ def test_a_broken_comparison_still_renders(bench_fixtures, tmp_path: Path, chrom
     out = build_comparison(bench_fixtures, tmp_path)
     (out / "cells.parquet").write_bytes(b"not parquet")
     (out / "results.parquet").unlink()
-    (out / "speakers.parquet").unlink()
+    (out / "turns.parquet").unlink()
     summary = json.loads((out / "summary.json").read_text())
     del summary["details"]["outputs"]
     (out / "summary.json").write_text(json.dumps(summary))
