@@ -24,7 +24,8 @@ What is missing is made: a checkpoint entry is sampled with :func:`omni_model.ge
 into ``O/predictions/<name>/`` (a rerun keeps videos made with the same checkpoint and
 settings; a changed checkpoint regenerates), a baseline is built. Then every model is scored in
 one evaluation job (:func:`evaluation.runner.score_models`: each metric set up once, results
-cached by content in ``O/eval``), and the comparison writes:
+cached by content in ``O/eval`` or the folder ``cache`` names, e.g. an ``omni eval`` output of
+the same predictions), and the comparison writes:
 
 - ``results.parquet`` (``eval_results``, every model), ``turns.parquet`` (``eval_turns``: WER
   and T-Sim per speaker turn of multi-person instances), ``errors.parquet``;
@@ -171,6 +172,7 @@ def run_comparison(
     n_boot: int = tables.N_BOOT,
     seed: int = 0,
     correction: str = "none",
+    cache: str | os.PathLike[str] | None = None,
     report: bool = True,
     progress: bool = True,
     config: dict | None = None,
@@ -209,8 +211,10 @@ def run_comparison(
         if progress:
             print(f"{e.name}: {_made_line(e, made[e.name])}", flush=True)
 
-    sc = score_models(instances, preds, out / "eval", names, weights=weights, device=device,
-                      progress=progress)
+    # the scores' cache: results are keyed by the content of prediction and references, so
+    # an omni eval folder or another comparison can lend theirs
+    sc = score_models(instances, preds, Path(cache) if cache else out / "eval", names,
+                      weights=weights, device=device, progress=progress)
     order = [e.name for e in models]
     reference = reference or order[0]
     outputs = sc.outputs

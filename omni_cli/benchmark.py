@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="multiple comparisons: 'holm' corrects the p-values of each cell's "
                     "comparisons with the reference before marking (default none: each mark "
                     "is its own test; pairs.csv always has both)")
+    rn.add_argument("--cache", help="the scores' cache folder (default OUT/eval): an omni "
+                    "eval output or another comparison lends the scores of predictions whose "
+                    "content is the same")
     rn.add_argument("--no-report", action="store_true", help="skip the HTML report")
     rn.add_argument("--quiet", action="store_true")
     rn.set_defaults(func=run_compare)
@@ -98,7 +101,7 @@ def run_compare(args: argparse.Namespace) -> int:
         args.bench, models, args.out, reference=args.reference or reference,
         metrics=args.metrics.split(",") if args.metrics else None, lite=args.lite,
         weights=args.weights, device=args.device, with_published=args.published,
-        n_boot=args.n_boot, seed=args.seed, correction=args.correction,
+        n_boot=args.n_boot, seed=args.seed, correction=args.correction, cache=args.cache,
         report=not args.no_report,
         progress=not args.quiet,
         config={"bench": args.bench, "models": args.models, "metrics": args.metrics,
