@@ -591,6 +591,24 @@ class Chromium:
              Path(page).resolve().as_uri()],
             capture_output=True, text=True, timeout=90, check=False)
 
+    def console(self, page: Path, fragment: str = "", budget_ms: int = 8000
+                ) -> tuple[str, Node, list[str]]:
+        """The DOM after the page's scripts ran (``#fragment`` in the address), its
+        :class:`Node` tree and the console lines it logged (a script error, a blocked resource
+        or a policy violation each log one). Autoplay needs a gesture, as for a reader."""
+        import subprocess
+
+        url = Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+        res = subprocess.run(
+            [self.exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={self.profile}", f"--virtual-time-budget={budget_ms}",
+             "--enable-logging=stderr", "--v=0", "--autoplay-policy=user-gesture-required",
+             "--dump-dom", url],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert res.returncode == 0 and "<body" in res.stdout, res.stderr[-2000:]
+        return (res.stdout, parse_html(res.stdout),
+                [line for line in res.stderr.splitlines() if ":CONSOLE" in line])
+
     def dom(self, page: Path) -> tuple[str, Node]:
         """The serialised DOM once loaded (``--dump-dom``) and its :class:`Node` tree."""
         res = self._run(page, "--dump-dom")

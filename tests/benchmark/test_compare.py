@@ -75,7 +75,8 @@ def setup(bench_fixtures, tmp_path):
     return models, ids
 
 
-def test_three_kinds_of_model_made_scored_and_tabled(setup, bench_fixtures, tmp_path):
+def test_three_kinds_of_model_made_scored_and_tabled(setup, bench_fixtures, tmp_path,
+                                                     chromium):
     models_yaml, ids = setup
     models, reference = load_models(models_yaml)
     assert reference == "copy-paste" and [m.kind for m in models] == [
@@ -84,7 +85,7 @@ def test_three_kinds_of_model_made_scored_and_tabled(setup, bench_fixtures, tmp_
     CALLS["n"] = 0
     cmp = run_comparison(bench_fixtures.bench, models, out, reference=reference,
                          metrics=["loud_cmp_test"], with_published=True, n_boot=300,
-                         report=False, progress=False)
+                         report=True, progress=False)
     res = read_manifest(out / "results.parquet", "eval_results")
     assert set(res.model) == {"corpus-clips", "copy-paste", "untrained"}
     assert len(res) == 3 * len(ids)
@@ -120,6 +121,20 @@ def test_three_kinds_of_model_made_scored_and_tabled(setup, bench_fixtures, tmp_
     assert "significantly better/worse than copy-paste" in md
     summary = json.loads((out / "summary.json").read_text())
     assert summary["job"] == "benchmark" and summary["details"]["reference_model"] == "copy-paste"
+
+    # the report of this real comparison: every page loads without a console message and
+    # every player has its file
+    index = out / "report" / "index.html"
+    _, root, console = chromium.console(index)
+    assert console == [] and root.find_all("table")
+    for page in sorted((out / "report" / "instances").glob("*.html")):
+        _, root, console = chromium.console(page)
+        assert console == [], (page.name, console)
+        players = root.find_all("video") + root.find_all("audio")
+        assert len(players) >= 3  # voices and the models' videos
+        assert root.one("body").attrs["data-media-failed"] == "0", page.name
+        missing = root.find_all(data_testid="model-video-missing")
+        assert len(missing) == (1 if page.stem == ids[0] else 0), page.name
 
     # a rerun makes and scores nothing again; a changed sampler setting regenerates
     CALLS["n"] = 0

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -184,20 +183,9 @@ def report(comparison) -> Path:
 
 
 def load(chromium, page: Path, fragment: str = ""):
-    """The page's DOM after its scripts ran and the console lines it logged (a script error, a
-    blocked resource, a policy violation each log one; the report's scripts log nothing)."""
-    from conftest import parse_html
-
-    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    res = subprocess.run(
-        [chromium.exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={chromium.profile}", "--virtual-time-budget=8000",
-         "--enable-logging=stderr", "--v=0", "--autoplay-policy=user-gesture-required",
-         "--dump-dom", url],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert res.returncode == 0 and "<body" in res.stdout, res.stderr[-2000:]
-    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
-    return res.stdout, parse_html(res.stdout), console
+    """The page's DOM after its scripts ran and the console lines it logged (the report's
+    scripts log nothing)."""
+    return chromium.console(page, fragment)
 
 
 def local_targets(root, page: Path, tags=("video", "audio", "img", "a")) -> list[Path]:

@@ -61,3 +61,15 @@ def test_the_paired_test_keeps_the_instances_both_models_have():
     assert 0 < t.p_value <= 1
     with pytest.raises(OmniError, match="not the same instances"):
         paired_permutation(a, b[:3])
+
+
+def test_few_instances_get_the_exact_permutation_p_value():
+    from evaluation.uncertainty import paired_permutation
+
+    a = np.array([0.5, 0.6, 0.7, 0.4, 0.55, 0.65])
+    same_way = paired_permutation(a + np.array([0.01, 0.02, 0.03, 0.01, 0.02, 0.05]), a)
+    assert same_way.p_value == 2 / 64  # only the observed signs and their mirror are as far
+    four = paired_permutation(a[:4] + 1.0, a[:4])
+    assert four.p_value == 2 / 16 and not four.significant()  # 4 instances never reach 0.05
+    mixed = paired_permutation(a + np.array([0.01, -0.01, 0.01, -0.01, 0.01, -0.01]), a)
+    assert mixed.p_value == 1.0

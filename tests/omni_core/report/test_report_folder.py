@@ -7,7 +7,6 @@ and take their state from the address."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -45,14 +44,8 @@ def parse(text: str):
 
 def open_page(chromium, path: Path, fragment: str = ""):
     """The DOM after the scripts ran, and the console lines (errors, policy violations)."""
-    url = path.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    res = subprocess.run(
-        [chromium.exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         f"--user-data-dir={chromium.profile}", "--virtual-time-budget=5000",
-         "--enable-logging=stderr", "--v=0", "--dump-dom", url],
-        capture_output=True, text=True, timeout=90, check=False)
-    assert res.returncode == 0 and "<body" in res.stdout, res.stderr[-2000:]
-    return parse(res.stdout), [x for x in res.stderr.splitlines() if ":CONSOLE" in x]
+    _, root, console = chromium.console(path, fragment, budget_ms=5000)
+    return root, console
 
 
 def test_policy_admits_the_given_scripts_and_local_files_only_when_asked() -> None:
