@@ -28,13 +28,11 @@ distances into these three numbers is tested on a hand-built curve.
 Sign of the offset: the minimum at offset ``k`` means video window ``i`` matches audio window
 ``i - k``: a positive offset says the sound comes ``k`` frames (40 ms each) before the lips.
 
-What this module does not reproduce bit for bit: upstream writes the crops to an XVID avi and
-reads them back through JPEG (lossy), and resamples audio with ffmpeg's default resampler; we
-score the crops in memory and take the audio as :mod:`omni_core.media` decodes it.
-Face boxes come from the caller (any detector; ``SyncOptions.detector`` records which one);
-:func:`track_faces` links per-frame detections into tracks as upstream ``run_pipeline`` does.
-The registered metric (``evaluation.metrics.sync``) runs S3FD (:mod:`.s3fd`), tracks, scores
-every track and averages.
+This module scores crops and audio it is given, in memory. Upstream's media handling (25 fps
+MPEG-4 AVI and JPEG frames, XVID crop videos read back through JPEG, ffmpeg's resampler), its
+shot split and its face tracker live in :mod:`.sync_pipeline`, which the registered metric
+(``evaluation.metrics.sync``) runs; :func:`track_faces` is a different, order-free linker the
+curation pipelines use (best IoU per box), not upstream's ``track_shot``.
 """
 
 
@@ -100,9 +98,25 @@ class SyncOptions:
             pipeline's, :mod:`.s3fd`, scale 0.25, confidence 0.9), "scrfd" (insightface's, as
             Verse-Bench), "lbp" (scikit-image's cascade, offline), "given" (boxes supplied by
             the caller of :func:`sync_scores_from_boxes`).
-        min_track, max_gap, track_iou: face tracking as upstream ``run_pipeline``: a detection
-            joins the track whose last box overlaps it by more than ``track_iou`` within
-            ``max_gap`` frames; tracks shorter than ``min_track`` frames are dropped.
+        media: "reference" (default): decode, crop and read back through the same ffmpeg and
+            OpenCV steps as upstream (25 fps MPEG-4 AVI and JPEG frames, XVID crop videos,
+            pcm_s16le audio; :mod:`.sync_pipeline`), so the numbers are upstream's; "direct":
+            frames, audio and crops in memory (no codec losses, no shot split; faster).
+        audio_from: with reference media, where the 16 kHz audio comes from: "avi" (default,
+            run_pipeline: the 25 fps AVI's track, which ffmpeg's AVI muxer re-encodes as MP3)
+            or "source" (the input's own audio, as the syncnet-python 0.2.3 / MoChaBench port
+            does).
+        scene_split: with reference media, track faces within the shots PySceneDetect's
+            ContentDetector finds, as run_pipeline does (shots shorter than ``min_track``
+            frames are skipped).
+        min_track, max_gap, track_iou, tracker, min_face_size: face tracking as upstream
+            ``run_pipeline.track_shot`` (:func:`.sync_pipeline.track_shot`): greedy passes
+            linking a box to the track's last box by IoU above ``track_iou`` (0.5) within
+            ``max_gap`` (``--num_failed_det`` 25) frames; a track is kept with more than
+            ``min_track`` (``--min_track`` 100) detections and a mean box width or height
+            above ``min_face_size`` (``--min_face_size`` 100) pixels. ``tracker``: "joonson"
+            (default) tries a frame's next box after an IoU miss, "mochabench" (the
+            syncnet-python package) moves on to the next frame.
         crop_scale: margin around the face box (upstream ``--crop_scale`` 0.40; Verse-Bench
             0.3).
         smooth_kernel: median-filter taps for box size and centre over the track (upstream 13;
@@ -126,9 +140,14 @@ class SyncOptions:
     """
 
     detector: str = "s3fd"
+    media: str = "reference"
+    audio_from: str = "avi"
+    scene_split: bool = True
     min_track: int = 100
     max_gap: int = 25
     track_iou: float = 0.5
+    tracker: str = "joonson"
+    min_face_size: float = 100.0
     crop_scale: float = 0.4
     smooth_kernel: int = 13
     crop_size: int = 224
@@ -143,8 +162,16 @@ class SyncOptions:
     def __post_init__(self) -> None:
         if self.detector not in ("scrfd", "lbp", "s3fd", "given"):
             raise ValueError(f"detector must be scrfd, lbp, s3fd or given, got {self.detector!r}")
+        if self.media not in ("reference", "direct"):
+            raise ValueError(f"media must be 'reference' or 'direct', got {self.media!r}")
+        if self.audio_from not in ("avi", "source"):
+            raise ValueError(f"audio_from must be 'avi' or 'source', got {self.audio_from!r}")
+        if self.tracker not in ("joonson", "mochabench"):
+            raise ValueError(f"tracker must be 'joonson' or 'mochabench', got {self.tracker!r}")
         if self.min_track < 1 or self.max_gap < 0 or not 0 < self.track_iou < 1:
             raise ValueError("need min_track >= 1, max_gap >= 0 and 0 < track_iou < 1")
+        if self.min_face_size < 0:
+            raise ValueError(f"min_face_size must be >= 0, got {self.min_face_size}")
         if self.crop_scale < 0:
             raise ValueError(f"crop_scale must be >= 0, got {self.crop_scale}")
         if self.smooth_kernel < 1 or self.smooth_kernel % 2 == 0:
@@ -656,12 +683,17 @@ def sync_scores_from_boxes(
 
 
 # --------------------------------------------------------------------------------------------
-# face tracking (run_pipeline.track_shot)
+# face linking for the curation pipelines (upstream's track_shot: sync_pipeline.track_shot)
 
 
 def track_faces(boxes_per_frame: Sequence[Sequence[np.ndarray]], options: SyncOptions
                 ) -> list[np.ndarray]:
-    """Link per-frame detections into tracks; each track is a (T, 4) array, NaN where absent."""
+    """Link per-frame detections into tracks; each track is a (T, 4) array, NaN where absent.
+
+    Each box joins the open track (last box within ``max_gap`` frames) it overlaps most, above
+    ``track_iou``; tracks spanning fewer than ``min_track`` frames are dropped. Used by the
+    curation pipelines; the Sync metric links faces with upstream's order-dependent
+    :func:`.sync_pipeline.track_shot` instead."""
     from .face import box_iou
 
     n = len(boxes_per_frame)

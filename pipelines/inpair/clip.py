@@ -237,7 +237,7 @@ def _pyscenedetect_cuts(path: str, threshold: float, min_frames: int) -> list[fl
     manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=min_frames))
     manager.detect_scenes(video=video)
     scenes = manager.get_scene_list(start_in_scene=True)
-    return [float(start.seconds) for start, _ in scenes[1:]]
+    return [float(start.get_seconds()) for start, _ in scenes[1:]]
 
 
 _PTS = re.compile(r"pts_time:\s*(\S+)")

@@ -1,6 +1,7 @@
 """The registered Sync metric (evaluation.metrics.sync): its options, version, directions and
-model loading. The network, crops, MFCC, tracking and curve arithmetic are tested with
-omni_core.models.syncnet (tests/omni_core/models/test_syncnet.py)."""
+model loading. The network, crops, MFCC and curve arithmetic are tested with
+omni_core.models.syncnet (tests/omni_core/models/test_syncnet.py); the whole pipeline against
+the syncnet-python package in test_sync_reference.py."""
 
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ def test_options_are_validated_and_recorded():
     o = S.SyncOptions()
     assert (o.crop_scale, o.vshift, o.smooth_kernel, o.detector) == (0.4, 15, 13, "s3fd")
     assert o.to_dict()["channel_order"] == "bgr"
+    # run_pipeline's media handling, audio source, tracker and face-size floor by default
+    assert (o.media, o.audio_from, o.tracker, o.scene_split) == ("reference", "avi", "joonson",
+                                                                   True)
+    assert (o.min_track, o.max_gap, o.min_face_size) == (100, 25, 100.0)
     for bad in ({"smooth_kernel": 4}, {"channel_order": "yuv"}, {"vshift": -1},
-                {"crop_scale": -0.1}, {"track_aggregate": "max"}):
+                {"crop_scale": -0.1}, {"track_aggregate": "max"}, {"media": "memory"},
+                {"audio_from": "wav"}, {"tracker": "iou"}, {"min_face_size": -1}):
         with pytest.raises(ValueError):
             S.SyncOptions(**bad)
-    assert S.VERSION == "1" and S.DIRECTION == "higher" and S.DIRECTIONS["sync_d"] == "lower"
+    assert S.VERSION == "2" and S.DIRECTION == "higher" and S.DIRECTIONS["sync_d"] == "lower"
 
 
 def test_metric_loads_syncnet_and_its_detector():

@@ -1,9 +1,11 @@
 """SyncNet Sync-C / Sync-D / AV offset (omni_core.models.syncnet) against syncnet_python.
 
-syncnet_python is not an installable package, so the network is checked against the
-checkpoint layout read from its ``SyncNetModel.py`` (key names and shapes, legacy torch file
-without ``num_batches_tracked``), the curve arithmetic against a hand-built distance curve
-carrying the README's example numbers, and the debug twin end to end on sample-corpus clips.
+Here the network is checked against the checkpoint layout read from upstream's
+``SyncNetModel.py`` (key names and shapes, legacy torch file without ``num_batches_tracked``),
+the curve arithmetic against a hand-built distance curve carrying the README's example numbers,
+and the debug twin end to end on sample-corpus clips. The whole pipeline is compared with the
+executable port on PyPI (syncnet-python 0.2.3) in
+tests/evaluation/metrics/test_sync_reference.py.
 """
 
 from __future__ import annotations
