@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from evaluation.runner import evaluate
@@ -43,7 +44,16 @@ def test_lite_backends_beside_the_paper_metric(speech_bench, tmp_path):
     foot = md.rstrip().splitlines()[-1]
     assert foot.startswith("† Not the paper's protocol; not comparable with published numbers.")
     assert "T-Sim (GE2E): Resemblyzer's GE2E" in foot and "WER (PocketSphinx): " in foot
-    assert "T-Sim (GE2E)† S/M ↑" in (out / "table.csv").read_text()
+    assert "T-Sim (GE2E)†" in set(pd.read_csv(out / "table.csv").label)
+    # the call, per speaker turn: both speakers, every caption turn, WER and T-Sim of each
+    turns = read_manifest(out / "turns.parquet", "eval_turns")
+    assert set(turns.instance_id) == {"call_two"}  # multi-person instances only
+    for metric in ("t_sim_ge2e", "wer_sphinx", "t_sim"):
+        mine = turns[turns.metric == metric]
+        assert set(mine.speaker) == {"<sub1>", "<sub2>"}, metric
+        assert (mine.end_s > mine.start_s).all()
+    tsim = turns[(turns.metric == "t_sim_ge2e") & turns.value.notna()]
+    assert len(tsim) >= 4 and tsim.value.median() > 0.8  # each turn is its own speaker's
     assert r"WER (PocketSphinx)$^\dagger$" in (out / "table.tex").read_text()
     row = run.summary["details"]["table"]["r2av"]
     mean = (ok["en_single", "wer_sphinx"] + ok["call_two", "wer_sphinx"]) / 2

@@ -35,13 +35,13 @@ def test_speaker_audio_cuts_sorted_clipped_segments():
 def test_options_are_validated_and_serialisable():
     assert T.TSimOptions().to_dict() == {
         "sample_rate": 16000, "checkpoint": "wavlm-large-sv-ecapa", "segment_mode": "concat",
-        "missing_timestamps": "whole_audio", "min_segment_s": 0.0,
+        "missing_timestamps": "whole_audio", "min_segment_s": 0.0, "turn_breakdown": True,
     }
     for bad in ({"segment_mode": "x"}, {"missing_timestamps": "zero"}, {"sample_rate": 24000},
                 {"min_segment_s": -1}):
         with pytest.raises(ValueError):
             T.TSimOptions(**bad)
-    assert T.VERSION == "1" and T.DIRECTION == "higher"
+    assert T.VERSION.startswith("2") and T.DIRECTION == "higher"
 
 
 def test_too_short_or_bad_audio_is_an_omni_error():
@@ -113,6 +113,15 @@ def test_debug_twin_multi_person(corpus_audio):
     per = T.t_sim_multi(gen, segs, refs, model, T.TSimOptions(segment_mode="per_turn"))
     assert len(per.speakers[0].turn_scores) == 2
     assert per.speakers[0].score == pytest.approx(np.mean(per.speakers[0].turn_scores))
+    # the per-turn breakdown: each caption turn in time order with its own cosine, the same in
+    # both modes, and it never changes the speaker's score
+    turns = by["p0"].turns
+    assert [(a, b) for a, b, _ in turns] == sorted(segs["p0"])
+    assert [v for _, _, v in turns] == pytest.approx(list(per.speakers[0].turn_scores))
+    alone = [T.t_sim(T.speaker_audio(gen, [(a, b)])[0], p0_ref, model).score for a, b, _ in turns]
+    assert [v for _, _, v in turns] == pytest.approx(alone, abs=1e-6)
+    plain = T.t_sim_multi(gen, segs, refs, model, T.TSimOptions(turn_breakdown=False))
+    assert plain.score == res.score and plain.speakers[0].turns == ()
 
     # no timestamps: documented fallback = the whole track against each reference, flagged
     fb = T.t_sim_multi(gen, None, refs, model)

@@ -210,6 +210,13 @@ def test_end_to_end_two_speakers(sample_corpus, twin: W.WhisperASR) -> None:
             " ".join(f"<S>{t.text}<E>" for t in turns.itertuples()
                      if speakers[t.speaker] == s.speaker)
         )
+    # per turn: the k-th segment's transcript against the speaker's k-th span
+    for s in res.speakers:
+        spans = [t.text for t in turns.itertuples() if speakers[t.speaker] == s.speaker]
+        assert len(s.turn_wers) == len(spans)
+        for k, (text, tr) in enumerate(zip(spans, s.transcripts, strict=True)):
+            want = W._score(text, tr.text, W.WEROptions()).wer
+            assert s.turn_wers[k] == pytest.approx(want), (s.speaker, k)
     # no timestamps: whole audio against every span in caption order
     fb = W.score_wer_caption(audio, 16000, dataclasses.replace(cap, speaker_timestamps={}),
                              twin)
