@@ -41,7 +41,7 @@ def copy_paste(inst: dict) -> tuple[np.ndarray, np.ndarray]:
         raise OmniError(f"{inst['instance_id']}: no reference photo")
     still = np.concatenate(photos, axis=1)
     still = still[: still.shape[0] // 2 * 2, : still.shape[1] // 2 * 2]
-    if inst.get("task") == "ra2v" and inst.get("driving_audio"):
+    if inst.get("task") == "ra2v" and _path(inst.get("driving_audio")):
         audio = load_audio(inst["driving_audio"], SAMPLE_RATE)
     else:
         audio = _voices(inst)
@@ -109,9 +109,14 @@ def build_baseline(name: str, instances: pd.DataFrame, folder: str | os.PathLike
     return {"written": written, "kept": kept, "failed": len(errors), "errors": errors}
 
 
+def _path(v) -> str | None:
+    """A path column's value (pandas gives NaN for a missing one)."""
+    return v if isinstance(v, str) and v else None
+
+
 def _key(name: str, inst: dict) -> str:
     h = hashlib.sha256(f"{name}/{VERSION}/{inst['task']}/{inst['caption']}".encode())
-    for p in [*inst["image_refs"], *inst["audio_refs"], inst.get("driving_audio")]:
+    for p in [*inst["image_refs"], *inst["audio_refs"], _path(inst.get("driving_audio"))]:
         if p:
             st = Path(p).stat()
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())

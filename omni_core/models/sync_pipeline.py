@@ -229,8 +229,12 @@ def scene_bounds(avi: str | Path, n_frames: int) -> list[tuple[int, int]]:
     ffmpeg's JPEG export fills with repeats, so it can see fewer frames than there are JPEGs;
     like upstream, frames past what it read belong to no shot and are never tracked.
     """
+    import logging
+
     from scenedetect import ContentDetector, SceneManager, open_video
 
+    # its INFO line per video ("Detecting scenes...") would flood an eval's output
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
     video = open_video(str(avi), backend="opencv")
     manager = SceneManager()
     manager.add_detector(ContentDetector())
