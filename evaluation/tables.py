@@ -221,6 +221,8 @@ def build_views(results: pd.DataFrame, outputs: Sequence[Output], models: Sequen
                     for _, hit in mine[mine.metric == o.name].iterrows():
                         # a split the paper gives (S, M), or one number for the column
                         part = hit.split if isinstance(hit.split, str) else None
+                        if part not in table.parts(o):  # e.g. Table 5's M-only numbers
+                            part = None
                         row.setdefault(o.name, {})[part] = Cell(float(hit.value) / o.scale,
                                                                 published=True)
                 table.rows.append(Row(str(method), row, published=True))
