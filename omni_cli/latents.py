@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="'debug', 'random' or a weights folder (default debug)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a LatentsConfig value, e.g. source_video=false")
+    p.add_argument("--heldout", action="append", default=[], metavar="BENCH",
+                   help="a benchmark folder made by `omni benchmark build` (or its "
+                   "heldout.parquet) whose held-out identities must not be trained on: their "
+                   "samples are refused, each an error row (repeatable)")
     p.add_argument("--address", help="Ray cluster to join (host:port or auto)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--verbose", action="store_true",
@@ -28,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from omni_core.config import load_config
     from omni_model.latents import LatentsConfig, extract_latents
 
@@ -37,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         overrides.append(f"ray.address={args.address}")
     cfg = load_config(LatentsConfig, None, overrides)
+    if args.heldout:
+        cfg = replace(cfg, heldout=[*cfg.heldout, *args.heldout])
     summary = extract_latents(args.curation, args.out, cfg, progress=not args.quiet,
                               verbose=args.verbose)
     print("\n".join(summary.lines()))

@@ -22,10 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ray.workers > 0")
     p.add_argument("--workers", type=int, help="Ray Train workers (0: this process)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--heldout", action="append", default=[], metavar="BENCH",
+                   help="a benchmark folder made by `omni benchmark build` (or its "
+                   "heldout.parquet): latent samples showing its held-out identities are left "
+                   "out, each an error row in OUT/stage<N>/errors.parquet (repeatable)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from omni_core.config import load_config
     from omni_model.train import TrainConfig, run_training
 
@@ -35,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"ray.workers={args.workers}")
     cfg = load_config(TrainConfig, args.config, overrides)
+    if args.heldout:
+        cfg = replace(cfg, heldout=[*cfg.heldout, *args.heldout])
     result = run_training(cfg, args.stage, resume=args.resume)
     last = result.get("last") or {}
+    refused = result.get("heldout_refused")
+    held = f"; {refused} held-out sample(s) left out" if cfg.heldout else ""
     print(f"train: stage {args.stage} done at step {last.get('step')}, loss "
-          f"{last.get('loss', float('nan')):.4f}; checkpoint {result.get('checkpoint')}")
+          f"{last.get('loss', float('nan')):.4f}; checkpoint {result.get('checkpoint')}{held}")
     return 0

@@ -31,6 +31,7 @@ from .urls import redact
 
 SCHEMA_KEY = b"omni.schema"
 VERSION_KEY = b"omni.schema_version"
+PROVENANCE_KEY = b"omni.provenance"
 
 
 @dataclass(frozen=True)
@@ -181,16 +182,38 @@ def get_schema(name: str | Schema) -> Schema:
 
 
 def write_manifest(data: pd.DataFrame | Sequence[Mapping[str, Any]], schema: str | Schema,
-                   path: str | os.PathLike) -> Path:
-    """Validate and write one Parquet file atomically (tmp file + rename)."""
+                   path: str | os.PathLike, *,
+                   provenance: Mapping[str, Any] | None = None) -> Path:
+    """Validate and write one Parquet file atomically (tmp file + rename). ``provenance``
+    (JSON-serialisable: where the rows come from, e.g. a benchmark's revision) is stored in
+    the file's metadata; :func:`manifest_provenance` reads it back."""
     sch = get_schema(schema)
     table = sch.to_table(data)
+    if provenance is not None:
+        import json
+
+        meta = dict(table.schema.metadata or {})
+        meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True,
+                                          default=str).encode()
+        table = table.replace_schema_metadata(meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     return path
+
+
+def manifest_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``provenance`` a manifest file was written with (:func:`write_manifest`); ``{}``
+    when it has none."""
+    import json
+
+    meta: dict[bytes, bytes] = {}
+    for f in manifest_files(path)[:1]:
+        meta = pq.read_schema(f).metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def manifest_files(path: str | os.PathLike) -> list[Path]:
@@ -630,3 +653,45 @@ CORPUS_TURNS = register(Schema(
     ),
 ))
 
+
+HELDOUT = register(Schema(
+    "heldout", 1,
+    doc="An identity a benchmark built from curated data holds out of training "
+        "(benchmark/build.py; read by omni_core.heldout for `omni latents` and `omni train`).",
+    key=("identity_id",),
+    columns=(
+        Column("identity_id", STR, doc="curation identity: one person in one clip"),
+        Column("person_id", STR, doc="identities joined by verified cross-pair matches (no "
+                                     "cross-pair run: the identity alone)"),
+        Column("held_out", BOOL, doc="the person is held out (drawn, or joined by the closure); "
+                                     "False: a co-star of a benchmark clip kept for training "
+                                     "(costars: keep); its clip stays held out"),
+        Column("reason", STR, doc="why: drawn, or the clip / video that joins it to a held-out "
+                                  "person"),
+        Column("clip_id", STR, nullable=True, doc="its clip: a benchmark-only clip"),
+        Column("video_id", STR, nullable=True, doc="its video: every clip of it is held out"),
+        Column("video_path", STR, nullable=True, doc="the source video as curation read it"),
+        Column("video_hash", STR, nullable=True, doc="sha256 of the source video's bytes"),
+        Column("run", STR, nullable=True,
+               doc="the in-pair run; null when known only from the cross-pair matches"),
+        Column("embedding", EMB, nullable=True, doc="mean ArcFace embedding (curation's)"),
+        Column("instance_ids", pa.list_(STR), doc="benchmark instances that show it"),
+    ),
+))
+
+BENCH_SOURCES = register(Schema(
+    "bench_sources", 1,
+    doc="Where each instance of a benchmark built from curated data comes from.",
+    key=("instance_id",),
+    columns=(
+        Column("instance_id", STR),
+        Column("task", STR, choices=("r2av", "rv2av", "ra2v")),
+        Column("sample_id", STR, doc="the in-pair sample (target clip, caption, references)"),
+        Column("clip_id", STR),
+        Column("video_id", STR, nullable=True),
+        Column("clip_path", STR, doc="the ground-truth clip (absolute path or URL)"),
+        Column("run", STR, doc="the in-pair run"),
+        Column("identity_ids", pa.list_(STR), doc="subject k = element k-1 (<subK>)"),
+        Column("person_ids", pa.list_(STR), doc="the held-out person of each subject"),
+    ),
+))

@@ -47,6 +47,11 @@ INDEX_COLUMNS = ("sample_id", "shard", "n_refs", "voice_lengths", "video_shape",
 TENSORS = ("video", "audio", "text", "ref_images", "ref_voices", "video_mask", "audio_mask",
            "source_video")
 NULL_TEXTS = ("empty", "video_negative", "audio_negative")
+#: what the sample shows, by the curation's keys (its subjects' and references' identities,
+#: its clip and the reference clips, their videos): ``omni train`` checks them against the
+#: held-out identities of a benchmark (omni_core.heldout). Written by ``omni latents``;
+#: optional on reading (an older index, or latents not made from a curation, lack them)
+KEY_COLUMNS = ("identity_ids", "clip_ids", "video_ids")
 
 
 @dataclass
@@ -63,6 +68,10 @@ class LatentSample:
     source_video: torch.Tensor | None = None
     prompt: str = ""
     task: str = "r2av"
+    #: the curation keys the sample shows (:data:`KEY_COLUMNS`; the held-out check)
+    identity_ids: tuple[str, ...] = ()
+    clip_ids: tuple[str, ...] = ()
+    video_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         c, f, h, w = self.video.shape
@@ -136,7 +145,8 @@ class ShardWriter:
                 "sample_id": s.sample_id, "shard": name, "n_refs": s.n_refs,
                 "voice_lengths": list(s.voice_lengths), "video_shape": list(s.video.shape),
                 "audio_len": int(s.audio.shape[0]), "has_source": s.source_video is not None,
-                "prompt": s.prompt, "task": s.task})
+                "prompt": s.prompt, "task": s.task,
+                **{k: list(getattr(s, k)) for k in KEY_COLUMNS}})
         tmp = self.folder / f".{name}.tmp"
         save_file(blob, str(tmp))
         os.replace(tmp, self.folder / name)
@@ -154,7 +164,7 @@ class ShardWriter:
         save_file({k: v.float().contiguous() for k, v in null_text.items()},
                   str(self.folder / "null_text.safetensors"))
         (self.folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        index = pd.DataFrame(self._rows, columns=list(INDEX_COLUMNS))
+        index = pd.DataFrame(self._rows, columns=[*INDEX_COLUMNS, *KEY_COLUMNS])
         index = index.sort_values("sample_id", kind="stable").reset_index(drop=True)
         tmp = self.folder / ".index.parquet.tmp"
         index.to_parquet(tmp, index=False)
@@ -258,6 +268,13 @@ class LatentDataset:
                 f"({ids}): run `omni latents` with source_video on (the default)")
         self.null_text = load_file(str(self.folder / "null_text.safetensors"))
         self._open: dict[str, Any] = {}
+
+    def drop(self, sample_ids: Sequence[str]) -> None:
+        """Leave these samples out (e.g. refused as held out); an error when none is left."""
+        gone = set(sample_ids)
+        self.index = self.index[~self.index.sample_id.isin(gone)].reset_index(drop=True)
+        if self.index.empty:
+            raise OmniError(f"{self.folder}: no sample left to train on")
 
     def _bucket_key(self, row: pd.Series) -> tuple:
         return (str(row.task), int(row.n_refs), tuple(int(x) for x in row.voice_lengths),

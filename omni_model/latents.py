@@ -19,7 +19,12 @@ that load the encoders once:
   the RV2AV source.
 
 The sample row's ``task`` (r2av | rv2av | ra2v; a stage-3 sample table deals them 4 : 3 : 3)
-goes into the latent index: the trainer trains each micro-batch on its samples' task.
+goes into the latent index: the trainer trains each micro-batch on its samples' task. So do
+the curation keys of what the sample shows (its subjects' and references' identities, clips
+and videos): with ``heldout`` (``--heldout BENCH``, a benchmark made by ``omni benchmark
+build``) a sample that shows a held-out identity is not encoded but refused (an ``errors`` row
+of stage ``heldout``: which sample, identity, person, benchmark), and ``omni train`` checks the
+index again (:mod:`omni_core.heldout`).
 
 Each sample's tensors are written as a part (``_parts/<sample id>.safetensors``) by the
 actor, so a killed run resumes where it stopped and a rerun does nothing; the driver then
@@ -66,6 +71,10 @@ class LatentsConfig:
     voice_seconds: float = 1.0
     video_negative: str = VIDEO_NEGATIVE
     audio_negative: str = AUDIO_NEGATIVE
+    #: benchmarks (folders or their heldout.parquet, from `omni benchmark build`) whose
+    #: held-out identities must not be trained on: their samples are refused (error rows,
+    #: stage ``heldout``), and a curation whose every sample is held out is an error
+    heldout: list[str] = field(default_factory=list)
     #: what each encoder actor reserves (one actor by default: the encoders are large)
     resources: StageResources = field(default_factory=lambda: StageResources(max_actors=1))
     ray: RayConfig = field(default_factory=lambda: RayConfig(include_dashboard=False))
@@ -312,11 +321,14 @@ def plan_rows(curation: str) -> list[dict[str, Any]]:
     curation output in object storage), masks and the subjects' face tracks (for the RV2AV
     source)."""
     from omni_core.manifests import read_manifest
-    from omni_core.storage import join, resolve
+    from omni_core.storage import exists, join, resolve
 
     samples = read_manifest(join(curation, "samples.parquet"), "samples")
     refs = read_manifest(join(curation, "references.parquet"), "references").set_index(
         "reference_id")
+    clips_file = join(curation, "clips.parquet")
+    video_of = (read_manifest(clips_file, "clips").set_index("clip_id").video_id.to_dict()
+                if exists(clips_file) else {})
     idents = read_manifest(join(curation, "identities.parquet"), "identities").set_index(
         "identity_id")
     tracks = read_manifest(join(curation, "face_tracks.parquet"), "face_tracks").set_index(
@@ -330,8 +342,15 @@ def plan_rows(curation: str) -> list[dict[str, Any]]:
                     t = tracks.loc[tid]
                     subj_tracks.append(([int(x) for x in t.frame_indices],
                                         [tuple(map(float, b)) for b in t.boxes]))
+        used = [refs.loc[r] for r in (*s.image_reference_ids, *s.audio_reference_ids)
+                if r in refs.index]
+        clip_ids = _unique([s.clip_id, *(str(r.source_clip_id) for r in used)])
         rows.append({
             "sample_id": s.sample_id, "task": s.task,
+            # what the held-out check compares (omni_core.heldout); kept in the latent index
+            "identity_ids": _unique([*s.identity_ids, *(str(r.identity_id) for r in used)]),
+            "clip_ids": clip_ids,
+            "video_ids": _unique([video_of[c] for c in clip_ids if c in video_of]),
             "clip_path": resolve(curation, s.clip_path),
             "caption_path": resolve(curation, s.caption_path),
             "image_paths": [resolve(curation, refs.loc[r].path) for r in s.image_reference_ids],
@@ -344,6 +363,32 @@ def plan_rows(curation: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(str(v) for v in values))
+
+
+def refuse_heldout(rows: list[dict[str, Any]], heldout: list[str], what: str
+                   ) -> tuple[list[dict[str, Any]], list[Any]]:
+    """``rows`` (:func:`plan_rows`) without the samples that touch a held-out identity of the
+    benchmarks ``heldout`` (:mod:`omni_core.heldout`), and the refusals. Every sample
+    refused: an OmniError (the run was pointed at a benchmark's own data)."""
+    from omni_core.heldout import all_refused_error, load_heldout
+
+    held = load_heldout(heldout)
+    if held is None:
+        return rows, []
+    keep, refused = [], []
+    for r in rows:
+        hit = held.check(r["sample_id"], r["identity_ids"], r["clip_ids"], r["video_ids"])
+        if hit is None:
+            keep.append(r)
+        else:
+            refused.append(hit)
+    if rows and not keep:
+        raise all_refused_error(refused, what)
+    return keep, refused
+
+
 JOB = "latents"
 
 
@@ -353,7 +398,7 @@ def config_key(cfg: LatentsConfig) -> str:
     from omni_core.jobs import result_key
 
     d = to_dict(cfg)
-    for k in ("ray", "resources", "device", "shard_size"):
+    for k in ("ray", "resources", "device", "shard_size", "heldout"):
         d.pop(k, None)
     return result_key(d, {EncodeStage.name: EncodeStage.version})
 
@@ -414,6 +459,7 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                     verbose: bool = False) -> JobSummary:
     """Latents of every sample of a curation run (a folder or URL) into the folder ``out``
     (shards, ``index.parquet``, ``meta.json``, ``errors.parquet``, ``summary.json``)."""
+    from omni_core.heldout import refusal_lines
     from omni_core.jobs import JobContext, collect_setup, run_on_ray, summarize_items
     from omni_core.storage import RunFolder
 
@@ -421,7 +467,8 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
     curation = RunFolder(curation).out
     folder = RunFolder(Path(out).resolve())
     folder.root.mkdir(parents=True, exist_ok=True)
-    rows = plan_rows(curation)
+    planned = plan_rows(curation)
+    rows, refused = refuse_heldout(planned, cfg.heldout, str(curation))
     key = config_key(cfg)
     store = ResultStore(folder, JOB)
     todo = [r for r in rows if not store.done("samples", r["sample_id"], key)]
@@ -434,6 +481,10 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                                  unit="samples")], cfg.ray, progress=progress,
                       verbose=verbose)
     items = [WorkItem.from_row(r) for r in done]
+    for hit in refused:  # accounted for: an error row each, never encoded
+        item = WorkItem(hit.sample_id)
+        item.fail("heldout", OmniError(hit.message()))
+        items.append(item)
     setup = collect_setup(job)
     writer = ShardWriter(Path(folder.root), cfg.shard_size, getattr(torch, cfg.storage_dtype))
     written = 0
@@ -441,7 +492,9 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
         rec = store.get("samples", r["sample_id"], key)
         if rec is not None:
             writer.add(replace(_read_part(folder.root / rec["file"], r["sample_id"]),
-                               task=r["task"]))
+                               task=r["task"], identity_ids=tuple(r["identity_ids"]),
+                               clip_ids=tuple(r["clip_ids"]),
+                               video_ids=tuple(r["video_ids"])))
             written += 1
     from safetensors.torch import load_file
 
@@ -454,8 +507,11 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
         "flavor": cfg.flavor, "weights": cfg.weights, "config": cfg_dict,
         "geometry": to_dict(fl.geometry), "curation": str(curation)})
     return summarize_items(
-        job, items, [EncodeStage], setup, total=len(rows), skipped=len(rows) - len(todo),
-        counts={"samples": written}, wall_s=time.perf_counter() - t0,
-        details={"flavor": cfg.flavor, "written": written, "curation": str(curation)},
+        job, items, [EncodeStage], setup, total=len(planned),
+        skipped=len(rows) - len(todo), counts={"samples": written, "heldout": len(refused)},
+        wall_s=time.perf_counter() - t0,
+        details={"flavor": cfg.flavor, "written": written, "curation": str(curation),
+                 "heldout": {"benchmarks": list(cfg.heldout), "refused": len(refused)}},
         config=cfg_dict, weights=cfg.weights, inputs=[str(curation)],
-        notes=[f"{written} samples in the shards of {folder.root}"])
+        notes=[*refusal_lines(refused, len(planned), str(curation)),
+               f"{written} samples in the shards of {folder.root}"])

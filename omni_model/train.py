@@ -41,6 +41,7 @@ import torch
 
 from omni_core.config import to_dict
 from omni_core.errors import OmniError
+from omni_core.heldout import refusal_lines
 from omni_core.ray_helpers import RayConfig
 from omni_core.weights import safe_torch_load
 
@@ -110,6 +111,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     peak_tflops: float | None = 989.0  # per device, dense bf16 (H100 SXM); None: no MFU
+    #: benchmarks (folders or their heldout.parquet, from `omni benchmark build`) whose
+    #: held-out identities must not be trained on: latent samples showing one are left out,
+    #: each an error row (OUT/stage<n>/errors.parquet, stage ``heldout``); a latent folder
+    #: whose every sample is held out is an error
+    heldout: list[str] = field(default_factory=list)
     device: str = "auto"  # auto: cuda when available
     progress: bool = True
     ray: TrainRayConfig = field(default_factory=TrainRayConfig)
@@ -265,6 +271,13 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                         f"{cfg.micro_batch} x {world} workers")
     out = stage_dir(cfg, stage)
     out.mkdir(parents=True, exist_ok=True)
+    data = LatentDataset(Path(st.data), cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
+                         rank=rank, world=world)
+    refused = refuse_heldout(data, cfg.heldout)
+    if rank == 0 and cfg.heldout:
+        _write_refusals(out / "errors.parquet", refused)
+        for line in refusal_lines(refused, len(data.index) + len(refused), str(st.data)):
+            print(line, file=sys.stderr, flush=True)
 
     model = build_model(flavor.args, "cpu", seed=cfg.seed)
     start_step, position = 0, Position()
@@ -312,8 +325,6 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
         init_note = f"resumed from {last}"
     fwd = torch.compile(wrapped) if cfg.compile else wrapped
 
-    data = LatentDataset(Path(st.data), cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
-                         rank=rank, world=world)
     batches = prefetch(data.iterate(position), cfg.prefetch)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and cfg.precision == "bf16"
@@ -417,7 +428,51 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
         bar.close()
     final = checkpoints(cfg, stage)
     return {"last": vars(last_log) if last_log else None,
-            "checkpoint": str(final[-1]) if final else None}
+            "checkpoint": str(final[-1]) if final else None,
+            "heldout_refused": len(refused), "samples": len(data.index)}
+
+
+def refuse_heldout(data: LatentDataset, heldout: list[str]) -> list[Any]:
+    """Leave out of ``data`` every sample that shows a held-out identity of the benchmarks
+    ``heldout`` (:mod:`omni_core.heldout`, by the keys ``omni latents`` records in the
+    index); the refusals. An index without those keys cannot be checked and is an error, as
+    is a folder whose every sample is held out (training pointed at a benchmark's data)."""
+    from omni_core.heldout import all_refused_error, load_heldout
+
+    from .data import KEY_COLUMNS
+
+    held = load_heldout(heldout)
+    if held is None:
+        return []
+    idx = data.index
+    missing = [c for c in KEY_COLUMNS if c not in idx.columns]
+    blank = [] if missing else [s for s, ids, clips in zip(
+        idx.sample_id, idx.identity_ids, idx.clip_ids, strict=True)
+        if len(ids) == 0 and len(clips) == 0]
+    if missing or blank:
+        which = "the index has no identity keys" if missing else \
+            f"{len(blank)} sample(s) have no identity keys (e.g. {blank[0]})"
+        raise OmniError(
+            f"{data.folder}: {which}, so it cannot be checked against the held-out "
+            f"identities of {', '.join(held.benchmarks)}: make the latents with this version "
+            "of `omni latents` from a curation run (finished samples are reused)")
+    refused = []
+    for r in idx.itertuples(index=False):
+        hit = held.check(str(r.sample_id), r.identity_ids, r.clip_ids, r.video_ids)
+        if hit is not None:
+            refused.append(hit)
+    if refused and len(refused) == len(idx):
+        raise all_refused_error(refused, str(data.folder))
+    if refused:
+        data.drop([r.sample_id for r in refused])
+    return refused
+
+
+def _write_refusals(path: Path, refused: list[Any]) -> None:
+    from omni_core.manifests import error_row, errors_frame, write_manifest
+
+    write_manifest(errors_frame([error_row(r.sample_id, "heldout", OmniError(r.message()))
+                                 for r in refused]), "errors", path)
 
 
 @torch.no_grad()
@@ -544,7 +599,9 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
     from omni_core.weights import load_registry
 
     stages = {k: replace(v, data=absolute(v.data)) for k, v in cfg.stages.items()}
+    heldout = [absolute(h) or h for h in cfg.heldout]
     entry = cfg.init is not None and not Path(cfg.init).exists() and \
         cfg.init.partition(":")[0] in load_registry().names()
     return replace(cfg, out=absolute(cfg.out) or cfg.out,
-                   init=cfg.init if entry else absolute(cfg.init), stages=stages)
+                   init=cfg.init if entry else absolute(cfg.init), stages=stages,
+                   heldout=heldout)

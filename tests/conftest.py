@@ -407,6 +407,28 @@ def inpair_offline_run(sample_corpus, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def crosspair_matches(inpair_offline_run, tmp_path_factory):
+    """The identity half of a cross-pair run over ``inpair_offline_run``: the job's own
+    retrieval (pipelines.crosspair.identity, with configs/curate/crosspair-offline.yaml's
+    operating point for the debug ArcFace) written as ``identity_matches.parquet``, as
+    ``omni curate crosspair`` writes it, without cloning voices (minutes of espeak and GE2E
+    that the benchmark build does not read). The folder."""
+    from omni_core.config import load_config
+    from omni_core.manifests import write_manifest
+    from pipelines.crosspair.config import CrosspairConfig
+    from pipelines.crosspair.identity import find_matches, load_database
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(CrosspairConfig, root / "configs" / "curate" / "crosspair-offline.yaml",
+                      [])
+    matches = find_matches(load_database([inpair_offline_run]), cfg.retrieval)
+    out = tmp_path_factory.mktemp("crosspair_matches") / "run"
+    write_manifest(matches.assign(reason=[r or None for r in matches.reason]),
+                   "identity_matches", out / "identity_matches.parquet")
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # a multimodal LLM judge: the OpenAI chat-completions protocol on 127.0.0.1
 
