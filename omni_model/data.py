@@ -361,20 +361,23 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("item", item)):
                     return
-            q.put(("end", None))
+            put(("end", None))
         except BaseException as exc:  # handed to the consumer
-            q.put(("error", exc))
+            put(("error", exc))
 
     t = threading.Thread(target=read, daemon=True, name="latent-prefetch")
     t.start()
@@ -387,7 +390,11 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 raise value
             yield value
     finally:
+        # The reader is joined, not left running: a daemon thread inside torch's C++ code
+        # while the interpreter exits aborts the process ("terminate called without an
+        # active exception"). It stops at its next put, after at most the item in hand.
         stop.set()
+        t.join()
 
 
 def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n: int = 8,

@@ -338,92 +338,96 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     bar = _progress(cfg, rank, start_step, st.steps)
     last_log: StepLog | None = None
     lw = cfg.loss
-    for step in range(start_step, st.steps):
-        t0 = time.perf_counter()
-        data_s = 0.0
-        tokens = 0
-        flops = 0.0
-        sums = {"loss": 0.0, "video": 0.0, "audio": 0.0}
-        task_loss: dict[str, list[float]] = {}
-        for micro in range(accum):
-            td = time.perf_counter()
-            position, batch = next(batches)
-            batch = batch.to(device)
-            data_s += time.perf_counter() - td
-            gen = torch.Generator().manual_seed(_seed_of(cfg.seed, stage, step, rank, micro))
-            b = batch.size
-            sigma = cfg.flow.sample_sigma(b, gen)
-            noise_v = torch.randn(batch.video.shape, generator=gen).to(device)
-            noise_a = torch.randn(batch.audio.shape, generator=gen).to(device)
-            task = batch.task
-            inp = build_inputs(batch, sigma.to(device), noise_v, noise_a, task=task,
-                               masked_loss=st.masked_loss, dropout=cfg.dropout,
-                               null_text=data.null("empty", b).to(device), generator=gen)
-            with autocast:
-                pv, pa = fwd(inp.video, inp.audio, sigma.to(device) * 1000.0, inp.text_video,
-                             inp.text_audio, n_image_refs=inp.n_image_refs,
-                             voice_lengths=inp.voice_lengths)
-            f_t = batch.video.shape[2]
-            la = batch.audio.shape[1]
-            w = cfg.flow.weight(sigma).to(device)
-            loss_v = masked_mse(pv[:, :, :f_t], inp.target_video, inp.loss_mask_video, w)
-            loss_a = masked_mse(pa[:, :la], inp.target_audio, inp.loss_mask_audio, w)
-            wv, wa = lw.of(task)
-            loss = (wv * loss_v + wa * loss_a) / accum
-            loss.backward()
-            sums["loss"] += loss.item()
-            sums["video"] += loss_v.item() / accum
-            sums["audio"] += loss_a.item() / accum
-            task_loss.setdefault(task, []).append((wv * loss_v + wa * loss_a).item())
-            lv_tok = math.prod(inp.video.shape[2:]) // math.prod(flavor.args.patch)
-            la_tok = inp.audio.shape[1]
-            tokens += b * (lv_tok + la_tok)
-            flops += 3.0 * b * forward_flops(flavor.args, lv_tok, la_tok)
-        lr = cfg.optim.lr * min(1.0, (step + 1) / cfg.optim.warmup_steps) \
-            if cfg.optim.warmup_steps else cfg.optim.lr
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip
-                                              if cfg.optim.grad_clip > 0 else math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    ema[k].lerp_(v.detach().float(), 1.0 - cfg.ema_decay)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        stats = _reduce([sums["loss"], sums["video"], sums["audio"], tokens, flops, data_s],
-                        device, world)
-        tflops = stats[4] / dt / world / 1e12
-        last_log = StepLog(
-            step=step + 1, loss=stats[0] / world, loss_video=stats[1] / world,
-            loss_audio=stats[2] / world,
-            task_loss={k: sum(v) / len(v) for k, v in task_loss.items()},
-            grad_norm=float(grad), lr=lr, tokens_per_s=stats[3] / dt,
-            tflops=tflops,
-            mfu=(tflops / cfg.peak_tflops) if cfg.peak_tflops and device.type == "cuda" else None,
-            data_share=stats[5] / world / dt,
-            peak_mem_gib=(torch.cuda.max_memory_allocated(device) / 2**30
-                          if device.type == "cuda" else None),
-            position=position.to_dict())
-        if rank == 0:
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(vars(last_log)) + "\n")
-            _emit(bar, last_log.line(st.steps))
-        if report is not None:
-            report({"step": last_log.step, "loss": last_log.loss,
-                    "grad_norm": last_log.grad_norm})
-        is_last = step + 1 == st.steps
-        if (step + 1) % cfg.checkpoint_every == 0 or is_last:
-            path = out / "checkpoints" / f"step-{step + 1:07d}"
-            _save_checkpoint(path, model, ema, optimizer, {
-                "step": step + 1, "stage": stage, "position": position.to_dict(),
-                "flavor": cfg.flavor, "world": world, "config": to_dict(cfg)},
-                cfg.keep_checkpoints, rank)
-            if world > 1:
-                torch.distributed.barrier()
+    try:
+        for step in range(start_step, st.steps):
+            t0 = time.perf_counter()
+            data_s = 0.0
+            tokens = 0
+            flops = 0.0
+            sums = {"loss": 0.0, "video": 0.0, "audio": 0.0}
+            task_loss: dict[str, list[float]] = {}
+            for micro in range(accum):
+                td = time.perf_counter()
+                position, batch = next(batches)
+                batch = batch.to(device)
+                data_s += time.perf_counter() - td
+                gen = torch.Generator().manual_seed(_seed_of(cfg.seed, stage, step, rank, micro))
+                b = batch.size
+                sigma = cfg.flow.sample_sigma(b, gen)
+                noise_v = torch.randn(batch.video.shape, generator=gen).to(device)
+                noise_a = torch.randn(batch.audio.shape, generator=gen).to(device)
+                task = batch.task
+                inp = build_inputs(batch, sigma.to(device), noise_v, noise_a, task=task,
+                                   masked_loss=st.masked_loss, dropout=cfg.dropout,
+                                   null_text=data.null("empty", b).to(device), generator=gen)
+                with autocast:
+                    pv, pa = fwd(inp.video, inp.audio, sigma.to(device) * 1000.0, inp.text_video,
+                                 inp.text_audio, n_image_refs=inp.n_image_refs,
+                                 voice_lengths=inp.voice_lengths)
+                f_t = batch.video.shape[2]
+                la = batch.audio.shape[1]
+                w = cfg.flow.weight(sigma).to(device)
+                loss_v = masked_mse(pv[:, :, :f_t], inp.target_video, inp.loss_mask_video, w)
+                loss_a = masked_mse(pa[:, :la], inp.target_audio, inp.loss_mask_audio, w)
+                wv, wa = lw.of(task)
+                loss = (wv * loss_v + wa * loss_a) / accum
+                loss.backward()
+                sums["loss"] += loss.item()
+                sums["video"] += loss_v.item() / accum
+                sums["audio"] += loss_a.item() / accum
+                task_loss.setdefault(task, []).append((wv * loss_v + wa * loss_a).item())
+                lv_tok = math.prod(inp.video.shape[2:]) // math.prod(flavor.args.patch)
+                la_tok = inp.audio.shape[1]
+                tokens += b * (lv_tok + la_tok)
+                flops += 3.0 * b * forward_flops(flavor.args, lv_tok, la_tok)
+            lr = cfg.optim.lr * min(1.0, (step + 1) / cfg.optim.warmup_steps) \
+                if cfg.optim.warmup_steps else cfg.optim.lr
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip
+                                                  if cfg.optim.grad_clip > 0 else math.inf)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        ema[k].lerp_(v.detach().float(), 1.0 - cfg.ema_decay)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            stats = _reduce([sums["loss"], sums["video"], sums["audio"], tokens, flops, data_s],
+                            device, world)
+            tflops = stats[4] / dt / world / 1e12
+            last_log = StepLog(
+                step=step + 1, loss=stats[0] / world, loss_video=stats[1] / world,
+                loss_audio=stats[2] / world,
+                task_loss={k: sum(v) / len(v) for k, v in task_loss.items()},
+                grad_norm=float(grad), lr=lr, tokens_per_s=stats[3] / dt,
+                tflops=tflops,
+                mfu=(tflops / cfg.peak_tflops
+                     if cfg.peak_tflops and device.type == "cuda" else None),
+                data_share=stats[5] / world / dt,
+                peak_mem_gib=(torch.cuda.max_memory_allocated(device) / 2**30
+                              if device.type == "cuda" else None),
+                position=position.to_dict())
+            if rank == 0:
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(vars(last_log)) + "\n")
+                _emit(bar, last_log.line(st.steps))
+            if report is not None:
+                report({"step": last_log.step, "loss": last_log.loss,
+                        "grad_norm": last_log.grad_norm})
+            is_last = step + 1 == st.steps
+            if (step + 1) % cfg.checkpoint_every == 0 or is_last:
+                path = out / "checkpoints" / f"step-{step + 1:07d}"
+                _save_checkpoint(path, model, ema, optimizer, {
+                    "step": step + 1, "stage": stage, "position": position.to_dict(),
+                    "flavor": cfg.flavor, "world": world, "config": to_dict(cfg)},
+                    cfg.keep_checkpoints, rank)
+                if world > 1:
+                    torch.distributed.barrier()
+    finally:
+        batches.close()  # joins the read-ahead thread
     if bar is not None:
         bar.close()
     final = checkpoints(cfg, stage)

@@ -89,6 +89,8 @@ def test_invalid_samples_and_folders_are_refused(tmp_path, latents):
 
 
 def test_prefetch_keeps_order_and_reraises_errors(latents):
+    import threading
+
     from omni_model.data import prefetch
 
     ds = LatentDataset(latents, micro_batch=2, text_len=16)
@@ -97,7 +99,8 @@ def test_prefetch_keeps_order_and_reraises_errors(latents):
     for _ in range(8):
         (p1, b1), (p2, b2) = next(plain), next(ahead)
         assert p1 == p2 and b1.sample_ids == b2.sample_ids and torch.equal(b1.video, b2.video)
-    ahead.close()  # stops the reader thread
+    ahead.close()  # stops and joins the reader thread, which was blocked on a full queue
+    assert not [t for t in threading.enumerate() if t.name == "latent-prefetch"]
 
     def broken():
         yield 1
