@@ -226,12 +226,15 @@ def manifest_files(path: str | os.PathLike) -> list[Path]:
     raise ManifestError(f"manifest not found: {path}")
 
 
-def read_manifest(path: str | os.PathLike, schema: str | Schema | None = None) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike, schema: str | Schema | None = None, *,
+                  columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a manifest file or shard directory, check its schema stamp and validate it.
 
     ``schema`` defaults to the one stamped in the file. A different name or version is an
     error that says which was found and which was expected. A remote file (``s3://...``) is
-    read from a local copy (:func:`omni_core.storage.local_input`).
+    read from a local copy (:func:`omni_core.storage.local_input`). ``columns`` reads only
+    those (the stamp is checked; row rules that need other columns are not): a report
+    counting a million rows need not load their embeddings.
     """
     from .storage import is_remote, local_input
 
@@ -255,9 +258,16 @@ def read_manifest(path: str | os.PathLike, schema: str | Schema | None = None) -
                 f"{f}: schema {name} v{version} found, {sch.name} v{sch.version} expected; "
                 "rebuild it with this version of the suite or read it with the matching one")
         expected = sch
-        tables.append(pq.read_table(f))
+        tables.append(pq.read_table(f, columns=list(columns) if columns else None))
     if expected is None:  # empty shard directory: requires a schema to know the columns
         raise ManifestError(f"{path}: no Parquet files")
+    if columns:
+        unknown = [c for c in columns if c not in expected.column_names]
+        if unknown:
+            raise ManifestError(f"{path}: no column(s) {unknown} in {expected.name}")
+        if not tables:
+            return expected.empty()[list(columns)]
+        return pa.concat_tables(tables).to_pandas()
     if not tables:
         return expected.empty()
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -577,6 +587,8 @@ def rows_frame(table: str, rows: Sequence[Mapping[str, Any]],
         if pa.types.is_timestamp(col.type) and col.name in df:
             df[col.name] = pd.to_datetime(df[col.name], utc=True)
     df = sch.validate_frame(df)
+    if not sort_keys:
+        return df
     return df.sort_values(list(sort_keys), kind="stable").reset_index(drop=True)
 
 

@@ -172,6 +172,8 @@ class Listing:
     hidden: int = 0
     #: files under an excluded folder (the run's own output) skipped
     excluded: int = 0
+    #: each input's :func:`stat_key` as listed (a resume compares it: no request per input)
+    stats: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def list_files(url: str | os.PathLike[str], *,
@@ -251,6 +253,7 @@ def _account(listing: Listing, path: str, link: bool, excluded: list[str]) -> No
         listing.excluded += 1
     elif stat.S_ISREG(st.st_mode):
         listing.files.append(path)
+        listing.stats[path] = [st.st_size, st.st_mtime_ns]
     elif stat.S_ISDIR(st.st_mode):
         listing.problems.append((path, "symlink to a folder, not followed"))
     else:
@@ -278,7 +281,8 @@ def _list_remote(s: str, exclude: list[str]) -> Listing:
     try:
         fs.invalidate_cache(path)
         if fs.isfile(path):
-            return Listing(files=[s])
+            info = fs.info(path)
+            return Listing(files=[s], stats={s: [int(info.get("size") or 0), _version(info)]})
         found = fs.find(path, detail=True)
     except FileNotFoundError:
         found = {}
@@ -300,7 +304,9 @@ def _list_remote(s: str, exclude: list[str]) -> Listing:
             first = next(i for i, p in enumerate(parts) if p.startswith("."))
             hidden.add("/".join(parts[:first + 1]))
         elif kind == "file":
-            listing.files.append(_url(fs, name))
+            url = _url(fs, name)
+            listing.files.append(url)
+            listing.stats[url] = [int(info.get("size") or 0), _version(info)]
         else:
             listing.problems.append((_url(fs, name), f"{kind}, not a regular file"))
     listing.hidden = len(hidden)
@@ -496,25 +502,35 @@ class RunFolder:
 
     def read_text(self, rel: str) -> str:
         """``rel``'s text (UTF-8); FileNotFoundError when the output does not have it."""
-        if not self.remote:
-            return (self.root / rel).read_text(encoding="utf-8")
-        fs, rpath = self._remote(rel)
-        fs.invalidate_cache(rpath)
-        return fs.cat_file(rpath).decode("utf-8")
+        return self.read_bytes(rel).decode("utf-8")
 
     def write_text(self, rel: str, text: str) -> str:
         """Write ``rel`` whole: atomically (temporary file + rename) when local, one PUT when
         remote (object stores never show half an object). Returns :meth:`url`."""
+        return self.write_bytes(rel, text.encode("utf-8"))
+
+    def read_bytes(self, rel: str) -> bytes:
+        """``rel``'s bytes; FileNotFoundError when the output does not have it (a remote
+        output: one GET)."""
+        if not self.remote:
+            return (self.root / rel).read_bytes()
+        fs, rpath = self._remote(rel)
+        fs.invalidate_cache(rpath)
+        return fs.cat_file(rpath)
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Write ``rel`` whole, atomically when local, one PUT when remote. Returns
+        :meth:`url`."""
         if not self.remote:
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         else:
             fs, rpath = self._remote(rel)
             try:
-                fs.pipe_file(rpath, text.encode("utf-8"))
+                fs.pipe_file(rpath, data)
             except OSError as exc:
                 raise OmniError(f"cannot write {self.url(rel)}: {_reason(exc)}") from exc
             fs.invalidate_cache(rpath)

@@ -486,6 +486,7 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
         item.fail("heldout", OmniError(hit.message()))
         items.append(item)
     setup = collect_setup(job)
+    store.refresh()  # the workers published their samples
     writer = ShardWriter(Path(folder.root), cfg.shard_size, getattr(torch, cfg.storage_dtype))
     written = 0
     for r in rows:  # the task from the sample table (a part does not depend on it)

@@ -44,13 +44,21 @@ class StageResources:
                 raise ValueError(f"custom.{key} must be a finite number >= 0, got {value!r}")
 
 
-def actor_args(res: StageResources) -> dict[str, Any]:
+def actor_args(res: StageResources, *, grow: bool = False) -> dict[str, Any]:
     """Ray Data ``map`` keyword arguments for a stage's actor pool, sized from what the cluster
-    has now (:func:`omni_core.ray_helpers.plan_actor_pool`; Ray must be running)."""
+    has now (:func:`omni_core.ray_helpers.plan_actor_pool`; Ray must be running).
+
+    ``grow`` (a joined cluster, which may autoscale): the pool starts at that size and may
+    grow onto nodes that join, up to ``max_actors`` (unbounded when None); an embedded local
+    cluster never grows, so its pools keep the CPU the read stage needs."""
+    from ray.data import ActorPoolStrategy
+
     from omni_core.ray_helpers import plan_actor_pool
 
     plan = plan_actor_pool(res.num_cpus, res.num_gpus, max_size=res.max_actors)
-    args: dict[str, Any] = {"compute": plan.strategy(), **plan.ray_remote_args()}
+    compute = (ActorPoolStrategy(min_size=1, initial_size=plan.size, max_size=res.max_actors)
+               if grow else plan.strategy())
+    args: dict[str, Any] = {"compute": compute, **plan.ray_remote_args()}
     if res.custom:
         args["resources"] = dict(res.custom)
     return args

@@ -17,6 +17,7 @@ stage's rows; the job then merges its results and writes its summary
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from omni_core.ray_helpers import RayConfig, core_log_filter, dashboard_url, init_ray
 from omni_core.weights import unrecorded
 
+from .feed import InputFeed
 from .progress import _LOCAL_BOARDS, ProgressBoard, ProgressView
 from .resources import StageResources, actor_args
 from .stage import JobContext, Stage, WorkItem
@@ -39,6 +41,9 @@ class StagePlan:
     params: dict[str, Any] = field(default_factory=dict)
     fan_out: bool = False
     unit: str = "items"
+    #: rows per call for a stage that takes batches (``ds.map_batches``): e.g. the stage that
+    #: publishes results, one part per batch (:meth:`ResultStore.put_part`)
+    batch_size: int | None = None
 
 
 def preflight(plans: Sequence[StagePlan]) -> None:
@@ -54,17 +59,22 @@ def start_ray(cfg: RayConfig, *, verbose: bool = False) -> dict[str, float]:
     return init_ray(cfg, verbose=verbose)
 
 
-def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]], plans: Sequence[StagePlan],
-               ray_config: RayConfig, *, progress: bool = True,
+def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]] | InputFeed,
+               plans: Sequence[StagePlan], ray_config: RayConfig, *, progress: bool = True,
                verbose: bool = False) -> list[dict[str, Any]]:
-    """Stream ``rows`` through the stages on Ray Data; returns the last stage's rows."""
+    """Stream ``rows`` (a list, or an :class:`~omni_core.jobs.feed.InputFeed` the driver
+    wrote page by page) through the stages on Ray Data; returns the last stage's rows (a
+    stage that publishes its results per batch returns one small row per batch, so nothing
+    that grows with the items comes back to the driver)."""
     import ray
 
-    if not rows:
+    n = len(rows)
+    if not n:
         return []
     preflight(plans)
     with core_log_filter(not verbose) as stderr:
         start_ray(ray_config, verbose=verbose)
+        joined = bool(ray_config.address or os.environ.get("RAY_ADDRESS"))
         if progress and not verbose and dashboard_url():  # (verbose: Ray prints it itself)
             print(f"Ray dashboard: {dashboard_url()}", file=stderr, flush=True)
         ctx = ray.data.DataContext.get_current()
@@ -74,17 +84,25 @@ def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]], plans: Sequence[
         if progress:
             name = f"omni-progress-{job.run}"
             board = ray.remote(num_cpus=0)(ProgressBoard).options(name=name).remote(
-                [p.stage.name for p in plans], len(rows), [p.unit for p in plans])
+                [p.stage.name for p in plans], n, [p.unit for p in plans])
             job = _with_board(job, name)
             view = ProgressView(lambda: ray.get(board.snapshot.remote(), timeout=10),
                                 stream=stderr)
         try:
-            ds = ray.data.from_items(list(rows), override_num_blocks=max(1, len(rows)))
+            if isinstance(rows, InputFeed):
+                ds = ray.data.read_datasource(rows.datasource(),
+                                              override_num_blocks=rows.blocks)
+            else:
+                ds = ray.data.from_items(list(rows), override_num_blocks=max(1, n))
             for p in plans:
                 kwargs = {"fn_constructor_kwargs": {"job": job, **p.params},
-                          **actor_args(p.resources)}
-                ds = ds.flat_map(p.stage, **kwargs) if p.fan_out else ds.map(p.stage,
-                                                                                **kwargs)
+                          **actor_args(p.resources, grow=joined)}
+                if p.batch_size:
+                    ds = ds.map_batches(p.stage, batch_size=p.batch_size, **kwargs)
+                elif p.fan_out:
+                    ds = ds.flat_map(p.stage, **kwargs)
+                else:
+                    ds = ds.map(p.stage, **kwargs)
             return list(ds.iter_rows())
         finally:
             if view is not None:

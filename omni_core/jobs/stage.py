@@ -69,6 +69,9 @@ class WorkItem:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     failed: str | None = None
+    #: a record travelling to the stage that publishes results (e.g. an input's plan, made
+    #: by a fan-out stage): the stages between pass it on untouched and uncounted
+    carried: bool = False
 
     def fail(self, step: str, exc: BaseException) -> None:
         self.failed = step
@@ -134,6 +137,8 @@ class Stage:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         item = self.item_type.from_row(row)
+        if item.carried:
+            return row
         if item.failed is None:
             self.timed(item, self.process)
         self.report(done=1, failed=int(item.failed is not None), out=1)

@@ -27,36 +27,65 @@ KEYS = ("job", "out", "items", "stages", "errors_by_stage", "counts", "timing",
         "result_key", "details", "provenance")
 
 
+class StageTally:
+    """The ``stages`` of a summary, added up one item record at a time (``{"steps": {step:
+    seconds}, "failed": step or None}``, :meth:`WorkItem.stats`): a job's driver streams its
+    records through it and holds none of them.
+
+    An item reached a step when it has time booked there, and a stage when it reached one of
+    its steps; it failed in the step its ``failed`` names.
+    """
+
+    def __init__(self, stages: Sequence[tuple[str, Sequence[str]]]) -> None:
+        self.stages = [(st, tuple(steps)) for st, steps in stages]
+        self.steps = {s: [0, 0, 0.0] for _, steps in self.stages for s in steps}
+        self.reached = {st: [0, 0] for st, _ in self.stages}
+
+    def add(self, rec: Mapping[str, Any]) -> None:
+        steps, failed = rec["steps"], rec.get("failed")
+        for step, seconds in steps.items():
+            if step in self.steps:
+                self.steps[step][0] += 1
+                self.steps[step][2] += float(seconds)
+        if failed in self.steps:
+            self.steps[failed][1] += 1
+        for st, names in self.stages:
+            if any(s in steps for s in names):
+                self.reached[st][0] += 1
+            if failed in names:
+                self.reached[st][1] += 1
+
+    def rows(self, *, setup: Mapping[str, float] = {}, actors: Mapping[str, int] = {},
+             override: Mapping[str, Mapping[str, int]] = {}) -> list[dict[str, Any]]:
+        """The stage rows; ``override`` sets ``in``/``out`` of a stage whose items change
+        (one video in, its clips out)."""
+        rows = []
+        for stage, names in self.stages:
+            step_rows = []
+            for step in names:
+                reached, failed, seconds = self.steps[step]
+                step_rows.append({"step": step, "in": reached, "out": reached - failed,
+                                  "failed": failed, "seconds": round(seconds, 3)})
+            reached, failed = self.reached[stage]
+            row = {"stage": stage, "in": reached, "out": reached - failed, "failed": failed,
+                   "compute_s": round(sum(s["seconds"] for s in step_rows), 3),
+                   "setup_s": round(float(setup.get(stage, 0.0)), 3),
+                   "actors": int(actors.get(stage, 0)), "steps": step_rows}
+            row.update(override.get(stage, {}))
+            rows.append(row)
+        return rows
+
+
 def stage_rows(stages: Sequence[tuple[str, Sequence[str]]],
                records: Iterable[Mapping[str, Any]], *, setup: Mapping[str, float] = {},
                actors: Mapping[str, int] = {},
                override: Mapping[str, Mapping[str, int]] = {}) -> list[dict[str, Any]]:
-    """The ``stages`` of a summary from the items' records (``{"steps": {step: seconds},
-    "failed": step or None}``, :meth:`WorkItem.stats`), each item counted once.
-
-    An item reached a step when it has time booked there, and a stage when it reached one of
-    its steps; it failed in the step its ``failed`` names. ``override`` sets ``in``/``out``
-    of a stage whose items change (one video in, its clips out).
-    """
-    recs = list(records)
-    rows = []
-    for stage, steps in stages:
-        step_rows = []
-        for step in steps:
-            reached = sum(1 for r in recs if step in r["steps"])
-            failed = sum(1 for r in recs if r.get("failed") == step)
-            seconds = sum(float(r["steps"].get(step, 0.0)) for r in recs)
-            step_rows.append({"step": step, "in": reached, "out": reached - failed,
-                              "failed": failed, "seconds": round(seconds, 3)})
-        reached = sum(1 for r in recs if any(s in r["steps"] for s in steps))
-        failed = sum(1 for r in recs if r.get("failed") in steps)
-        row = {"stage": stage, "in": reached, "out": reached - failed, "failed": failed,
-               "compute_s": round(sum(s["seconds"] for s in step_rows), 3),
-               "setup_s": round(float(setup.get(stage, 0.0)), 3),
-               "actors": int(actors.get(stage, 0)), "steps": step_rows}
-        row.update(override.get(stage, {}))
-        rows.append(row)
-    return rows
+    """The ``stages`` of a summary from the items' records, each item counted once
+    (:class:`StageTally` over ``records``)."""
+    tally = StageTally(stages)
+    for r in records:
+        tally.add(r)
+    return tally.rows(setup=setup, actors=actors, override=override)
 
 
 def driver_stage(name: str, n_in: int, n_out: int, seconds: float,

@@ -10,7 +10,7 @@ report is most needed for a run that went wrong.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,24 +71,28 @@ class RunData:
             self.problems.append(f"{name}: {state}")
 
 
-def read_table(out: Path, name: str) -> tuple[pd.DataFrame | None, str]:
-    """A manifest of the run (``<name>.parquet`` or a shard directory ``<name>/``) and its
-    state: "ok", "absent" or "unreadable: <why>"."""
+def read_table(out: Path, name: str, columns: Sequence[str] | None = None
+               ) -> tuple[pd.DataFrame | None, str]:
+    """A manifest of the run (``<name>.parquet``, a file or a folder of shards, or a shard
+    directory ``<name>/``), only ``columns`` when given, and its state: "ok", "absent" or
+    "unreadable: <why>"."""
     for path in (out / f"{name}.parquet", out / name):
         if not path.exists():
             continue
         try:
-            return read_manifest(path, name), "ok"
+            return read_manifest(path, name, columns=columns), "ok"
         except (ManifestError, OSError, ValueError, pa.ArrowException) as exc:
             return None, f"unreadable: {exc}"
     return None, "absent"
 
 
 def load_run(out: RunFolder | str | os.PathLike[str], names: Sequence[str],
-             extra: Sequence[str] = ()) -> RunData:
+             extra: Sequence[str] = (),
+             columns: Mapping[str, Sequence[str]] | None = None) -> RunData:
     """The summary and the tables ``names`` of the run at a folder, a URL (read through a
     local staging folder) or a :class:`RunFolder`; ``extra``: other files a report reads
-    (staged too when remote)."""
+    (staged too when remote); ``columns``: per table, the only columns the page needs (a
+    large run's embeddings, boxes and texts stay on disk)."""
     if isinstance(out, RunFolder) or is_remote(out):
         folder = as_run_folder(out)
         root = folder.root
@@ -99,13 +103,16 @@ def load_run(out: RunFolder | str | os.PathLike[str], names: Sequence[str],
         for rel in ["summary.json", *[f"{n}.parquet" for n in names], *extra]:
             try:
                 remote.local(rel)
+                if rel.endswith(".parquet"):  # a manifest that is a folder of shards
+                    for shard in remote.list(rel):
+                        remote.local(shard)
             except OmniError:
                 pass
     summary = read_summary_view(root / "summary.json")
     tables: dict[str, pd.DataFrame] = {}
     state: dict[str, str] = {}
     for name in names:
-        df, st = read_table(root, name)
+        df, st = read_table(root, name, (columns or {}).get(name))
         state[name] = st
         if df is not None:
             tables[name] = df

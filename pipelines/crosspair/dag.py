@@ -291,6 +291,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
                           {"config": cfg_dict}, unit="voices")],
                cfg.ray, progress=progress, verbose=verbose)
     setup = collect_setup(job)
+    store.refresh()  # the workers published their voices
 
     voices_rows, errors_rows, labels_rows, stats = [], [], [], []
     for u in units:

@@ -28,6 +28,23 @@ class Resources:
                                                                           max_actors=1))
 
 
+@dataclass
+class OutputOptions:
+    """How results are published and merged (never part of the result key): finished clips
+    per result part written by the finish stage (one object per table per part), and clips
+    per manifest shard (a table of a run with more clips is a folder of shards;
+    :mod:`omni_core.jobs.merge`)."""
+
+    part_clips: int = 64
+    shard_clips: int = 2_000
+
+    def __post_init__(self) -> None:
+        for name in ("part_clips", "shard_clips"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"output.{name} must be an integer >= 1, got {v!r}")
+
+
 AUDIO_BACKENDS = ("auto", "paper", "lite", "annotations")
 
 
@@ -77,6 +94,7 @@ class InpairConfig:
     references: ReferenceOptions = field(default_factory=ReferenceOptions)
     caption: CaptionVLMConfig = field(default_factory=CaptionVLMConfig)
     resources: Resources = field(default_factory=Resources)
+    output: OutputOptions = field(default_factory=OutputOptions)
 
     def __post_init__(self) -> None:
         check_models(self.models)

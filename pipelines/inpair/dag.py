@@ -14,22 +14,29 @@ what ``resources.<stage>`` of the config says), and the steps each one times:
    (:mod:`.references`);
 4. ``caption`` (per clip that passed every filter): the structured caption and the ``samples``
    row;
-5. ``finish`` (per clip): the clip's rows of every table become its result record.
+5. ``finish`` (per batch of ``output.part_clips`` clips): the clips' rows of every table and
+   the inputs' plans (which travel with their clips as carried items) are published as
+   result parts (:meth:`omni_core.jobs.ResultStore.put_part`).
 
 Each clip ends with a ``status`` in the ``clips`` table: ``sample`` or the filter that
 stopped it (``omni_core.manifests.CLIP_STATUS``). Every input ends up processed or as an
 error row (step, reason); a failing item never stops the run. Ids are deterministic; a rerun
-skips the inputs and clips finished under the same result key
-(:class:`omni_core.jobs.ResultStore`); the final manifests are the sorted merge of the
-records, so a killed run resumed gives the same manifests as one that was never interrupted.
+skips the inputs and clips finished under the same result key, decided from one listing of
+the parts (:class:`omni_core.jobs.ResultStore`, :func:`finished`); the inputs to do are fed
+to Ray Data from a file the driver writes page by page (:mod:`omni_core.jobs.feed`); the
+final manifests are a streaming merge of the parts, sorted, sharded by clip id above
+``output.shard_clips`` clips (:mod:`omni_core.jobs.merge`), so a killed run resumed gives the
+same manifests as one that was never interrupted.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,26 +54,40 @@ from omni_core.jobs import (
     provenance,
     result_key,
     run_on_ray,
-    stage_rows,
 )
-from omni_core.manifests import error_row, rows_frame, stable_id, write_manifest
+from omni_core.jobs.feed import FeedWriter, rows_per_block
+from omni_core.jobs.merge import Source, TableSpec, merge_table, shard_count
+from omni_core.jobs.store import Index
+from omni_core.jobs.summary import StageTally
+from omni_core.manifests import error_row, read_manifest, stable_id
 from omni_core.storage import Listing, RunFolder, as_run_folder, list_files, local_input
 
 from .config import InpairConfig
 
 TABLES = ("videos", "clips", "speech_segments", "face_tracks", "identities", "references",
           "samples", "errors")
-SORT_KEYS = {
-    "videos": ("video_id",),
-    "clips": ("clip_id",),
-    "speech_segments": ("clip_id", "start_s", "segment_id"),
-    "face_tracks": ("clip_id", "track_id"),
-    "identities": ("clip_id", "identity_id"),
-    "references": ("source_clip_id", "identity_id", "kind"),
-    "samples": ("sample_id",),
-    "errors": ("stage", "item", "reason"),
+#: per table: its sort keys and the column that picks its shard (omni_core.jobs.merge)
+SPECS = {
+    "videos": TableSpec(("video_id",), "video_id"),
+    "clips": TableSpec(("clip_id",), "clip_id"),
+    "speech_segments": TableSpec(("clip_id", "start_s", "segment_id"), "clip_id"),
+    "face_tracks": TableSpec(("clip_id", "track_id"), "clip_id"),
+    "identities": TableSpec(("clip_id", "identity_id"), "clip_id"),
+    "references": TableSpec(("source_clip_id", "identity_id", "kind"), "source_clip_id"),
+    "samples": TableSpec(("sample_id",), "clip_id"),
+    "errors": TableSpec(("stage", "item", "reason"), "item"),
 }
+SORT_KEYS = {t: spec.sort for t, spec in SPECS.items()}
+#: the run's input feed while it runs (omni_core.jobs.feed)
+STAGING_DIR = "_staging"
 JOB = "inpair"
+
+
+def _feed_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("source", pa.string()), ("stat", pa.string()),
+                      ("done", pa.list_(pa.string()))])
 
 
 def list_inputs(source: str | os.PathLike[str], out: RunFolder | None = None) -> Listing:
@@ -153,10 +174,6 @@ class PrepareStage(_ClipStage):
     name = "prepare"
     steps = ("prepare", "cut")
 
-    def setup(self, config: dict[str, Any]) -> None:
-        super().setup(config)
-        self.store = ResultStore(self.out, JOB)
-
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from omni_core.media import probe
 
@@ -167,7 +184,8 @@ class PrepareStage(_ClipStage):
         cut_s = 0.0
         tables: dict[str, list[dict[str, Any]]] = {"videos": [], "errors": []}
         works: list[ClipWork] = []
-        finished: set[str] = set()  # clips an earlier run finished (one look each)
+        finished = set(row.get("done") or ())  # clips an earlier run finished (the driver's)
+        skipped: set[str] = set()
         failed = None
         try:
             local = local_input(source)  # a remote input is downloaded to this node's cache
@@ -201,8 +219,8 @@ class PrepareStage(_ClipStage):
                             "height": info.height, "sample_rate": opts.sample_rate}
                 work = ClipWork.start(clip_id, video_id, source, clip_row)
                 works.append(work)
-                if self.store.done("clips", clip_id, self.job.key):
-                    finished.add(clip_id)
+                if clip_id in finished:
+                    skipped.add(clip_id)
                     continue  # finished by an earlier run: not cut again
                 ts = time.perf_counter()
                 try:
@@ -219,12 +237,14 @@ class PrepareStage(_ClipStage):
                 traceback.print_exc()
             tables["errors"].append(error_row(source, self.name, exc))
             works, failed = [], self.name
-        todo = [w for w in works if w.clip_id not in finished]
-        self.store.put("inputs", source, self.job.key, {
-            "clip_ids": [w.clip_id for w in works], "tables": tables,
-            "stats": {"steps": {"prepare": time.perf_counter() - t0 - cut_s},
-                      "failed": failed}}, source=source)
+        todo = [w for w in works if w.clip_id not in skipped]
+        # the input's plan travels with its clips to the finish stage, which publishes it
+        plan = ClipWork(source, {"clip_ids": [w.clip_id for w in works], "stat": row.get("stat"),
+                                 "stats": {"steps": {"prepare": time.perf_counter() - t0 - cut_s},
+                                           "failed": failed}},
+                        tables=tables, carried=True)
         self.report(done=1, failed=int(failed is not None), out=len(todo))
+        yield plan.to_row()
         for w in todo:
             yield w.to_row()
 
@@ -441,34 +461,51 @@ class CaptionStage(_ClipStage):
 
 
 class FinishStage(_ClipStage):
-    """Last stage, per clip (failed ones too): the clip's rows of every table become its
-    result record."""
+    """Last stage, per batch of clips (failed ones too) and of the inputs' plans: publishes
+    them as result parts (:meth:`ResultStore.put_part`: the clips' rows of every table,
+    columnar, and the plans), and returns one small row per batch."""
 
     name = "finish"
 
     def setup(self, config: dict[str, Any]) -> None:
         self.store = ResultStore(self.out, JOB)
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        from omni_core.jobs.store import Entry
+
         t0 = time.perf_counter()
-        work = ClipWork.from_row(row)
-        tables = dict(work.tables)
-        if work.failed is None:
-            tables["clips"] = [work.clip]
-        work.steps["finish"] = time.perf_counter() - t0
-        self.store.put("clips", work.clip_id, self.job.key, {
-            "tables": tables, "stats": {**work.stats(), "decodes": work.decodes}})
-        self.report(done=1, failed=int(work.failed is not None), out=1)
-        return {"item": work.clip_id, "failed": work.failed or ""}
+        works: list[ClipWork] = []
+        plans: list[Entry] = []
+        for item, work_json in zip(batch["item"], batch["work"], strict=True):
+            work = ClipWork.from_row({"item": item, "work": work_json})
+            if not work.carried:
+                works.append(work)
+                continue
+            d = work.data  # an input's plan
+            plans.append(Entry(work.item, {"clip_ids": d["clip_ids"], "stats": d["stats"]},
+                               source=work.item, tables=work.tables,
+                               stat=json.loads(d["stat"]) if d.get("stat") else None))
+        share = (time.perf_counter() - t0) / max(1, len(works))
+        clips: list[Entry] = []
+        for work in works:
+            work.steps["finish"] = share  # the batch's time, shared by its clips
+            tables = dict(work.tables)
+            if work.failed is None:
+                tables["clips"] = [work.clip]
+            clips.append(Entry(work.clip_id, {"stats": {**work.stats(),
+                                                        "decodes": work.decodes}},
+                               parent=work.source, tables=tables))
+        failed = sum(w.failed is not None for w in works)
+        self.store.put_part("clips", self.job.key, clips)
+        self.store.put_part("inputs", self.job.key, plans)
+        self.report(done=len(clips), failed=failed, out=len(clips))
+        return {"item": [f"{len(clips)} clips, {len(plans)} inputs"], "failed": [str(failed)]}
 
 
 #: the stages in order with their steps (the summary's and the report's stage table)
 STAGES = (PrepareStage, AudioStage, VisualStage, CaptionStage, FinishStage)
-
-
-def input_complete(store: ResultStore, key: str, source: str) -> bool:
-    rec = store.get("inputs", source, key)
-    return rec is not None and all(store.done("clips", c, key) for c in rec["clip_ids"])
 
 
 def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLike[str],
@@ -490,12 +527,14 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     folder = as_run_folder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     cfg_dict = to_dict(cfg)
-    key = result_key({k: v for k, v in cfg_dict.items() if k not in ("ray", "resources")},
+    key = result_key({k: v for k, v in cfg_dict.items()
+                      if k not in ("ray", "resources", "output")},
                      {s.name: s.version for s in STAGES})
     store = ResultStore(folder, JOB)
     listing = list_inputs(source, folder)
     inputs = listing.files
-    todo = [s for s in inputs if not input_complete(store, key, s)]
+    done = finished(store, key, listing)
+    todo = [s for s in inputs if s not in done.complete]
     job = JobContext(JOB, folder, key)
     res = cfg.resources
     plans = [StagePlan(PrepareStage, res.prepare, {"config": cfg_dict}, fan_out=True,
@@ -503,31 +542,45 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
              StagePlan(AudioStage, res.audio, {"config": cfg_dict}, unit="clips"),
              StagePlan(VisualStage, res.visual, {"config": cfg_dict}, unit="clips"),
              StagePlan(CaptionStage, res.caption, {"config": cfg_dict}, unit="clips"),
-             StagePlan(FinishStage, res.finish, {"config": cfg_dict}, unit="clips")]
-    run_on_ray(job, [{"source": s} for s in todo], plans, cfg.ray, progress=progress,
-               verbose=verbose)
+             StagePlan(FinishStage, res.finish, {"config": cfg_dict}, unit="clips",
+                       batch_size=cfg.output.part_clips)]
+    feed = FeedWriter(folder, f"{STAGING_DIR}/{JOB}/inputs-{job.run}.parquet",
+                      rows_per_block(len(todo)), _feed_schema())
+    for s in todo:
+        stat = listing.stats.get(s)
+        feed.add({"source": s, "stat": json.dumps(stat) if stat is not None else None,
+                  "done": done.partial.get(s, [])})
+    run_on_ray(job, feed.close(), plans, cfg.ray, progress=progress, verbose=verbose)
+    folder.remove(f"{STAGING_DIR}/{JOB}")
     setup = collect_setup(job)
-    rows, input_stats, clip_stats = _merge(store, key, inputs)
-    rows["errors"] += [error_row(entry, "list", OmniError(reason))
-                       for entry, reason in listing.problems]
-    frames = {t: rows_frame(t, rows[t], SORT_KEYS[t]) for t in TABLES}
-    for t, df in frames.items():
-        write_manifest(df, t, folder.local(f"{t}.parquet", fetch=False))
-        folder.publish(f"{t}.parquet")
+    store.refresh()
+    done = finished(store, key, listing)
+    tally = StageTally([(s.name, s.step_names()) for s in STAGES])
+    prep_failed = cut_failed = 0
     decodes: dict[str, int] = {}  # most decodes of one clip, per stage and media kind
-    for st in clip_stats:
+    for _, rec in store.records(done.inputs):
+        tally.add(rec["stats"])
+        prep_failed += bool(rec["stats"]["failed"])
+    for _, rec in store.records(done.clips):
+        st = rec["stats"]
+        tally.add(st)
+        cut_failed += st["failed"] == "cut"
         for k, n in st.get("decodes", {}).items():
             decodes[k] = max(decodes.get(k, 0), int(n))
-    prep_failed = sum(1 for s in input_stats if s["failed"])
-    stages = stage_rows([(s.name, s.step_names()) for s in STAGES], input_stats + clip_stats,
-                        setup=setup.seconds, actors=setup.actors,
-                        override={"prepare": {"in": len(inputs), "out": len(clip_stats),
-                                              "failed": prep_failed
-                                              + sum(1 for s in clip_stats
-                                                    if s["failed"] == "cut")}})
-    clips = frames["clips"]
-    filters = ({str(k): int(v) for k, v in clips["status"].value_counts().items()}
-               if len(clips) else {})
+    shards = shard_count(len(done.clips), cfg.output.shard_clips)
+    sources = {"videos": [Source("inputs", key, done.inputs)],
+               "errors": [Source("inputs", key, done.inputs), Source("clips", key, done.clips)]}
+    listed = [error_row(entry, "list", OmniError(reason)) for entry, reason in listing.problems]
+    counts = {t: merge_table(store, sources.get(t, [Source("clips", key, done.clips)]), t,
+                             SPECS[t], folder, shards=shards,
+                             extra=listed if t == "errors" else ())
+              for t in TABLES}
+    for kind in ("inputs", "clips"):  # the next resume reads one items file per kind
+        store.compact(kind, key)
+    stages = tally.rows(setup=setup.seconds, actors=setup.actors,
+                        override={"prepare": {"in": len(inputs), "out": len(done.clips),
+                                              "failed": prep_failed + cut_failed}})
+    filters = _status_counts(folder)
     notes = [*models.lines(),
              f"listing: {len(inputs)} inputs, {len(listing.problems)} entries not inputs "
              f"(error rows, step list); skipped {listing.hidden} hidden entries and "
@@ -538,7 +591,7 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     summary = JobSummary.build(
         JOB, folder.out, total=len(inputs) + len(listing.problems),
         skipped=len(inputs) - len(todo), stages=stages,
-        errors=frames["errors"], counts={t: len(df) for t, df in frames.items()},
+        errors=read_manifest(folder.local("errors.parquet"), "errors"), counts=counts,
         wall_s=time.perf_counter() - t0, result_key=key,
         details={"listing": {"inputs": len(inputs), "not_inputs": len(listing.problems),
                              "hidden": listing.hidden, "under_output": listing.excluded},
@@ -555,29 +608,52 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     return summary
 
 
-def _merge(store: ResultStore, key: str, inputs: list[str]
-           ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]],
-                      list[dict[str, Any]]]:
-    """Every table's rows over the records of ``inputs`` (each input, then its clips, in
-    sorted input order: the merge does not depend on completion order), and the inputs' and
-    clips' stats."""
-    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-    input_stats: list[dict[str, Any]] = []
-    clip_stats: list[dict[str, Any]] = []
-    for source in sorted(inputs):
-        rec = store.get("inputs", source, key)
-        if rec is None:
-            continue
-        input_stats.append(rec["stats"])
-        for t, rs in rec["tables"].items():
-            rows.setdefault(t, []).extend(rs)
-        for clip_id in rec["clip_ids"]:
-            cp = store.get("clips", clip_id, key)
-            if cp is not None:
-                for t, rs in cp["tables"].items():
-                    rows.setdefault(t, []).extend(rs)
-                clip_stats.append(cp["stats"])
-    return rows, input_stats, clip_stats
+@dataclass
+class Finished:
+    """What earlier runs finished under a key, for the inputs of a listing: the inputs'
+    plans (unchanged inputs only), their finished clips, the inputs whose every clip is
+    finished, and the finished clips of the others."""
+
+    inputs: Index
+    clips: Index
+    complete: set[str]
+    partial: dict[str, list[str]]
+
+
+def finished(store: ResultStore, key: str, listing: Listing) -> Finished:
+    """One listing of the store's parts per kind, checked against the input listing's stats
+    (no request per input or clip)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    plans = store.fresh("inputs", key, listing.stats)
+    clips = store.index("clips", key)
+    by_input: dict[str, set[str]] = {}
+    for item, parent in zip(clips.table.column("item").to_pylist(),
+                            clips.table.column("parent").to_pylist(), strict=True):
+        by_input.setdefault(parent, set()).add(item)
+    wanted: list[str] = []
+    complete: set[str] = set()
+    partial: dict[str, list[str]] = {}
+    for source, rec in store.records(plans):
+        have = by_input.get(source, set())
+        got = [c for c in rec["clip_ids"] if c in have]
+        wanted += got
+        if len(got) == len(rec["clip_ids"]):
+            complete.add(source)
+        elif got:
+            partial[source] = got
+    keep = pc.is_in(clips.table.column("item"), value_set=pa.array(wanted, pa.string()))
+    return Finished(plans, Index(clips.table.filter(keep), clips.parts), complete, partial)
+
+
+def _status_counts(folder: RunFolder) -> dict[str, int]:
+    """Clips per ``status``, read from the written manifest's one column."""
+    import pyarrow.parquet as pq
+
+    status = pq.read_table(folder.local("clips.parquet"), columns=["status"]).column("status")
+    counts = status.combine_chunks().value_counts().to_pylist() if len(status) else []
+    return {str(c["values"]): int(c["counts"]) for c in counts}
 
 
 def _sha256(path: str) -> str:

@@ -70,6 +70,11 @@ from .faces import reject_kinds
 
 TABLES = ("videos", "clips", "speech_segments", "face_tracks", "identities", "references",
           "samples", "errors")
+#: what the page reads of the big tables (counts, filters, histograms, the contact sheet):
+#: never the embeddings, boxes, detections or transcripts
+COLUMNS = {"videos": ("video_id",), "speech_segments": ("segment_id",),
+           "face_tracks": ("track_id", "clip_id", "passed", "reject_reason", "min_face_px"),
+           "identities": ("identity_id", "clip_id", "speaker", "sync_confidence")}
 SECTIONS = ("header", "stages", "errors", "filters", "histograms", "contact-sheet", "captions",
             "provenance")
 
@@ -328,5 +333,5 @@ def write_report(out: RunFolder | str | os.PathLike[str],
                  options: InpairOptions | None = None) -> Path:
     """Write ``OUT/report.html`` for the curation output ``out`` (a folder, a URL or a
     :class:`RunFolder`; a remote output gets it uploaded); returns its local path."""
-    run = load_run(out, TABLES)
+    run = load_run(out, TABLES, columns=COLUMNS)
     return write_page(run, render_report(run, options))

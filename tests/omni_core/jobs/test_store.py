@@ -1,5 +1,6 @@
 """The result store: an item is skipped only when it was finished under the same result key,
-from the same input, and its outputs are still the ones it made."""
+from the same input, and its outputs are still the ones it made; records are columnar parts
+written by the workers, found by one listing."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ def test_a_record_counts_only_under_its_key(tmp_path):
     assert store.get("clips", "c1", "k2") is None  # another config, version or checkpoint
     assert not store.done("clips", "c2", "k1")
     store.put("clips", "c1", "k2", {"n": 2})  # recomputed under the new key
-    assert store.get("clips", "c1", "k2") == {"n": 2} and not store.done("clips", "c1", "k1")
+    assert store.get("clips", "c1", "k2") == {"n": 2}
+    assert store.get("clips", "c1", "k1") == {"n": 1}  # going back to k1 reuses its result
+    store.put("clips", "c1", "k1", {"n": 3})  # recomputed: the newest part wins
+    fresh = ResultStore(tmp_path, "toy")  # (another process: one listing)
+    assert fresh.get("clips", "c1", "k1") == {"n": 3} and len(fresh.index("clips", "k1")) == 1
     store.clear("clips")
     assert not store.done("clips", "c1", "k2")
+    assert not ResultStore(tmp_path, "toy").done("clips", "c1", "k1")
 
 
 def test_result_key_changes_with_what_changes_results():
@@ -28,14 +34,59 @@ def test_result_key_changes_with_what_changes_results():
     assert base != result_key({"fps": 24}, {"audio": 2})  # a stage's code version
 
 
-def test_a_torn_or_foreign_record_is_absent(tmp_path):
+def test_a_torn_or_foreign_part_is_absent(tmp_path):
     store = ResultStore(tmp_path, "toy")
     store.put("clips", "c1", "k", {"n": 1})
-    path = tmp_path / store.rel("clips", "c1")
-    path.write_text('{"item": "c1", "key": "k", "rec')  # killed mid-write elsewhere
-    assert store.get("clips", "c1", "k") is None
-    path.write_text('{"item": "other", "key": "k", "record": {}}')
-    assert store.get("clips", "c1", "k") is None
+    store.put("clips", "c2", "k", {"n": 2})
+    parts = sorted((tmp_path / store.folder_of("clips", "k")).glob("*.items.parquet"))
+    assert len(parts) == 2
+    parts[0].write_bytes(parts[0].read_bytes()[:40])  # killed mid-write elsewhere
+    (parts[0].parent / ".part-x.items.parquet.123.tmp").write_bytes(b"half")  # a temp file
+    again = ResultStore(tmp_path, "toy")
+    assert again.get("clips", "c1", "k") is None and again.get("clips", "c2", "k") == {"n": 2}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1]}), parts[0])  # not a part
+    assert ResultStore(tmp_path, "toy").get("clips", "c1", "k") is None
+
+
+def test_a_part_holds_a_batch_with_its_table_rows_columnar(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from omni_core.jobs.store import Entry
+    from omni_core.manifests import get_schema
+
+    store = ResultStore(tmp_path, "toy")
+    rows = get_schema("identities").dummy(3).to_dict("records")
+    for i, r in enumerate(rows):
+        r["clip_id"] = f"c{i}"
+        r["embedding"] = np.full(512, i, np.float32)
+    stem = store.put_part("clips", "k", [
+        Entry(f"c{i}", {"stats": i}, parent="in.mp4", tables={"identities": [rows[i]]})
+        for i in range(3)])
+    files = sorted(p.name for p in (tmp_path / store.folder_of("clips", "k")).iterdir())
+    assert files == [f"{stem}.identities.parquet", f"{stem}.items.parquet"]  # 2 objects
+    raw = pq.read_table(tmp_path / store.folder_of("clips", "k") / files[0])
+    assert raw.schema.field("embedding").type == pa.list_(pa.float32(), 512)  # binary, fixed
+    idx = store.index("clips", "k")
+    assert len(idx) == 3 and idx.table.column("parent").to_pylist() == ["in.mp4"] * 3
+    assert dict(store.records(idx)) == {"c0": {"stats": 0}, "c1": {"stats": 1},
+                                        "c2": {"stats": 2}}
+    back = pa.concat_tables(store.tables("clips", "k", "identities"))
+    assert back.schema.field("embedding").type == pa.list_(pa.float32())  # the manifest's
+    assert back.column("_item").to_pylist() == ["c0", "c1", "c2"]
+    assert back.column("embedding")[2].as_py() == [2.0] * 512
+    # c1 recomputed in a newer part: only its newest rows are read
+    rows[1]["identity_id"] = "recomputed"
+    store.put_part("clips", "k", [Entry("c1", {"stats": 9}, tables={"identities": [rows[1]]})])
+    again = ResultStore(tmp_path, "toy")
+    back = pa.concat_tables(again.tables("clips", "k", "identities"))
+    assert sorted(back.column("_item").to_pylist()) == ["c0", "c1", "c2"]
+    assert "recomputed" in back.column("identity_id").to_pylist()
+    assert again.get("clips", "c1", "k") == {"stats": 9}
 
 
 def test_a_changed_input_or_a_replaced_output_is_done_again(tmp_path):
@@ -59,13 +110,15 @@ def test_a_changed_input_or_a_replaced_output_is_done_again(tmp_path):
     assert not store.done("videos", "v", "k1")
 
 
-def test_paths_and_urls_as_items_get_safe_file_names(tmp_path):
+def test_paths_and_urls_as_items(tmp_path):
     store = ResultStore(tmp_path, "toy")
     for item in ("s3://bucket/a b/$(rm -rf x).mp4", "/abs/../x.mp4", "c" * 200, "ok-id_1.2"):
         store.put("inputs", item, "k", {"item": item})
-        rel = store.rel("inputs", item)
+        rel = store.rel("inputs", item, ".bin")  # a side file's name is safe
         assert rel.startswith("_results/toy/inputs/") and ".." not in rel and " " not in rel
-        assert store.get("inputs", item, "k") == {"item": item}
+    again = ResultStore(tmp_path, "toy")
+    for item in ("s3://bucket/a b/$(rm -rf x).mp4", "/abs/../x.mp4", "c" * 200, "ok-id_1.2"):
+        assert again.get("inputs", item, "k") == {"item": item}
     assert store.rel("inputs", "ok-id_1.2").endswith("/ok-id_1.2.json")
 
 
@@ -77,12 +130,14 @@ def test_records_on_a_remote_output_resume_on_another_machine(s3, tmp_path):
     first = ResultStore(RunFolder(f"{bucket}/run", staging=tmp_path / "node1"), "inpair")
     first.put("inputs", source, "k1", {"clip_ids": ["c1", "c2"]}, source=source)
     first.put("clips", "c1", "k1", {"tables": {"clips": [{"clip_id": "c1"}]}})
-    assert fs.exists(f"{bucket}/run/{first.rel('clips', 'c1')}".removeprefix("s3://"))
+    assert len(fs.find(f"{bucket}/run/{first.folder_of('clips', 'k1')}".removeprefix("s3://"))) == 1
     # a fresh machine: nothing staged, only the bucket
     again = ResultStore(RunFolder(f"{bucket}/run", staging=tmp_path / "node2"), "inpair")
     assert again.get("inputs", source, "k1") == {"clip_ids": ["c1", "c2"]}
     assert again.done("clips", "c1", "k1") and not again.done("clips", "c2", "k1")
     again.put("clips", "c2", "k1", {"tables": {}})
+    assert again.done("clips", "c2", "k1")
+    first.refresh()  # another machine wrote: a new listing sees it
     assert first.done("clips", "c2", "k1")
     assert not (tmp_path / "node2" / "_results").exists()  # records go straight to the bucket
     # another configuration sees nothing; a changed input is planned again
@@ -90,3 +145,28 @@ def test_records_on_a_remote_output_resume_on_another_machine(s3, tmp_path):
     stat = stat_key(source)
     fs.pipe_file(source.removeprefix("s3://"), b"other bytes")
     assert stat_key(source) != stat and again.get("inputs", source, "k1") is None
+
+
+def test_compaction_folds_items_files_and_keeps_every_record(tmp_path):
+    import pyarrow as pa
+
+    from omni_core.jobs.store import Entry
+    from omni_core.manifests import get_schema
+
+    store = ResultStore(tmp_path, "toy")
+    rows = get_schema("clips").dummy(4).to_dict("records")
+    for i in range(4):
+        rows[i]["clip_id"] = f"c{i}"
+        store.put_part("clips", "k", [Entry(f"c{i}", {"n": i}, tables={"clips": [rows[i]]})])
+    folder = tmp_path / store.folder_of("clips", "k")
+    assert len(list(folder.glob("*.items.parquet"))) == 4
+    assert store.compact("clips", "k") == 4
+    assert len(list(folder.glob("*.items.parquet"))) == 1  # one read for the next resume
+    store.put_part("clips", "k", [Entry("c1", {"n": 10}, tables={"clips": [rows[1]]})])
+    again = ResultStore(tmp_path, "toy")  # a compacted file and a newer part
+    assert {i: r["n"] for i, r in again.records(again.index("clips", "k"))} == {
+        "c0": 0, "c1": 10, "c2": 2, "c3": 3}
+    back = pa.concat_tables(again.tables("clips", "k", "clips"))
+    assert sorted(back.column("_item").to_pylist()) == ["c0", "c1", "c2", "c3"]
+    assert again.compact("clips", "k") == 2 and ResultStore(tmp_path, "toy").get(
+        "clips", "c1", "k") == {"n": 10}

@@ -166,7 +166,7 @@ def test_killed_run_resumes_to_the_same_manifests(crosspair, inpair_offline_run,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
-        while not list(out.glob("_results/crosspair/voices/*/*.json")):
+        while not list(out.glob("_results/crosspair/voices/*/*.items.parquet")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)

@@ -140,11 +140,12 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
     omni = Path(sys.executable).with_name("omni")
     proc = subprocess.Popen(
         [omni, "curate", "inpair", "--input", inputs, "--out", out, "--quiet",
-         "--set", "ray.num_cpus=2", "--set", "ray.include_dashboard=false"],
+         "--set", "ray.num_cpus=2", "--set", "ray.include_dashboard=false",
+         "--set", "output.part_clips=1"],  # a result part per clip: some finish before
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
-        while not list(out.glob("_results/inpair/inputs/*/*.json")):
+        while not list(out.glob("_results/inpair/inputs/*/*.items.parquet")):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -520,15 +521,15 @@ def test_prepare_plans_where_picture_and_sound_are_and_refuses_odd_inputs(tmp_pa
     """The prepare stage as an actor calls it, on odd inputs: 8 s of picture with 30 s of
     sound gives its clip inside the 8 s (and none past them); a 1 fps slide show and a PNG
     named .mp4 are error rows of the stage with a reason that says what they are."""
-    from omni_core.jobs import ResultStore
-    from pipelines.inpair.dag import JOB, ClipWork, PrepareStage
+    from pipelines.inpair.dag import ClipWork, PrepareStage
 
     stage = PrepareStage(_job(tmp_path), config=_config())
-    store = ResultStore(tmp_path, JOB)
 
     def prepare(path):
-        works = [ClipWork.from_row(r) for r in stage({"source": str(path)})]
-        return works, store.get("inputs", str(path), "k")["tables"]["errors"]
+        plan, *works = [ClipWork.from_row(r) for r in stage({"source": str(path)})]
+        assert plan.carried and plan.item == str(path)  # the input's plan, to be published
+        assert plan.data["clip_ids"] == [w.clip_id for w in works]
+        return works, plan.tables["errors"]
 
     works, errors = prepare(quirky_media.long_audio)
     assert errors == [] and len(works) == 1

@@ -1,0 +1,177 @@
+"""A job's manifests from its result parts, written shard by shard in bounded driver memory.
+
+The workers publish their results as parts (:mod:`omni_core.jobs.store`); at the end of a run
+the driver turns the parts of every finished item into the job's manifests:
+
+* with at most ``items_per_shard`` finished items a table is one file ``<table>.parquet``,
+  sorted by its sort keys (the layout and the bytes of a small run are what they always were);
+* above that, ``<table>.parquet`` is a **folder of shards** ``part-00000.parquet``, ...
+  (:func:`omni_core.manifests.read_manifest`, pandas and Arrow read the folder as one table).
+  The number of shards is ``ceil(items / items_per_shard)``; a row goes to the shard of its
+  ``shard_by`` column (a clip id, a video id): ids are hex hashes, so shard ``s`` holds the
+  ids of the ``s``-th equal slice of the hash range and the shards, read in order, are sorted
+  by that column. Other values (paths, in the errors table) are hashed first.
+
+Each part is read once per table and its rows are appended to per-shard spill files (Arrow
+IPC, in a temporary folder of this node); each shard is then sorted and written alone. The
+driver holds one part's table and one shard at a time: its memory is bounded by
+``items_per_shard`` items' rows, whatever the number of items. The bytes depend only on the
+set of finished rows: rows are sorted by the table's keys then by item and row position, and
+the shard of a row depends on its id and the item count alone, so work finished in any order,
+or killed and resumed, gives the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omni_core.storage import RunFolder
+
+from .store import Index, ResultStore
+
+#: items (clips) per manifest shard: an in-pair clip's rows take about 100 KB as a validated
+#: DataFrame, so a shard of them about 200 MB
+ITEMS_PER_SHARD = 2_000
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How a table is ordered (``sort``) and which column picks a row's shard."""
+
+    sort: tuple[str, ...]
+    shard_by: str
+
+
+def shard_count(items: int, items_per_shard: int = ITEMS_PER_SHARD) -> int:
+    return max(1, math.ceil(items / max(1, items_per_shard)))
+
+
+def shard_of(values: Sequence[str], shards: int) -> list[int]:
+    """The shard of each value: the slice of the 32-bit hash range its leading 8 hex digits
+    (or its sha256's, for a value that is not a hex id) fall in."""
+    if shards == 1:
+        return [0] * len(values)
+    out = []
+    for v in values:
+        head = v[:8]
+        if len(head) < 8 or not _HEX.issuperset(head):
+            head = hashlib.sha256(v.encode()).hexdigest()[:8]
+        out.append((int(head, 16) * shards) >> 32)
+    return out
+
+
+@dataclass
+class Source:
+    """The parts of one kind of record (``clips``, ``inputs``) that hold a table's rows."""
+
+    kind: str
+    key: str
+    index: Index
+
+
+def merge_table(store: ResultStore, sources: Sequence[Source], table: str, spec: TableSpec,
+                folder: RunFolder, *, shards: int, extra: Iterable[Mapping[str, Any]] = (),
+                rel: str | None = None) -> int:
+    """Write manifest ``table`` (``rel``, default ``<table>.parquet``) of ``folder`` from the
+    parts of ``sources`` plus ``extra`` rows (e.g. the listing's error rows), in ``shards``
+    shards; returns its row count."""
+    import pyarrow as pa
+
+    rel = rel or f"{table}.parquet"
+    folder.remove(rel)  # a file, or the shards of an earlier run with another count
+    parts = _parts(store, sources, table, extra)
+    if shards == 1:
+        got = list(parts)
+        data = pa.concat_tables(got) if got else None
+        return _write(data, table, spec, folder, rel)
+    total = 0
+    with tempfile.TemporaryDirectory(prefix="omni-merge-") as tmp:
+        spill = _Spill(Path(tmp), shards)
+        for t in parts:
+            spill.add(t, shard_of(t.column(spec.shard_by).to_pylist(), shards))
+        spill.close()
+        for s in range(shards):
+            data = spill.read(s)
+            total += _write(data, table, spec, folder, f"{rel}/part-{s:05d}.parquet")
+    return total
+
+
+def _parts(store: ResultStore, sources: Sequence[Source], table: str,
+           extra: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
+    from .store import _columnar, _restore
+
+    for src in sources:
+        yield from store.tables(src.kind, src.key, table, src.index)
+    rows = [{**r, "_item": "", "_row": i} for i, r in enumerate(extra)]
+    if rows:
+        yield _restore(table, _columnar(table, rows))
+
+
+def _write(data: Any, table: str, spec: TableSpec, folder: RunFolder, rel: str) -> int:
+    from omni_core.manifests import get_schema, write_manifest
+
+    sch = get_schema(table)
+    if data is None or data.num_rows == 0:
+        df = sch.empty()
+    else:
+        keys = [*spec.sort, "_item", "_row"]
+        data = data.sort_by([(k, "ascending") for k in keys])
+        df = data.drop_columns(["_item", "_row"]).to_pandas()
+    write_manifest(df, table, folder.local(rel, fetch=False))
+    folder.publish(rel)
+    return len(df)
+
+
+class _Spill:
+    """Per-shard Arrow IPC files on local disk: rows appended part by part, read back one
+    shard at a time."""
+
+    def __init__(self, folder: Path, shards: int) -> None:
+        self.folder = folder
+        self.shards = shards
+        self.writers: dict[int, Any] = {}
+        self.sinks: dict[int, Any] = {}
+        self.schema = None
+
+    def add(self, table: Any, shard: list[int]) -> None:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        ids = pa.array(shard, pa.int32())
+        import pyarrow.compute as pc
+
+        for s in sorted(set(shard)):
+            rows = table.filter(pc.equal(ids, s))
+            if s not in self.writers:
+                self.sinks[s] = pa.OSFile(str(self.folder / f"{s:05d}.arrow"), "wb")
+                self.writers[s] = ipc.new_stream(self.sinks[s], self.schema)
+            self.writers[s].write_table(rows)
+
+    def close(self) -> None:
+        for s, w in self.writers.items():
+            w.close()
+            self.sinks[s].close()
+
+    def read(self, s: int) -> Any:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        path = self.folder / f"{s:05d}.arrow"
+        if not path.exists():
+            return None
+        with pa.memory_map(str(path)) as src:
+            data = ipc.open_stream(src).read_all()
+        os.unlink(path)
+        return data
