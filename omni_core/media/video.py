@@ -1,10 +1,12 @@
-"""Frame-accurate video reads through decord, bounded by a timeout.
+"""Frame-accurate video reads through decord (or torchcodec, on the CPU or NVDEC), bounded by
+a timeout.
 
 Frames are addressed by index (exact) or by timestamp (the frame displayed at that time,
 using the stream's own frame timestamps, so variable-frame-rate files are read correctly;
 0 is the first frame). Frames come upright, as displayed: decord applies a display rotation
 (a phone video stored landscape) as ffmpeg does, in the size :func:`~.probe.probe` reports.
-Decoding runs in a guarded child process (see :mod:`.guard`) unless ``timeout=None``.
+Decoding runs in a guarded child process (see :mod:`.guard`) unless ``timeout=None``; the
+frames come back in shared memory the decoder wrote them into, without a copy.
 A file decord cannot read is a MediaError with a stable one-line reason (decord's own
 messages carry a clock and its source location, which would differ between runs).
 """
@@ -222,7 +224,6 @@ def _decode_torchcodec(path: str, indices: list[int] | None, timestamps: list[fl
     A time within a microsecond of a frame's start may read the frame before it through
     decord, whose frame times are 32-bit floats; torchcodec compares exact timestamps.
     """
-    import torch
     from torchcodec.decoders import VideoDecoder
 
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
@@ -255,12 +256,18 @@ def _decode_torchcodec(path: str, indices: list[int] | None, timestamps: list[fl
         return np.zeros((0, h, w, 3), np.uint8)
 
     def fetch(part: list[tuple[str, float]]) -> np.ndarray:
+        by_time = np.array([kind == "time" for kind, _ in part])
         times = [v for kind, v in part if kind == "time"]
         index = [int(v) for kind, v in part if kind == "index"]
-        by_time = iter(dec.get_frames_played_at(times).data if times else ())
-        by_index = iter(dec.get_frames_at(index).data if index else ())
-        return torch.stack([next(by_time) if kind == "time" else next(by_index)
-                            for kind, _ in part]).cpu().numpy()
+        if not times:
+            return dec.get_frames_at(index).data.cpu().numpy()
+        frames = dec.get_frames_played_at(times).data.cpu().numpy()
+        if not index:
+            return frames
+        out = np.empty((len(part), *frames.shape[1:]), np.uint8)
+        out[by_time] = frames
+        out[~by_time] = dec.get_frames_at(index).data.cpu().numpy()
+        return out
 
     try:
         return _FrameSink(keys, size).run(fetch)
