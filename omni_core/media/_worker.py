@@ -11,7 +11,7 @@ are handed over without a copy. The worker creates segments and passes each one'
 descriptor to the caller once (SCM_RIGHTS); the caller keeps the ones its callers have let go
 of and offers them back with the next request (``offered``), so a steady stream of decodes
 reuses memory whose pages already exist (on this kind of machine, allocating fresh 4 KiB
-shared pages costs half as much as decoding into them). ``dropped`` names segments the caller
+shared pages takes about as long as decoding into them). ``dropped`` names segments the caller
 has given up for good; the worker unmaps them.
 
 A segment is freed by the kernel once neither process maps it: a killed worker or a killed

@@ -105,6 +105,13 @@ def test_frames_are_handed_over_in_shared_memory_and_reused_only_when_let_go(cli
     assert not segments_mapped(worker) and no_spool_files()
 
 
+def test_a_large_result_made_without_output_array_is_shared_too():
+    ones = guard.run_guarded(np.ones, 3 << 20, np.uint8, timeout=60, what="x")
+    assert isinstance(backing(ones), mmap.mmap) and ones.shape == (3 << 20,) and ones.all()
+    small = guard.run_guarded(np.ones, 16, timeout=60, what="x")  # small: in the answer
+    assert not isinstance(backing(small), mmap.mmap) and small.sum() == 16
+
+
 def test_a_timeout_kill_leaves_no_segment_behind():
     guard._shutdown()
     warm = guard.run_guarded(_fill_and_hang, 4 << 20, 0, timeout=60, what="warm-up")

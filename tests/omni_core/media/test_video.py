@@ -51,7 +51,12 @@ def test_vfr_timestamps_follow_the_real_frame_times(sample_corpus):
 
 def test_scaled_read_and_errors(tmp_path, sample_corpus):
     path = numbered_video(tmp_path / "n.mp4")
-    assert read_frames(path, [0], size=(48, 32)).shape == (1, 32, 48, 3)
+    import cv2
+
+    small = read_frames(path, [0, 9], size=(48, 32))
+    assert small.shape == (2, 32, 48, 3)
+    full = read_frames(path, [0, 9])
+    assert np.array_equal(small[1], cv2.resize(full[1], (48, 32), interpolation=cv2.INTER_AREA))
     with pytest.raises(MediaError, match="out of range"):
         read_frames(path, [30])
     with pytest.raises(MediaError, match="empty"):
