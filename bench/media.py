@@ -140,11 +140,20 @@ def markdown(r: dict[str, Any]) -> str:
 def decode_fps(clip: Path, decoders: list[str], repeat: int = 3) -> dict[str, Any]:
     """Frames per second of a whole-clip decode in process through each decoder, and whether
     they all read the first one's frames (exactly on the CPU; within 2 grey levels on average
-    from NVDEC, whose colour conversion rounds differently)."""
+    from NVDEC, whose colour conversion rounds differently). A decoder this machine cannot run
+    (no torchcodec in the image, no GPU) is reported with its reason instead of a figure."""
+    from omni_core.errors import ConfigError
+    from omni_core.media.video import check_decoder
+
     out: dict[str, Any] = {}
     ref = read_frames(clip, timeout=None, decoder=decoders[0])
     same = True
     for name in decoders:
+        try:
+            check_decoder(name)
+        except ConfigError as exc:
+            out[f"{name}_fps"], out[f"{name}_unavailable"] = None, str(exc)
+            continue
         frames = read_frames(clip, timeout=None, decoder=name)  # warm: CUDA context, imports
         diff = np.abs(frames.astype(np.int16) - ref).mean() if frames.shape == ref.shape else 255
         same = same and bool(diff == 0 if name != "torchcodec-cuda" else diff < 2)
@@ -182,6 +191,7 @@ def markdown_gpu(r: dict[str, Any]) -> str:
         d = r[name]
         for key, value in d.items():
             if key.endswith("_fps"):
-                lines.append(f"| {d['frames']} frames {d['size']} | {key[:-4]} | {value} |")
+                shown = value if value is not None else d[f"{key[:-4]}_unavailable"]
+                lines.append(f"| {d['frames']} frames {d['size']} | {key[:-4]} | {shown} |")
         lines.append(f"| {d['frames']} frames {d['size']} | same frames | {d['same_frames']} |")
     return "\n".join([*lines, ""])

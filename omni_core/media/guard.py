@@ -123,7 +123,12 @@ class _Worker:
                                      dropped))
         except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
             raise EOFError from None
-        (status, payload), fds = _worker.receive(self.sock, time.monotonic() + timeout)
+        try:
+            (status, payload), fds = _worker.receive(self.sock, time.monotonic() + timeout)
+        except TimeoutError:
+            raise
+        except OSError:  # ConnectionResetError: the worker is gone
+            raise EOFError from None
         try:
             if status == "ok-shared":
                 seg_id, shape, dtype = payload
