@@ -22,7 +22,8 @@ BENCHMARKS = {
     # quality, not speed: the lite clone check's operating points (docs/crosspair.md)
     "clone-check": (lambda repeat: clone_check.run(), clone_check.markdown),
     "training": (training.run, training.markdown),
-    # only where an accelerator is present: real-size models, random weights
+    # only where an accelerator is present: real-size models, random weights; NVDEC decode
+    "media-gpu": (lambda repeat: media.run_gpu(repeat), media.markdown_gpu),
     "evaluation-gpu": (lambda repeat: evaluation.run_real_size("cuda"),
                        evaluation.markdown_real_size),
     "curation-gpu": (lambda repeat: curation.run_real_size("cuda"),

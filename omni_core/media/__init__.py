@@ -1,7 +1,7 @@
 """Media I/O: the only place in the suite that decodes or encodes audio and video.
 
 - :mod:`.probe`  -- container and stream properties (ffprobe), VFR detection
-- :mod:`.video`  -- frame-accurate frame reads through decord, under a timeout
+- :mod:`.video`  -- frame-accurate frame reads (decord, torchcodec, NVDEC), under a timeout
 - :mod:`.audio`  -- audio load + resample + downmix through ffmpeg, under a timeout
 - :mod:`.write`  -- mp4 (H.264 + AAC) and wav writing through ffmpeg
 - :mod:`.image`  -- still images (RGB uint8) read and written through Pillow

@@ -1,74 +1,177 @@
-"""The decode worker process (see :mod:`.guard`): runs requested functions, answers on a pipe.
+"""The decode worker process (see :mod:`.guard`): runs requested functions, answers on a socket.
 
-Protocol on its stdin/stdout: 8-byte little-endian length + pickle, request
-``(module, qualname, args, kwargs)``, answer ``(status, payload)``. C libraries that print to
-stdout or stderr cannot corrupt it: both are pointed at /dev/null, and the protocol uses a
-duplicate of the original stdout.
+Protocol on a Unix stream socket (the worker's stdin; its stdout and stderr are /dev/null, so
+C libraries that print cannot corrupt it): 8-byte little-endian length + pickle. Request
+``(module, qualname, args, kwargs, offered, dropped)``, answer ``(status, payload)``.
+
+Large arrays do not travel in the answer. A decode function asks :func:`output_array` for
+the array it fills; in the worker that array lives in a shared-memory segment (a memfd: no
+name in /dev/shm, so nothing can be left behind), which the caller maps too, so the frames
+are handed over without a copy. The worker creates segments and passes each one's file
+descriptor to the caller once (SCM_RIGHTS); the caller keeps the ones its callers have let go
+of and offers them back with the next request (``offered``), so a steady stream of decodes
+reuses memory whose pages already exist (on this kind of machine, allocating fresh 4 KiB
+shared pages takes about as long as decoding into them). ``dropped`` names segments the caller
+has given up for good; the worker unmaps them.
+
+A segment is freed by the kernel once neither process maps it: a killed worker or a killed
+caller cannot leak one. A worker whose caller dies exits by itself, even in a hung decode
+(:func:`_exit_with_parent`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import array
 import importlib
+import mmap
 import os
 import pickle
-import sys
-import tempfile
+import select
+import socket
+import threading
+import time
 import traceback
 from typing import Any
 
 import numpy as np
 
-# Arrays larger than this travel through a file in shared memory (/dev/shm) instead of the
-# pipe, which would cost several times the decode itself for a whole clip.
+# Arrays up to this size travel inside the answer; larger ones in a shared segment.
 INLINE_BYTES = 1 << 20
-SPOOL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+# An offered segment is used for a result at most this many times smaller than it.
+REUSE_SLACK = 2
+# the environment variable holding the caller's pid (the worker's parent)
+PARENT_ENV = "OMNI_DECODE_PARENT"
+_FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)
+
+_CALL: _Call | None = None
 
 
-def spool_prefix(pid: int | None = None) -> str:
-    """Spool files carry their worker's pid, so that the leftovers of a killed worker (or of a
-    caller killed before it read its answer) can be told from files still in use."""
-    return f"omni-decode-{os.getpid() if pid is None else pid}-"
+def output_array(shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+    """An uninitialised array for a guarded function to fill and return (the array itself).
+
+    In the decode worker a large one lives in shared memory that the caller maps, so the
+    result reaches the caller without a copy. Anywhere else (``timeout=None``, small results,
+    a second array in one call, shared memory refused) it is a plain ``np.empty``.
+    """
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    call = _CALL
+    if call is None or call.array is not None or count * dtype.itemsize <= INLINE_BYTES:
+        return np.empty(shape, dtype)
+    mm = call.take(count * dtype.itemsize)
+    if mm is None:
+        return np.empty(shape, dtype)
+    call.array = np.frombuffer(mm, dtype, count=count).reshape(shape)
+    return call.array
 
 
-def remove_spool(pid: int) -> None:
-    for name in os.listdir(SPOOL_DIR):
-        if name.startswith(spool_prefix(pid)):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(SPOOL_DIR, name))
+def segment_size(nbytes: int) -> int:
+    """What a new segment for ``nbytes`` holds: rounded up in steps of an eighth of a power
+    of two (at least 2 MiB), so clips of similar length share segments."""
+    step = max(2 << 20, 1 << max(0, (nbytes - 1).bit_length() - 3))
+    return -(-nbytes // step) * step
 
 
-def sweep_stale_spool() -> int:
-    """Remove spool files whose worker is no longer alive; returns how many."""
-    removed = 0
-    for name in os.listdir(SPOOL_DIR):
-        pid = name.removeprefix("omni-decode-").split("-", 1)[0]
-        if not (name.startswith("omni-decode-") and pid.isdigit()) or _alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(SPOOL_DIR, name))
-            removed += 1
-    return removed
+class _Call:
+    """One request's view of the worker's segments: which it may fill, which it created."""
+
+    def __init__(self, segments: dict[int, mmap.mmap], offered: list[int], seq: list[int]):
+        self.segments, self.offered, self.seq = segments, offered, seq
+        self.array: np.ndarray | None = None
+        self.seg_id: int | None = None
+        self.new_fd: int | None = None
+
+    def take(self, nbytes: int) -> mmap.mmap | None:
+        fits = [(len(self.segments[s]), s) for s in self.offered if s in self.segments
+                and nbytes <= len(self.segments[s]) <= REUSE_SLACK * nbytes]
+        if fits:
+            self.seg_id = min(fits)[1]
+            return self.segments[self.seg_id]
+        self.seq[0] += 1
+        seg_id, size = self.seq[0], segment_size(nbytes)
+        fd = os.memfd_create(f"omni-decode-{os.getpid()}-{seg_id}", os.MFD_CLOEXEC)
+        try:
+            # reserve the pages now: a full memory limit is an error here (we fall back to
+            # the answer itself), not a SIGBUS half way through the decode
+            os.posix_fallocate(fd, 0, size)
+            mm = mmap.mmap(fd, size)
+        except OSError:
+            os.close(fd)
+            return None
+        self.segments[seg_id] = mm
+        self.seg_id, self.new_fd = seg_id, fd
+        return mm
+
+    def discard(self) -> None:
+        """Forget the output array (an error, or the function returned something else)."""
+        if self.new_fd is not None:
+            self.segments.pop(self.seg_id, None)
+        self.close_fd()
+        self.array = self.seg_id = None
+
+    def close_fd(self) -> None:
+        if self.new_fd is not None:
+            os.close(self.new_fd)
+            self.new_fd = None
+
+    def pack(self, value: Any) -> tuple[str, Any]:
+        if self.array is not None and value is self.array:
+            return "ok-shared", (self.seg_id, value.shape, value.dtype.str)
+        self.discard()
+        if isinstance(value, np.ndarray) and value.nbytes > INLINE_BYTES:
+            out = output_array(value.shape, value.dtype)  # a function that did not use ours
+            if out is self.array:
+                np.copyto(out, value)
+                return self.pack(out)
+        return "ok", value
 
 
-def _alive(pid: int) -> bool:
+# -- the wire format, used by both sides ----------------------------------------------------
+
+def send(sock: socket.socket, obj: Any, fd: int | None = None) -> None:
+    """One message; ``fd`` (a file descriptor) travels with its first bytes."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    head = len(data).to_bytes(8, "little")
+    if fd is None:
+        sock.sendall(head + data)
+        return
+    sent = sock.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+    sock.sendall(head[sent:] + data)
+
+
+def receive(sock: socket.socket, deadline: float | None = None) -> tuple[Any, list[int]]:
+    """One message and the file descriptors that came with it (the caller closes them).
+    TimeoutError past ``deadline`` (a ``time.monotonic()`` value), EOFError on a closed
+    socket."""
+    fds: list[int] = []
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+        n = int.from_bytes(_receive(sock, 8, deadline, fds), "little")
+        return pickle.loads(_receive(sock, n, deadline, fds)), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
-def _pack(value: Any) -> tuple[str, Any]:
-    if isinstance(value, np.ndarray) and value.nbytes > INLINE_BYTES:
-        fd, path = tempfile.mkstemp(prefix=spool_prefix(), suffix=".npy", dir=SPOOL_DIR)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, value, allow_pickle=False)
-        return "ok-file", path
-    return "ok", value
+def _receive(sock: socket.socket, n: int, deadline: float | None, fds: list[int]) -> bytes:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                raise TimeoutError
+        k, ancillary, _, _ = sock.recvmsg_into([view[got:]], _FD_SPACE)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", data[:len(data) - len(data) % 4]))
+        if not k:
+            raise EOFError
+        got += k
+    return bytes(buf)
 
+
+# -- the worker ------------------------------------------------------------------------------
 
 def _resolve(module: str, qualname: str):
     obj: Any = importlib.import_module(module)
@@ -77,30 +180,53 @@ def _resolve(module: str, qualname: str):
     return obj
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Exit once the caller is gone (killed -9 mid-call, say): the socket's EOF is only seen
+    between calls, and a hung decode would otherwise live on, holding its memory."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main() -> None:
+    global _CALL
     from ..errors import OmniError
 
-    sweep_stale_spool()
-    inp = sys.stdin.buffer
-    out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    sock = socket.socket(fileno=os.dup(0))
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    segments: dict[int, mmap.mmap] = {}
+    seq = [0]
     while True:
-        header = inp.read(8)
-        if len(header) < 8:
-            return
-        module, qualname, args, kwargs = pickle.loads(inp.read(int.from_bytes(header, "little")))
         try:
-            answer = _pack(_resolve(module, qualname)(*args, **kwargs))
+            (module, qualname, args, kwargs, offered, dropped), _ = receive(sock)
+        except (EOFError, OSError):
+            return
+        for seg_id in dropped:
+            segments.pop(seg_id, None)
+        _CALL = call = _Call(segments, offered, seq)
+        try:
+            answer = call.pack(_resolve(module, qualname)(*args, **kwargs))
         except OmniError as exc:
+            call.discard()
             answer = ("omni", str(exc))
         except BaseException as exc:  # noqa: BLE001 - any decoder failure is reported as data
+            call.discard()
             answer = ("error", traceback.format_exception_only(type(exc), exc)[-1].strip())
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        out.write(len(data).to_bytes(8, "little") + data)
-        out.flush()
+        finally:
+            _CALL = None
+        try:
+            send(sock, answer, call.new_fd)
+        except OSError:  # the caller is gone
+            return
+        finally:
+            call.close_fd()
+            call.array = None
 
 
 if __name__ == "__main__":
-    main()
+    # run the module under its own name: output_array, imported by the decode functions from
+    # omni_core.media._worker, must see the _CALL that main sets (not a __main__ copy)
+    from omni_core.media._worker import main as _main
+
+    _main()
