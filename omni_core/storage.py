@@ -14,6 +14,7 @@ between nodes but the remote output:
 - :func:`stat_key`: (size, mtime or ETag) of an input, what a resumed run compares to decide
   whether an input changed;
 - :func:`read_bytes`: the bytes of a small file (an index, a JSON), read without a local copy;
+- :func:`file_names`: the names of the files directly in one folder (one listing, not a walk);
 - :class:`RunFolder`: the run's output. Work is written to a local path (:meth:`~RunFolder.local`:
   the output folder itself when it is local, else a node-local staging folder) and then
   :meth:`~RunFolder.publish`-ed (uploaded; nothing to do when local). Small files (parts, JSON)
@@ -44,7 +45,7 @@ from .errors import OmniError
 from .urls import redact_url
 
 __all__ = ["Listing", "RunFolder", "as_run_folder", "cache_root", "exists", "is_remote", "join",
-           "list_files", "local_input", "read_bytes", "stat_key"]
+           "file_names", "list_files", "local_input", "read_bytes", "stat_key"]
 
 _LOCAL = ("", "file", "local")
 
@@ -338,6 +339,29 @@ def stat_key(url: str | os.PathLike[str]) -> list[Any]:
     fs, path = _fs(s)
     info = _fresh_info(fs, path)
     return [int(info.get("size") or 0), _version(info)]
+
+
+def file_names(url: str | os.PathLike[str]) -> set[str]:
+    """The names of the files directly in a folder (path or URL), without walking its
+    subfolders: what a reader that knows the layout needs to check that its files are there
+    (an empty set for a folder that does not exist)."""
+    s = os.fspath(url)
+    if not is_remote(s):
+        try:
+            with os.scandir(_local_path(s)) as it:
+                return {e.name for e in it if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+    fs, path = _fs(s)
+    try:
+        fs.invalidate_cache(path)
+        found = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise OmniError(f"cannot list {s}: {_reason(exc)}") from exc
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found
+            if e.get("type") == "file"}
 
 
 def read_bytes(url: str | os.PathLike[str]) -> bytes:

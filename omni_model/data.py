@@ -335,13 +335,12 @@ class LatentDataset:
         once here, so that a missing shard stops the run now rather than hours in)."""
         import hashlib
 
-        from omni_core.storage import cache_root, list_files
+        from omni_core.storage import cache_root, file_names
 
         from .shard_cache import ShardCache
 
         url = str(self.folder)
-        have = {f.rsplit("/", 1)[-1] for f in list_files(url).files}
-        gone = sorted(set(self.index.shard) - have)
+        gone = sorted(set(self.index.shard) - file_names(url))
         if gone:
             raise OmniError(f"{url}: {len(gone)} shard(s) named by the index are missing "
                             f"({', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}): "
