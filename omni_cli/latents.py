@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "A rerun skips what is done; failures are rows of OUT/errors.parquet.")
     p.add_argument("--curation", required=True, help="curation folder or URL (s3://...) with "
                    "samples.parquet (in-pair, cross-pair or the stage-3 sample table)")
-    p.add_argument("--out", required=True, help="latent folder to write")
+    p.add_argument("--out", required=True, help="latent folder or URL (s3://...: shards are "
+                   "uploaded as they are written, `omni train` streams them from there)")
     p.add_argument("--flavor", default="debug", help="model flavor (geometry and channels)")
     p.add_argument("--weights", help="'debug', 'random' or a weights folder (default debug)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="configs/train/<flavor>.yaml")
     p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. stages.1.data=out/latents (repeatable)")
+                   help="override a config value, e.g. stages.1.data=out/latents or "
+                   "stages.1.data=s3://bucket/latents (each rank streams its shards through a "
+                   "bounded cache: data_cache.max_gb) (repeatable)")
     p.add_argument("--address", help="Ray cluster to join (host:port or auto); with "
                    "ray.workers > 0")
     p.add_argument("--workers", type=int, help="Ray Train workers (0: this process)")

@@ -13,6 +13,8 @@ between nodes but the remote output:
   changed object is fetched again and an unchanged one never twice;
 - :func:`stat_key`: (size, mtime or ETag) of an input, what a resumed run compares to decide
   whether an input changed;
+- :func:`read_bytes`: the bytes of a small file (an index, a JSON), read without a local copy;
+- :func:`file_names`: the names of the files directly in one folder (one listing, not a walk);
 - :class:`RunFolder`: the run's output. Work is written to a local path (:meth:`~RunFolder.local`:
   the output folder itself when it is local, else a node-local staging folder) and then
   :meth:`~RunFolder.publish`-ed (uploaded; nothing to do when local). Small files (parts, JSON)
@@ -43,7 +45,7 @@ from .errors import OmniError
 from .urls import redact_url
 
 __all__ = ["Listing", "RunFolder", "as_run_folder", "cache_root", "exists", "is_remote", "join",
-           "list_files", "local_input", "stat_key"]
+           "file_names", "list_files", "local_input", "read_bytes", "stat_key"]
 
 _LOCAL = ("", "file", "local")
 
@@ -345,6 +347,48 @@ def stat_key(url: str | os.PathLike[str]) -> list[Any]:
     return [int(info.get("size") or 0), _version(info)]
 
 
+def file_names(url: str | os.PathLike[str]) -> set[str]:
+    """The names of the files directly in a folder (path or URL), without walking its
+    subfolders: what a reader that knows the layout needs to check that its files are there
+    (an empty set for a folder that does not exist)."""
+    s = os.fspath(url)
+    if not is_remote(s):
+        try:
+            with os.scandir(_local_path(s)) as it:
+                return {e.name for e in it if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+    fs, path = _fs(s)
+    try:
+        fs.invalidate_cache(path)
+        found = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise OmniError(f"cannot list {s}: {_reason(exc)}") from exc
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in found
+            if e.get("type") == "file"}
+
+
+def read_bytes(url: str | os.PathLike[str]) -> bytes:
+    """The bytes of a small file at a path or URL, read whole into memory (never a cached
+    answer). FileNotFoundError when there is none; ``OmniError`` when it cannot be read."""
+    s = os.fspath(url)
+    if not is_remote(s):
+        path = _local_path(s)
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file", s)
+        return path.read_bytes()
+    fs, path = _fs(s)
+    try:
+        fs.invalidate_cache(path)
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise OmniError(f"cannot read {s}: {_reason(exc)}") from exc
+
+
 def local_input(url: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
                 ) -> Path:
     """A local file with the input's bytes: the path itself when local; for a remote URL a
@@ -491,6 +535,16 @@ class RunFolder:
             except OSError as exc:
                 raise OmniError(f"cannot upload {self.url(rel)}: {_reason(exc)}") from exc
         return self.url(rel)
+
+    def unstage(self, rel: str) -> None:
+        """Drop this node's staged copy of the published file ``rel`` of a remote output, so
+        that a job writing more than a node's disk holds (latent shards) keeps only what it
+        is working on; the output keeps it. Nothing to do for a local output (the file *is*
+        the output)."""
+        if self.remote:
+            local = self.root / rel
+            local.unlink(missing_ok=True)
+            _version_file(local).unlink(missing_ok=True)
 
     def exists(self, rel: str) -> bool:
         """Whether the output has ``rel`` (a remote output is asked, not the staging copy)."""

@@ -19,6 +19,14 @@ into micro-batches of one shape and one task each (samples with the same task, n
 identities, voice lengths and latent sizes are batched together, so no padding or attention
 mask is needed and each micro-batch trains one task), and a position (``epoch``,
 micro-batches consumed) says exactly where a run stopped.
+
+The folder may be a URL (``s3://bucket/latents``, any fsspec location, as curation's outputs;
+:mod:`omni_core.storage`): :class:`ShardWriter` stages each shard on the local disk, uploads
+it and deletes the local copy, the index last; :class:`LatentDataset` reads the index and the
+null texts from the URL and each rank downloads only the shards its own micro-batches need,
+into a bounded cache (:class:`~omni_model.shard_cache.ShardCache`). No node ever needs the
+whole latent set on its disk, and the order of the micro-batches does not depend on where the
+folder is.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import pandas as pd
 import torch
 
 from omni_core.errors import OmniError
+from omni_core.storage import RunFolder, as_run_folder, is_remote
 from omni_core.tasks import TASKS, deal_tasks
 
 INDEX_COLUMNS = ("sample_id", "shard", "n_refs", "voice_lengths", "video_shape",
@@ -107,20 +116,29 @@ class LatentSample:
 class ShardWriter:
     """Writes samples into ``folder`` as shards of ``shard_size`` samples, then the index.
 
-    Each shard is written to a temporary name and renamed, and the index last, so a folder
-    with an ``index.parquet`` is complete. ``dtype`` is the storage dtype of float tensors
-    (masks stay float32 0/1)."""
+    ``folder`` is a path, a URL (``s3://...``) or a :class:`~omni_core.storage.RunFolder`.
+    Each shard is written to a temporary name and renamed; into a URL it is staged on this
+    node, uploaded and its local copy deleted (the node holds one shard at a time). The index
+    goes last, so a folder with an ``index.parquet`` is complete; an index already there is
+    deleted first (the shards under it are about to change). ``dtype`` is the storage dtype
+    of float tensors (masks stay float32 0/1)."""
 
-    def __init__(self, folder: str | os.PathLike[str], shard_size: int = 64,
+    def __init__(self, folder: str | os.PathLike[str] | RunFolder, shard_size: int = 64,
                  dtype: torch.dtype = torch.float32) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.out = as_run_folder(folder)
+        self.out.root.mkdir(parents=True, exist_ok=True)
+        self.out.remove("index.parquet")
         self.shard_size = shard_size
         self.dtype = dtype
         self._pending: list[LatentSample] = []
         self._rows: list[dict[str, Any]] = []
         self._shards = 0
         self._ids: set[str] = set()
+
+    @property
+    def folder(self) -> Path | str:
+        """Where the latent set goes: a local folder, or a URL."""
+        return self.out.url() if self.out.remote else Path(self.out.out)
 
     def add(self, sample: LatentSample) -> None:
         if sample.sample_id in self._ids:
@@ -129,6 +147,16 @@ class ShardWriter:
         self._pending.append(sample)
         if len(self._pending) >= self.shard_size:
             self._flush()
+
+    def _put(self, name: str, write: Any) -> None:
+        """``write(path)`` writes file ``name`` at a temporary path; it is renamed into place
+        and, for a URL, uploaded and its local copy deleted."""
+        dest = self.out.local(name, fetch=False)
+        tmp = dest.with_name(f".{name}.tmp")
+        write(tmp)
+        os.replace(tmp, dest)
+        self.out.publish(name)
+        self.out.unstage(name)
 
     def _flush(self) -> None:
         from safetensors.torch import save_file
@@ -147,37 +175,43 @@ class ShardWriter:
                 "audio_len": int(s.audio.shape[0]), "has_source": s.source_video is not None,
                 "prompt": s.prompt, "task": s.task,
                 **{k: list(getattr(s, k)) for k in KEY_COLUMNS}})
-        tmp = self.folder / f".{name}.tmp"
-        save_file(blob, str(tmp))
-        os.replace(tmp, self.folder / name)
+        self._put(name, lambda p: save_file(blob, str(p)))
         self._shards += 1
         self._pending = []
 
-    def close(self, null_text: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-        """Flush, then write ``null_text.safetensors``, ``meta.json`` and the index."""
+    def close(self, null_text: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path | str:
+        """Flush, then write ``null_text.safetensors``, ``meta.json`` and the index; where the
+        index is (a path, or a URL)."""
         from safetensors.torch import save_file
 
         missing = [n for n in NULL_TEXTS if n not in null_text]
         if missing:
             raise OmniError(f"null text embeddings missing: {', '.join(missing)}")
         self._flush()
-        save_file({k: v.float().contiguous() for k, v in null_text.items()},
-                  str(self.folder / "null_text.safetensors"))
-        (self.folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        self._put("null_text.safetensors", lambda p: save_file(
+            {k: v.float().contiguous() for k, v in null_text.items()}, str(p)))
+        self._put("meta.json", lambda p: p.write_text(json.dumps(meta, indent=2,
+                                                                 sort_keys=True)))
         index = pd.DataFrame(self._rows, columns=[*INDEX_COLUMNS, *KEY_COLUMNS])
         index = index.sort_values("sample_id", kind="stable").reset_index(drop=True)
-        tmp = self.folder / ".index.parquet.tmp"
-        index.to_parquet(tmp, index=False)
-        os.replace(tmp, self.folder / "index.parquet")
-        return self.folder / "index.parquet"
+        self._put("index.parquet", lambda p: index.to_parquet(p, index=False))
+        url = self.out.url("index.parquet")
+        return url if self.out.remote else Path(url)
 
 
 def read_index(folder: str | os.PathLike[str]) -> pd.DataFrame:
-    p = Path(folder) / "index.parquet"
-    if not p.is_file():
+    """The latent index of a folder or URL (``OmniError`` when it has none: not a latent
+    folder, or one whose extraction did not finish)."""
+    import io
+
+    from omni_core.storage import join, read_bytes
+
+    where = join(folder, "index.parquet")
+    try:
+        index = pd.read_parquet(io.BytesIO(read_bytes(where)))
+    except FileNotFoundError:
         raise OmniError(f"{folder}: no index.parquet (not a latent folder, or extraction did "
-                        "not finish: run `omni latents` again)")
-    index = pd.read_parquet(p)
+                        "not finish: run `omni latents` again)") from None
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise OmniError(f"{folder}: the latent index lacks {', '.join(missing)} (written by an "
@@ -230,6 +264,10 @@ class Position:
         return {"epoch": self.epoch, "step": self.step}
 
 
+#: the default bound of a rank's cache of a remote latent set's shards
+DEFAULT_CACHE_BYTES = 8 << 30
+
+
 @dataclass
 class LatentDataset:
     """Seeded micro-batches over a latent folder, bucketed by task and shape.
@@ -237,22 +275,34 @@ class LatentDataset:
     ``rank``/``world`` split every group of ``world`` consecutive micro-batches between data
     parallel ranks, so each optimizer step sees ``world x micro_batch x accumulation``
     samples; the order depends only on ``seed`` and the epoch, never on timing.
+
+    ``folder`` may be a URL (``s3://...``): the index and the null texts are read from it,
+    and the shards this rank's micro-batches need are downloaded as they are needed into
+    ``cache_dir`` (default ``cache_root()/latents/<hash of the URL>/rank-<rank>``), which
+    holds at most ``cache_bytes`` and, when set, ``cache_shards`` shards
+    (:class:`~omni_model.shard_cache.ShardCache`). A local folder is read in place.
     """
 
-    folder: Path
+    folder: Path | str
     micro_batch: int
     text_len: int
     seed: int = 0
     rank: int = 0
     world: int = 1
     drop_last_partial: bool = True
+    cache_dir: str | os.PathLike[str] | None = None
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    cache_shards: int = 0
     index: pd.DataFrame = field(init=False)
     null_text: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
-        from safetensors.torch import load_file
+        from safetensors.torch import load as load_bytes
 
-        self.folder = Path(self.folder)
+        from omni_core.storage import join, read_bytes
+
+        self.folder = (RunFolder(self.folder).out if is_remote(self.folder)
+                       else Path(self.folder))
         self.index = read_index(self.folder)
         if self.index.empty:
             raise OmniError(f"{self.folder}: the latent index has no samples")
@@ -266,8 +316,45 @@ class LatentDataset:
             raise OmniError(
                 f"{self.folder}: {len(bare)} rv2av sample(s) without a source-video latent "
                 f"({ids}): run `omni latents` with source_video on (the default)")
-        self.null_text = load_file(str(self.folder / "null_text.safetensors"))
+        try:
+            self.null_text = load_bytes(read_bytes(join(self.folder, "null_text.safetensors")))
+        except FileNotFoundError:
+            raise OmniError(f"{self.folder}: no null_text.safetensors (not a latent folder, or "
+                            "extraction did not finish: run `omni latents` again)") from None
         self._open: dict[str, Any] = {}
+        self._held: dict[str, Path] = {}  # local files of the micro-batch being read
+        self.cache = self._remote_cache() if self.remote else None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the latent set is at a URL (its shards are fetched into :attr:`cache`)."""
+        return isinstance(self.folder, str)
+
+    def _remote_cache(self) -> Any:
+        """This rank's shard cache; every shard the index names must be at the URL (checked
+        once here, so that a missing shard stops the run now rather than hours in)."""
+        import hashlib
+
+        from omni_core.storage import cache_root, file_names
+
+        from .shard_cache import ShardCache
+
+        url = str(self.folder)
+        gone = sorted(set(self.index.shard) - file_names(url))
+        if gone:
+            raise OmniError(f"{url}: {len(gone)} shard(s) named by the index are missing "
+                            f"({', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}): "
+                            "the latent set is incomplete, run `omni latents` again")
+        folder = self.cache_dir
+        if folder is None:
+            digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+            folder = cache_root() / "latents" / digest / f"rank-{self.rank}"
+        return ShardCache(url, folder, max_bytes=self.cache_bytes, max_shards=self.cache_shards,
+                          on_evict=self._close)
+
+    def _close(self, shard: str) -> None:
+        """Forget the open handle of a shard about to be deleted from the cache."""
+        self._open.pop(shard, None)
 
     def drop(self, sample_ids: Sequence[str]) -> None:
         """Leave these samples out (e.g. refused as held out); an error when none is left."""
@@ -320,11 +407,17 @@ class LatentDataset:
 
         f = self._open.get(shard)
         if f is None:
-            f = self._open[shard] = safe_open(str(self.folder / shard), framework="pt")
+            path = self._held[shard] if self.cache is not None else Path(self.folder) / shard
+            f = self._open[shard] = safe_open(str(path), framework="pt")
         return f.get_tensor(key).float()
 
     def load(self, rows: Sequence[int]) -> Batch:
         recs = [self.index.iloc[i] for i in rows]
+        if self.cache is not None:
+            # every shard of the micro-batch local at once: none is evicted while it is read
+            self._held = self.cache.hold([str(r.shard) for r in recs])
+            for shard in [s for s in self._open if s not in self._held]:
+                self._close(shard)
 
         def stack(name: str) -> torch.Tensor:
             return torch.stack([self._tensor(r.shard, f"{r.sample_id}/{name}") for r in recs])
@@ -400,13 +493,16 @@ def prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n: int = 8,
                         seed: int = 0, identities: Sequence[int] = (1, 2),
                         with_source: bool = True,
-                        tasks: Sequence[str] | Mapping[str, float] | str = "r2av") -> Path:
-    """A small valid latent folder in one line, for tests and trying the trainer: ``n``
+                        tasks: Sequence[str] | Mapping[str, float] | str = "r2av",
+                        shard_size: int = 4) -> Path | str:
+    """A small valid latent folder (or set at a URL) in one line, for tests and trying the
+    trainer: ``n``
     samples of the flavor's geometry, smooth random latents (a few low-frequency components
     per sample, so there is structure to learn), identities cycling through ``identities``,
     a reference mask on one latent frame region and one audio span per identity, tasks from
     ``tasks`` (one task, a sequence cycled through, or a mix such as ``{"r2av": 4, "rv2av":
-    3, "ra2v": 3}`` dealt out in proportion, see :func:`deal_tasks`). Not data."""
+    3, "ra2v": 3}`` dealt out in proportion, see :func:`deal_tasks`), ``shard_size`` samples
+    a shard. Not data. Returns the folder (a Path) or the URL."""
     from .flavors import get_flavor
 
     fl = get_flavor(flavor)
@@ -425,7 +521,7 @@ def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n
         tasks = (tasks,)
     per_sample = (deal_tasks(tasks, n) if isinstance(tasks, Mapping)
                   else [tasks[i % len(tasks)] for i in range(n)])
-    writer = ShardWriter(folder, shard_size=4)
+    writer = ShardWriter(folder, shard_size=shard_size)
     for i in range(n):
         k = identities[i % len(identities)]
         video = smooth(a.video_channels, f, h, w)
@@ -445,4 +541,4 @@ def write_dummy_latents(folder: str | os.PathLike[str], flavor: str = "debug", n
             prompt=f"dummy sample {i}", task=per_sample[i]))
     null = {name: torch.randn(3, a.text_dim, generator=gen) for name in NULL_TEXTS}
     writer.close(null, {"flavor": flavor, "dummy": True, "seed": seed})
-    return Path(folder)
+    return writer.out.out if writer.out.remote else Path(folder)

@@ -26,11 +26,14 @@ build``) a sample that shows a held-out identity is not encoded but refused (an 
 of stage ``heldout``: which sample, identity, person, benchmark), and ``omni train`` checks the
 index again (:mod:`omni_core.heldout`).
 
-Each sample's tensors are written as a part (``_parts/<sample id>.safetensors``) by the
+Each sample's tensors are written as a part (``_results/latents/samples/...``) by the
 actor, so a killed run resumes where it stopped and a rerun does nothing; the driver then
 packs the parts into shards (:class:`~omni_model.data.ShardWriter`) with the null-text
-embeddings and ``meta.json``. A sample that fails is an ``errors`` row (stage ``latents``,
-with the reason) and never stops the run.
+embeddings and ``meta.json``. ``--out`` may be a URL (``s3://bucket/latents``, any fsspec
+location): parts and shards are uploaded as they are written and their local copies dropped,
+so neither the actors' nodes nor the driver ever hold the whole latent set, and ``omni
+train`` reads it from there (:mod:`omni_model.data`). A sample that fails is an ``errors``
+row (stage ``latents``, with the reason) and never stops the run.
 """
 
 from __future__ import annotations
@@ -425,6 +428,7 @@ class EncodeStage(Stage):
             rel = self.store.rel("null_text", "null_text", ".safetensors")
             _save(self.out.local(rel, fetch=False), {k: v.contiguous() for k, v in
                                                      self.enc.null_text().items()}, None)
+            self._publish(rel)
             self.store.put("null_text", "null_text", self.job.key, {"file": rel},
                            outputs=[rel])
 
@@ -433,7 +437,14 @@ class EncodeStage(Stage):
         rel = self.store.rel("samples", s.sample_id, ".safetensors")
         _save(self.out.local(rel, fetch=False), s.tensors(),
               {"voice_lengths": json.dumps(list(s.voice_lengths)), "prompt": s.prompt})
+        self._publish(rel)
         self.store.put("samples", s.sample_id, self.job.key, {"file": rel}, outputs=[rel])
+
+    def _publish(self, rel: str) -> None:
+        """Into a remote output: upload the part and drop this node's copy (the driver
+        fetches it back to pack the shards); nothing to do for a local one."""
+        self.out.publish(rel)
+        self.out.unstage(rel)
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> None:
@@ -457,15 +468,17 @@ def _read_part(path: Path, sample_id: str) -> LatentSample:
 def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str],
                     cfg: LatentsConfig, progress: bool = True,
                     verbose: bool = False) -> JobSummary:
-    """Latents of every sample of a curation run (a folder or URL) into the folder ``out``
-    (shards, ``index.parquet``, ``meta.json``, ``errors.parquet``, ``summary.json``)."""
+    """Latents of every sample of a curation run (a folder or URL) into ``out``, a folder or
+    a URL (``s3://...``: the parts and shards are uploaded as they are made, and no node
+    keeps them): shards, ``index.parquet``, ``null_text.safetensors``, ``meta.json``,
+    ``errors.parquet``, ``summary.json``."""
     from omni_core.heldout import refusal_lines
     from omni_core.jobs import JobContext, collect_setup, run_on_ray, summarize_items
     from omni_core.storage import RunFolder
 
     t0 = time.perf_counter()
     curation = RunFolder(curation).out
-    folder = RunFolder(Path(out).resolve())
+    folder = RunFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     planned = plan_rows(curation)
     rows, refused = refuse_heldout(planned, cfg.heldout, str(curation))
@@ -487,13 +500,16 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
         items.append(item)
     setup = collect_setup(job)
     store.refresh()  # the workers published their samples
-    writer = ShardWriter(Path(folder.root), cfg.shard_size, getattr(torch, cfg.storage_dtype))
+    # into a URL the shards are staged one at a time and uploaded (ShardWriter), and each
+    # part is fetched, packed and its local copy dropped: the node never holds the latent set
+    writer = ShardWriter(folder, cfg.shard_size, getattr(torch, cfg.storage_dtype))
     written = 0
     for r in rows:  # the task from the sample table (a part does not depend on it)
         rec = store.get("samples", r["sample_id"], key)
         if rec is not None:
-            writer.add(replace(_read_part(folder.root / rec["file"], r["sample_id"]),
-                               task=r["task"], identity_ids=tuple(r["identity_ids"]),
+            part = _read_part(folder.local(rec["file"]), r["sample_id"])
+            folder.unstage(rec["file"])
+            writer.add(replace(part, task=r["task"], identity_ids=tuple(r["identity_ids"]),
                                clip_ids=tuple(r["clip_ids"]),
                                video_ids=tuple(r["video_ids"])))
             written += 1
@@ -502,7 +518,8 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
     null_rec = store.get("null_text", "null_text", key)
     if null_rec is None:
         raise OmniError("the null texts were not encoded (see errors.parquet)")
-    null = load_file(str(folder.root / null_rec["file"]))
+    null = load_file(str(folder.local(null_rec["file"])))
+    folder.unstage(null_rec["file"])
     fl = get_flavor(cfg.flavor)
     writer.close({k: null[k] for k in NULL_TEXTS}, {
         "flavor": cfg.flavor, "weights": cfg.weights, "config": cfg_dict,
@@ -515,4 +532,4 @@ def extract_latents(curation: str | os.PathLike[str], out: str | os.PathLike[str
                  "heldout": {"benchmarks": list(cfg.heldout), "refused": len(refused)}},
         config=cfg_dict, weights=cfg.weights, inputs=[str(curation)],
         notes=[*refusal_lines(refused, len(planned), str(curation)),
-               f"{written} samples in the shards of {folder.root}"])
+               f"{written} samples in the shards of {folder.out}"])

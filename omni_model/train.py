@@ -53,7 +53,7 @@ from .tasks import Dropout, StreamWeights, build_inputs
 
 @dataclass
 class StageConfig:
-    data: str | None = None  # latent folder (omni latents)
+    data: str | None = None  # latent folder or URL (s3://...: omni latents --out)
     steps: int = 10000
     masked_loss: bool = False
 
@@ -74,6 +74,23 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float = 1.0
+
+
+@dataclass
+class DataCacheConfig:
+    """Each rank's node-local cache of the shards of a latent set at a URL
+    (``stages.<n>.data: s3://...``; :class:`~omni_model.shard_cache.ShardCache`): it
+    downloads the shards its micro-batches need as they come and deletes the least recently
+    used to stay within ``max_gb`` (and ``max_shards`` when above 0). Unused for a local
+    folder."""
+
+    #: default: ``$OMNI_CACHE/latents/<hash of the URL>/rank-<k>`` (omni_core.storage)
+    folder: str | None = None
+    max_gb: float = 8.0
+    max_shards: int = 0
+
+    def folder_for(self, rank: int) -> str | None:
+        return None if self.folder is None else str(Path(self.folder) / f"rank-{rank}")
 
 
 @dataclass
@@ -108,6 +125,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     fsdp: bool = False  # FSDP2 (fully_shard per block) instead of DDP; GPU workers only
     prefetch: int = 2  # micro-batches read ahead by a background thread (0: none)
+    data_cache: DataCacheConfig = field(default_factory=DataCacheConfig)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     peak_tflops: float | None = 989.0  # per device, dense bf16 (H100 SXM); None: no MFU
@@ -271,8 +289,10 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                         f"{cfg.micro_batch} x {world} workers")
     out = stage_dir(cfg, stage)
     out.mkdir(parents=True, exist_ok=True)
-    data = LatentDataset(Path(st.data), cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
-                         rank=rank, world=world)
+    dc = cfg.data_cache
+    data = LatentDataset(st.data, cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
+                         rank=rank, world=world, cache_dir=dc.folder_for(rank),
+                         cache_bytes=int(dc.max_gb * 2**30), cache_shards=dc.max_shards)
     refused = refuse_heldout(data, cfg.heldout)
     if rank == 0 and cfg.heldout:
         _write_refusals(out / "errors.parquet", refused)
@@ -335,6 +355,10 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
         print(f"train: flavor {cfg.flavor}, stage {stage}, {st.steps} steps, {world} worker(s)"
               f" x micro-batch {cfg.micro_batch} x {accum} accumulation = global batch "
               f"{cfg.global_batch}; {init_note}; device {device}", flush=True)
+        if data.cache is not None:
+            print(f"train: data {data.folder}: each rank streams its shards through a cache of "
+                  f"{dc.max_gb:g} GB{f' / {dc.max_shards} shards' if dc.max_shards else ''} "
+                  f"(rank 0: {data.cache.folder})", flush=True)
     bar = _progress(cfg, rank, start_step, st.steps)
     last_log: StepLog | None = None
     lw = cfg.loss
@@ -433,7 +457,8 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     final = checkpoints(cfg, stage)
     return {"last": vars(last_log) if last_log else None,
             "checkpoint": str(final[-1]) if final else None,
-            "heldout_refused": len(refused), "samples": len(data.index)}
+            "heldout_refused": len(refused), "samples": len(data.index),
+            "data_cache": data.cache.stats.to_dict() if data.cache is not None else None}
 
 
 def refuse_heldout(data: LatentDataset, heldout: list[str]) -> list[Any]:
@@ -604,8 +629,9 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
 
     stages = {k: replace(v, data=absolute(v.data)) for k, v in cfg.stages.items()}
     heldout = [absolute(h) or h for h in cfg.heldout]
+    cache = replace(cfg.data_cache, folder=absolute(cfg.data_cache.folder))
     entry = cfg.init is not None and not Path(cfg.init).exists() and \
         cfg.init.partition(":")[0] in load_registry().names()
     return replace(cfg, out=absolute(cfg.out) or cfg.out,
                    init=cfg.init if entry else absolute(cfg.init), stages=stages,
-                   heldout=heldout)
+                   heldout=heldout, data_cache=cache)

@@ -15,10 +15,12 @@ from omni_core.errors import OmniError
 from omni_core.storage import (
     RunFolder,
     exists,
+    file_names,
     is_remote,
     join,
     list_files,
     local_input,
+    read_bytes,
     stat_key,
 )
 
@@ -287,6 +289,37 @@ def test_remote_run_folder_stages_publishes_and_fetches(s3, tmp_path):
     assert not node_a.exists("clips/v/c.mp4") and node_a.exists("captions/v/c.json")
     with pytest.raises(FileNotFoundError):
         node_b.read_text("missing.json")
+
+
+def test_read_bytes_file_names_and_unstage(s3, tmp_path):
+    """Small files are read whole from a path or a URL; the files of one folder are listed
+    without its subfolders; a published file's staged copy can be dropped (a job writing
+    more than a node holds) while the output keeps it."""
+    bucket = s3.bucket()
+    out = RunFolder(f"{bucket}/run", staging=tmp_path / "s")
+    p = out.local("shards/a.bin", fetch=False)
+    p.write_bytes(b"shard a")
+    out.publish("shards/a.bin")
+    assert read_bytes(out.url("shards/a.bin")) == b"shard a"
+    out.unstage("shards/a.bin")
+    assert not p.exists() and not list(p.parent.iterdir())  # nor its .version mark
+    assert out.exists("shards/a.bin") and out.local("shards/a.bin").read_bytes() == b"shard a"
+    with pytest.raises(FileNotFoundError):
+        read_bytes(f"{bucket}/run/none.bin")
+    out.write_text("top.json", "{}")
+    # the files directly in a folder, not those of its subfolders
+    assert file_names(out.url()) == {"top.json"}
+    assert file_names(out.url("shards")) == {"a.bin"}
+    assert file_names(f"{bucket}/nothing") == set()
+    here = RunFolder(tmp_path / "here")
+    f = here.local("a.bin", fetch=False)
+    f.write_bytes(b"local")
+    here.unstage("a.bin")  # a local output's file is the output: kept
+    (tmp_path / "here" / "sub").mkdir()
+    assert file_names(tmp_path / "here") == {"a.bin"} and file_names(tmp_path / "no") == set()
+    assert read_bytes(f) == b"local" and read_bytes(f"file://{f}") == b"local"
+    with pytest.raises(FileNotFoundError):
+        read_bytes(tmp_path / "none.bin")
 
 
 def test_credentials_are_never_printed(s3, tmp_path, capsys):
