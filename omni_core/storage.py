@@ -43,7 +43,7 @@ from .errors import OmniError
 from .urls import redact_url
 
 __all__ = ["Listing", "RunFolder", "as_run_folder", "cache_root", "exists", "is_remote", "join",
-           "list_files", "local_input", "stat_key"]
+           "list_files", "local_input", "read_bytes", "stat_key"]
 
 _LOCAL = ("", "file", "local")
 
@@ -374,6 +374,25 @@ def local_input(url: str | os.PathLike[str], cache_dir: str | os.PathLike[str] |
 
 # --------------------------------------------------------------------------------------------
 # the run's output
+
+
+def read_bytes(url: str | os.PathLike[str]) -> bytes:
+    """The whole content of a small input (a crop, a JSON): the file's bytes when local, one
+    GET when remote -- no metadata request and no cache copy, for many small objects read
+    once (:func:`local_input` asks for the object's size and version first)."""
+    s = os.fspath(url)
+    if not is_remote(s):
+        try:
+            return _local_path(s).read_bytes()
+        except OSError as exc:
+            raise OmniError(f"cannot read {s}: {exc.strerror or _reason(exc)}") from exc
+    fs, path = _fs(s)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise OmniError(f"input not found: {s}") from exc
+    except OSError as exc:
+        raise OmniError(f"cannot read {s}: {_reason(exc)}") from exc
 
 
 class RunFolder:
