@@ -12,8 +12,9 @@ Retrieval (:func:`.identity.find_matches`) needs, for each query identity:
 
 * ``exact``: the cosines of a block of queries against the whole database (one matrix
   product per block; ``block_mb`` of float32 per block), the block's same-clip / same-video
-  entries masked in place, the neighbours taken with one comparison and the runner-up with
-  one masked maximum. Memory: a few blocks plus the table, never N x N; time: N^2 d.
+  entries masked in place, the neighbours taken with one comparison, then masked too, and the
+  runner-up the maximum of what is left of the crop columns. Memory: a block and its
+  comparison plus the table, never N x N; time: N^2 d.
 * ``hnsw``: a faiss HNSW-flat graph over the embeddings (inner product of L2-normalised
   vectors is the cosine; the flat storage gives exact cosines for what it returns). Each query
   asks for ``hnsw_k`` nearest plus as many as its own clip and video hold (those are masked
@@ -180,17 +181,18 @@ def _exact_part(space: Space, rows: np.ndarray, threshold: float, block_mb: floa
         sim = space.emb[rb] @ space.emb.T
         pos, col = space.masked(rb)
         sim[pos, col] = -np.inf
-        crop = sim[:, :space.n_crop]
-        if space.n_crop:
-            best = np.where(crop < threshold, crop, -np.inf).max(axis=1)
-        else:
-            best = np.full(len(rb), -np.inf, np.float32)
-        ru[b0:b0 + len(rb)] = np.where(np.isfinite(best), best, -1.0)
         r, c = np.nonzero(sim >= threshold)
         qs.append(rb[r])
         ms.append(c)
         cs.append(sim[r, c])
-        del sim, crop
+        # the runner-up: what is left of the crop columns once the neighbours are taken out
+        sim[r, c] = -np.inf
+        if space.n_crop:
+            best = sim[:, :space.n_crop].max(axis=1)
+        else:
+            best = np.full(len(rb), -np.inf, np.float32)
+        ru[b0:b0 + len(rb)] = np.where(np.isfinite(best), best, -1.0)
+        del sim
     return _Part(rows, ru, _cat(qs, np.int64), _cat(ms, np.int64), _cat(cs, np.float32))
 
 
