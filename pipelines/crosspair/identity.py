@@ -71,7 +71,7 @@ class RetrievalOptions:
     index: str = "exact"  # exact | hnsw
     block_mb: float = 256.0  # exact: cosines of one block of queries, in MiB
     hnsw_m: int = 32  # graph degree
-    hnsw_ef_construction: int = 40
+    hnsw_ef_construction: int = 100
     hnsw_ef_search: int = 64  # at least the answers asked for
     hnsw_k: int = 16  # answers asked per query, besides its own clip's and video's
     ray_min_identities: int | None = 200_000
