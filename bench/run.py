@@ -12,13 +12,15 @@ from pathlib import Path
 from omni_core import __version__
 from omni_core.doctor import git_commit
 
-from . import clone_check, crosspair, curation, evaluation, media, training
+from . import clone_check, crosspair, curation, evaluation, media, retrieval, training
 
 BENCHMARKS = {
     "media": (media.run, media.markdown),
     "evaluation": (evaluation.run, evaluation.markdown),
     "curation": (curation.run, curation.markdown),
     "crosspair": (crosspair.run, crosspair.markdown),
+    # identity retrieval at 1k-100k planted identities, exact and HNSW (docs/crosspair.md)
+    "retrieval": (retrieval.run, retrieval.markdown),
     # quality, not speed: the lite clone check's operating points (docs/crosspair.md)
     "clone-check": (lambda repeat: clone_check.run(), clone_check.markdown),
     "training": (training.run, training.markdown),

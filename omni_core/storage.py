@@ -371,8 +371,10 @@ def file_names(url: str | os.PathLike[str]) -> set[str]:
 
 
 def read_bytes(url: str | os.PathLike[str]) -> bytes:
-    """The bytes of a small file at a path or URL, read whole into memory (never a cached
-    answer). FileNotFoundError when there is none; ``OmniError`` when it cannot be read."""
+    """The bytes of a small file at a path or URL (a crop, a JSON, an index), read whole into
+    memory: one GET when remote, no metadata request and no cache copy (:func:`local_input`
+    asks for the object's size and version first). FileNotFoundError when there is none;
+    ``OmniError`` when it cannot be read."""
     s = os.fspath(url)
     if not is_remote(s):
         path = _local_path(s)

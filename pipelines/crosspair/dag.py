@@ -279,7 +279,7 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
 
     ts = time.perf_counter()
     db = load_database(runs)
-    matches = find_matches(db, cfg.retrieval)
+    matches = find_matches(db, cfg.retrieval, ray_config=cfg.ray)
     plan = plan_crosspair(runs, db, matches)
     units = voice_units(plan, runs, cfg)
     seconds["retrieval"] = time.perf_counter() - ts

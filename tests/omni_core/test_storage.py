@@ -226,6 +226,21 @@ def test_remote_input_is_cached_and_fetched_again_when_it_changes(s3, tmp_path):
         local_input(f"{bucket}/videos/none.mp4", cache)
 
 
+def test_read_bytes_reads_the_object_without_a_cache_copy(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "omni"))
+    bucket = s3.bucket()
+    s3.fs().pipe_file(f"{bucket}/crops/a.png".removeprefix("s3://"), b"crop bytes")
+    assert read_bytes(f"{bucket}/crops/a.png") == b"crop bytes"
+    assert not (tmp_path / "omni").exists()  # nothing cached: read once, kept nowhere
+    (tmp_path / "b.png").write_bytes(b"local")
+    assert read_bytes(tmp_path / "b.png") == b"local"
+    assert read_bytes(f"file://{tmp_path / 'b.png'}") == b"local"
+    with pytest.raises(FileNotFoundError):
+        read_bytes(f"{bucket}/crops/none.png")
+    with pytest.raises(FileNotFoundError):
+        read_bytes(tmp_path / "none.png")
+
+
 def test_default_cache_is_under_omni_cache(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("OMNI_CACHE", str(tmp_path / "omni"))
     bucket = s3.bucket()
