@@ -12,15 +12,16 @@ from pathlib import Path
 from omni_core import __version__
 from omni_core.doctor import git_commit
 
-from . import clone_check, crosspair, curation, evaluation, media, retrieval, training
+from . import clone_check, crosspair, curation, evaluation, media, scale, training
 
 BENCHMARKS = {
     "media": (media.run, media.markdown),
     "evaluation": (evaluation.run, evaluation.markdown),
     "curation": (curation.run, curation.markdown),
     "crosspair": (crosspair.run, crosspair.markdown),
-    # identity retrieval at 1k-100k planted identities, exact and HNSW (docs/crosspair.md)
-    "retrieval": (retrieval.run, retrieval.markdown),
+    # curation at scale: streaming merge, S3 resume, identity retrieval (exact and HNSW);
+    # OMNI_BENCH_SCALE=full for the 100k retrieval sizes (docs/curation.md)
+    "scale": (scale.run, scale.markdown),
     # quality, not speed: the lite clone check's operating points (docs/crosspair.md)
     "clone-check": (lambda repeat: clone_check.run(), clone_check.markdown),
     "training": (training.run, training.markdown),

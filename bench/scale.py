@@ -10,8 +10,12 @@ in a fresh process), the objects written, and, at the S3 sizes, the requests a r
 finished run makes to an S3 server on 127.0.0.1 (moto, counted at the server); then the
 fitted growth exponent of merge CPU and the extrapolation to 1M clips.
 
-``OMNI_BENCH_SCALE_N`` (e.g. ``1000,10000,100000,1000000``) sets the sizes; the default
-keeps the run under 10 minutes on 2 CPUs.
+It then runs identity retrieval on planted people (:mod:`bench.retrieval`): the exact
+blocked path and the faiss HNSW path, with precision and recall and the 1M extrapolation.
+
+``OMNI_BENCH_SCALE_N`` (e.g. ``1000,10000,100000,1000000``) sets the merge sizes;
+``OMNI_BENCH_SCALE=full`` adds the 100k retrieval sizes (exact and HNSW, about 15 minutes
+more on 2 CPUs). The default run stays under about 10 minutes on 2 CPUs.
 """
 
 from __future__ import annotations
@@ -392,9 +396,12 @@ def run(repeat: int = 1) -> dict[str, Any]:
                            "rss_ratio_largest_over_10k": (
                                round(rss[max(rss)] / rss[10_000], 2)
                                if 10_000 in rss and rss[10_000] else None)}
-    from . import retrieval_scale
+    from . import retrieval
 
-    out["retrieval"] = retrieval_scale.run_all()
+    full = os.environ.get("OMNI_BENCH_SCALE") == "full"
+    print("bench scale: identity retrieval ...", flush=True)
+    out["retrieval"] = (retrieval.run() if full else
+                        retrieval.run(exact_sizes=(1_000, 10_000), hnsw_sizes=(10_000, 30_000)))
     return out
 
 
@@ -418,9 +425,9 @@ def markdown(r: dict[str, Any]) -> str:
                      f"({s['requests_listing_inputs']}) | {s['requests_per_clip']} | "
                      f"{s['by_method']} | {s['wall_s']} |")
     if r.get("retrieval"):
-        from . import retrieval_scale
+        from . import retrieval
 
-        lines += ["", retrieval_scale.markdown(r["retrieval"])]
+        lines += ["", retrieval.markdown(r["retrieval"])]
     return "\n".join(lines) + "\n"
 
 
