@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import resource
 import time
 from typing import Any
 
+from bench import memory_bytes
 from pipelines.crosspair.identity import (
     RetrievalOptions,
     compare_matches,
@@ -43,16 +43,16 @@ def _measure(n: int, index: str, seed: int, overrides: dict[str, Any]) -> dict[s
     db, person = planted(n, seed)
     opts = RetrievalOptions(duplicate_max_diff=0, index=index, ray_min_identities=None,
                             **overrides)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = memory_bytes()[1]
     t0, c0 = time.perf_counter(), time.process_time()
     m = find_matches(db, opts)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = memory_bytes()[1]
     s = retrieval_scores(db, m, person, opts)
     ok = m[m.verified]
     return {"n": n, "index": index, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "stages_s": {k: round(v, 2) for k, v in m.attrs.get("seconds", {}).items()},
-            "peak_rss_mb": round(peak / 1024), "rss_before_mb": round(base / 1024),
+            "peak_rss_mb": round(peak / 2**20), "rss_before_mb": round(base / 2**20),
             "precision": s.precision, "recall": s.recall, "verified": int(len(ok)),
             "pairs": list(zip(ok.query_identity_id, ok.match_identity_id, strict=True))}
 

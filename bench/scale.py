@@ -205,25 +205,19 @@ def finish_run(out: str, inputs: list[tuple[str, list[Any]]]) -> dict[str, Any]:
             "counts": counts, "folded": folded, "stages": tally.rows()[1]["in"]}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _measure_child(out: str, inputs_file: str) -> None:
     """In a fresh process: baseline RSS after the imports, then :func:`finish_run` timed."""
-    import resource
-
     import pyarrow  # noqa: F401  (the imports are the baseline, not the merge)
 
     import pipelines.inpair.dag  # noqa: F401
+    from bench import memory_bytes
 
     inputs = [tuple(x) for x in json.loads(Path(inputs_file).read_text())]
-    base = _rss_bytes()
+    base = memory_bytes()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     res = finish_run(out, inputs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = memory_bytes()[1]
     print(json.dumps({**res, "wall_s": wall, "cpu_s": cpu,
                       "peak_rss_over_baseline_gb": max(0, peak - base) / 1e9}))
 
@@ -330,7 +324,7 @@ def measure_s3_resume(n_clips: int) -> dict[str, Any]:
     with CountingS3() as s3:
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.env["AWS_ENDPOINT_URL"]},
                                skip_instance_cache=True)
-        bucket = f"omni-bench-{os.getpid()}"
+        bucket = f"omni-bench-{n_clips}-{os.urandom(4).hex()}"
         fs.mkdir(bucket)
         n_inputs = math.ceil(n_clips / CLIPS_PER_INPUT)
         for i in range(n_inputs):
