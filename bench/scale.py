@@ -104,7 +104,7 @@ def write_synthetic_run(out: str, n_clips: int, sources: list[tuple[str, list[An
     import numpy as np
     import pyarrow as pa
 
-    from omni_core.jobs.store import Entry, ResultStore, _columnar, _parquet_bytes
+    from omni_core.jobs.store import Entry, ResultStore, columnar, parquet_bytes
     from omni_core.storage import RunFolder
 
     rng = np.random.default_rng(seed)
@@ -122,7 +122,7 @@ def write_synthetic_run(out: str, n_clips: int, sources: list[tuple[str, list[An
         for t, rows in clip_tables(f"{c:016x}", "v", rng).items():
             template.setdefault(t, []).extend({**r, "_item": f"{c:016x}", "_row": i}
                                               for i, r in enumerate(rows))
-    arrow = {t: _columnar(t, rows) for t, rows in template.items()}
+    arrow = {t: columnar(t, rows) for t, rows in template.items()}
     id_cols = {"clip_id", "source_clip_id", "_item", "track_id", "identity_id", "segment_id",
                "reference_id", "sample_id", "video_id"}
     clip_no = 0
@@ -147,13 +147,13 @@ def write_synthetic_run(out: str, n_clips: int, sources: list[tuple[str, list[An
                                      _hex(clip_no, v)) for v in col.to_pylist()], pa.string())
                 cols[name] = col
             folder.write_bytes(f"{base}.{t}.parquet",
-                               _parquet_bytes(pa.table(cols, schema=table.schema)))
+                               parquet_bytes(pa.table(cols, schema=table.schema)))
         items = pa.table({
             "item": pa.array(ids, pa.string()), "parent": pa.array(inputs, pa.string()),
             "source": pa.nulls(n, pa.string()), "stat": pa.nulls(n, pa.string()),
             "outputs": pa.nulls(n, pa.string()),
             "record": pa.array([json.dumps({"stats": STATS})] * n, pa.string())})
-        folder.write_bytes(f"{base}.items.parquet", _parquet_bytes(items))
+        folder.write_bytes(f"{base}.items.parquet", parquet_bytes(items))
         clip_no += n
         parts += 1
     for i, (src, stat) in enumerate(sources[:n_inputs]):

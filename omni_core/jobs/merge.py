@@ -106,13 +106,13 @@ def merge_table(store: ResultStore, sources: Sequence[Source], table: str, spec:
 
 def _parts(store: ResultStore, sources: Sequence[Source], table: str,
            extra: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
-    from .store import _columnar, _restore
+    from .store import _restore, columnar
 
     for src in sources:
         yield from store.tables(src.kind, src.key, table, src.index)
     rows = [{**r, "_item": "", "_row": i} for i, r in enumerate(extra)]
     if rows:
-        yield _restore(table, _columnar(table, rows))
+        yield _restore(table, columnar(table, rows))
 
 
 def _write(data: Any, table: str, spec: TableSpec, folder: RunFolder, rel: str) -> int:

@@ -191,8 +191,8 @@ class ResultStore:
                 dest.extend({**r, "_item": e.item, "_row": i} for i, r in enumerate(rows))
         for t, rows in sorted(tables.items()):
             if rows:
-                table = _columnar(t, rows, (schemas or {}).get(t))
-                self.folder.write_bytes(f"{base}.{t}.parquet", _parquet_bytes(table))
+                table = columnar(t, rows, (schemas or {}).get(t))
+                self.folder.write_bytes(f"{base}.{t}.parquet", parquet_bytes(table))
         cols: dict[str, list[Any]] = {c: [] for c in _ITEM_COLUMNS}
         for e in entries:
             stat = e.stat if e.stat is not None else (
@@ -205,7 +205,7 @@ class ResultStore:
             cols["outputs"].append(json.dumps(outs, sort_keys=True) if outs else None)
             cols["record"].append(json.dumps(_plain(dict(e.record)), sort_keys=True))
         items = pa.table({c: pa.array(v, pa.string()) for c, v in cols.items()})
-        self.folder.write_bytes(f"{base}.{ITEMS}.parquet", _parquet_bytes(items))
+        self.folder.write_bytes(f"{base}.{ITEMS}.parquet", parquet_bytes(items))
         idx = self._index.pop((kind, key), None)
         if idx is not None:  # this process's view stays current without a new listing
             self._index[(kind, key)] = _append(idx, items, stem)
@@ -319,7 +319,7 @@ class ResultStore:
         idx = self.index(kind, key, refresh=True)
         stem = f"part-{time.time_ns():020d}-compact"
         table = idx.table.select([*_ITEM_COLUMNS, "part"])
-        self.folder.write_bytes(f"{folder}/{stem}.{ITEMS}.parquet", _parquet_bytes(table))
+        self.folder.write_bytes(f"{folder}/{stem}.{ITEMS}.parquet", parquet_bytes(table))
         for rel in files:
             self.folder.remove(rel)
         self._index[(kind, key)] = Index(_with_part(table, stem), idx.parts)
@@ -352,7 +352,7 @@ def _stat(url: str) -> list[Any] | None:
         return None
 
 
-def _parquet_bytes(table: Any) -> bytes:
+def parquet_bytes(table: Any) -> bytes:
     import pyarrow.parquet as pq
 
     buf = io.BytesIO()
@@ -370,7 +370,7 @@ def _read_parquet(data: bytes, where: str) -> Any:
         raise OmniError(f"{where}: unreadable result part ({exc})") from exc
 
 
-def _columnar(table: str, rows: list[dict[str, Any]], schema: Any = None) -> Any:
+def columnar(table: str, rows: list[dict[str, Any]], schema: Any = None) -> Any:
     """Rows of a job table as Arrow, validated against the table's manifest schema, with
     ``_item``/``_row`` and every equal-length float list (embeddings) as a fixed-size list."""
     import pyarrow as pa
