@@ -143,6 +143,7 @@ class _Spill:
 
     def add(self, table: Any, shard: list[int]) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.ipc as ipc
 
         if self.schema is None:
@@ -150,8 +151,6 @@ class _Spill:
         elif table.schema != self.schema:
             table = table.cast(self.schema)
         ids = pa.array(shard, pa.int32())
-        import pyarrow.compute as pc
-
         for s in sorted(set(shard)):
             rows = table.filter(pc.equal(ids, s))
             if s not in self.writers:

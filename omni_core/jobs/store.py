@@ -127,10 +127,6 @@ class Index:
             self._rows = {v: i for i, v in enumerate(self.table.column("item").to_pylist())}
         return self._rows.get(item)
 
-    def items(self) -> Any:
-        """The finished items as an Arrow string array."""
-        return self.table.column("item").combine_chunks()
-
     def by_part(self) -> dict[str, Any]:
         """Part -> the Arrow array of the items it holds for good (the newest part wins), in
         part order."""

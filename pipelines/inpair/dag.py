@@ -77,7 +77,6 @@ SPECS = {
     "samples": TableSpec(("sample_id",), "clip_id"),
     "errors": TableSpec(("stage", "item", "reason"), "item"),
 }
-SORT_KEYS = {t: spec.sort for t, spec in SPECS.items()}
 #: the run's input feed while it runs (omni_core.jobs.feed)
 STAGING_DIR = "_staging"
 JOB = "inpair"
