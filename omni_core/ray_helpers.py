@@ -1,4 +1,4 @@
-"""Starting or joining Ray, and sizing actor pools so a DAG cannot starve itself.
+"""Starting or joining Ray.
 
 By default a job runs on an embedded local cluster sized to this machine, started even when
 another cluster runs on the host. Every port it opens (GCS, raylet, object manager, workers,
@@ -7,11 +7,7 @@ next free port, so two jobs (or two users) can share a workstation. ``address`` 
 existing cluster instead (``auto``, ``host:6379`` or ``ray://host:10001``), which is what
 ``ray job submit`` gives a driver.
 
-Pool sizing: Ray Data runs the read and the CPU map tasks beside the actor pools. A pool that
-reserves every CPU leaves none for the read stage, and the dataset never finishes (measured on
-a 2-CPU machine). :func:`plan_actor_pool` sizes a pool from the resources the cluster actually
-has, keeping ``reserve_cpus`` free for the rest of the DAG, and shrinks the per-actor CPU
-request when even one actor would not fit.
+Actor pools are sized for a whole DAG at once by :func:`omni_core.jobs.resources.plan_pools`.
 """
 
 from __future__ import annotations
@@ -227,62 +223,3 @@ def shutdown_ray() -> None:
     _dashboard = None
     if ray.is_initialized():
         ray.shutdown()
-
-
-@dataclass(frozen=True)
-class ActorPoolPlan:
-    """How many actors a stage gets and what each one reserves."""
-
-    size: int
-    num_cpus: float
-    num_gpus: float
-
-    def strategy(self):
-        """The Ray Data compute strategy for ``map_batches(compute=...)``."""
-        from ray.data import ActorPoolStrategy
-
-        return ActorPoolStrategy(min_size=1, max_size=self.size)
-
-    def ray_remote_args(self) -> dict[str, float]:
-        args = {"num_cpus": self.num_cpus}
-        if self.num_gpus:
-            args["num_gpus"] = self.num_gpus
-        return args
-
-
-def plan_actor_pool(
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    *,
-    max_size: int | None = None,
-    reserve_cpus: float = 1.0,
-    resources: dict[str, float] | None = None,
-) -> ActorPoolPlan:
-    """Size an actor pool from the cluster's resources, leaving ``reserve_cpus`` free.
-
-    ``resources`` defaults to ``ray.available_resources()`` (Ray must be initialised); pass a
-    dict to plan for a known cluster. GPU stages are sized by GPUs; CPU stages by the CPUs
-    left after the reserve. When not even one actor fits, its CPU request shrinks to what is
-    left (at least 0.25), so one actor always runs and the DAG still completes.
-    """
-    if num_cpus <= 0 and num_gpus <= 0:
-        raise ValueError("an actor must reserve some CPU or GPU")
-    if resources is None:
-        import ray
-
-        resources = dict(ray.available_resources())
-    cpus = float(resources.get("CPU", 0.0))
-    gpus = float(resources.get("GPU", 0.0))
-    free = max(cpus - reserve_cpus, 0.0)
-    per_cpu = num_cpus
-    if per_cpu > free:
-        per_cpu = max(round(free, 2), 0.25) if free > 0 else max(min(cpus / 2, num_cpus), 0.25)
-    by_cpu = int(free // per_cpu) if per_cpu > 0 else 10**6
-    size = max(by_cpu, 1)
-    if num_gpus > 0:
-        if gpus < num_gpus:
-            raise OmniError(f"stage needs {num_gpus:g} GPU per actor; the cluster has {gpus:g}")
-        size = min(size, int(gpus // num_gpus))
-    if max_size is not None:
-        size = min(size, max_size)
-    return ActorPoolPlan(size=max(size, 1), num_cpus=per_cpu, num_gpus=num_gpus)

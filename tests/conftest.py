@@ -359,8 +359,10 @@ def ray_head() -> Iterator[Any]:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
-def run_job(client: Any, argv: list[str], timeout_s: float = 300) -> str:
-    """Submit ``argv`` as a job, wait for it to succeed; its logs."""
+def run_job(client: Any, argv: list[str], timeout_s: float = 240) -> str:
+    """Submit ``argv`` as a job, wait for it to succeed; its logs. A job still running after
+    ``timeout_s`` is stopped and the test fails with the end of its log (inside the test
+    timeout, so the log is seen)."""
     import time
 
     from ray.job_submission import JobStatus
@@ -368,7 +370,10 @@ def run_job(client: Any, argv: list[str], timeout_s: float = 300) -> str:
     job = client.submit_job(entrypoint=" ".join(argv))
     deadline = time.monotonic() + timeout_s
     while not (status := client.get_job_status(job)).is_terminal():
-        assert time.monotonic() < deadline, "job did not finish"
+        if time.monotonic() > deadline:
+            client.stop_job(job)
+            pytest.fail(f"job did not finish in {timeout_s:g} s ({status}); its log ends:\n"
+                        f"{client.get_job_logs(job)[-3000:]}")
         time.sleep(1)
     logs = client.get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-2000:]

@@ -11,13 +11,14 @@ with one :class:`JobSummary` (``summary.json``, the closing table) carrying its 
 """
 
 from .provenance import file_identity, provenance, weights_mode
-from .resources import StageResources, actor_args
+from .resources import PoolPlan, StageResources, actor_args, plan_pools
 from .runner import StagePlan, run_in_process, run_on_ray, start_ray
 from .stage import JobContext, SetupRecord, Stage, WorkItem, collect_setup
 from .store import ResultStore, result_key
 from .summary import JobSummary, driver_stage, read_summary, stage_rows, summarize_items
 
-__all__ = ["JobContext", "JobSummary", "ResultStore", "SetupRecord", "Stage", "StagePlan",
-           "StageResources", "WorkItem", "actor_args", "collect_setup", "driver_stage",
-           "file_identity", "provenance", "read_summary", "result_key", "run_in_process",
-           "run_on_ray", "stage_rows", "start_ray", "summarize_items", "weights_mode"]
+__all__ = ["JobContext", "JobSummary", "PoolPlan", "ResultStore", "SetupRecord", "Stage",
+           "StagePlan", "StageResources", "WorkItem", "actor_args", "collect_setup",
+           "driver_stage", "file_identity", "plan_pools", "provenance", "read_summary",
+           "result_key", "run_in_process", "run_on_ray", "stage_rows", "start_ray",
+           "summarize_items", "weights_mode"]

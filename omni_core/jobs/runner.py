@@ -27,7 +27,7 @@ from omni_core.weights import unrecorded
 
 from .feed import InputFeed
 from .progress import _LOCAL_BOARDS, ProgressBoard, ProgressView
-from .resources import StageResources, actor_args
+from .resources import StageResources, actor_args, plan_pools
 from .stage import JobContext, Stage, WorkItem
 
 
@@ -94,9 +94,10 @@ def run_on_ray(job: JobContext, rows: Sequence[dict[str, Any]] | InputFeed,
                                               override_num_blocks=rows.blocks)
             else:
                 ds = ray.data.from_items(list(rows), override_num_blocks=max(1, n))
-            for p in plans:
+            pools = plan_pools([p.resources for p in plans])
+            for p, pool in zip(plans, pools, strict=True):
                 kwargs = {"fn_constructor_kwargs": {"job": job, **p.params},
-                          **actor_args(p.resources, grow=joined)}
+                          **actor_args(p.resources, pool, grow=joined)}
                 if p.batch_size:
                     ds = ds.map_batches(p.stage, batch_size=p.batch_size, **kwargs)
                 elif p.fan_out:
