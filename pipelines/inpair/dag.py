@@ -35,7 +35,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -497,10 +497,48 @@ class FinishStage(_ClipStage):
                                                         "decodes": work.decodes}},
                                parent=work.source, tables=tables))
         failed = sum(w.failed is not None for w in works)
-        self.store.put_part("clips", self.job.key, clips)
-        self.store.put_part("inputs", self.job.key, plans)
-        self.report(done=len(clips), failed=failed, out=len(clips))
-        return {"item": [f"{len(clips)} clips, {len(plans)} inputs"], "failed": [str(failed)]}
+        lost: list[list[str]] = []  # [item, kind, reason] of what could not be published
+        for kind, entries in (("clips", clips), ("inputs", plans)):
+            try:
+                publish(self.store, kind, self.job.key, entries)
+            except Exception as exc:  # noqa: BLE001 - reported as error rows, not a dead run
+                reason = error_row("", "finish", exc)["reason"]
+                lost += [[e.item if kind == "clips" else e.source or e.item, kind, reason]
+                         for e in entries]
+        self.report(done=len(clips), failed=failed + len(lost), out=len(clips))
+        return {"item": [f"{len(clips)} clips, {len(plans)} inputs"], "failed": [str(failed)],
+                "unpublished": [json.dumps(lost)]}
+
+
+#: attempts to publish one result part, and the first pause between them (doubled each time)
+PUBLISH_ATTEMPTS = 3
+PUBLISH_PAUSE_S = 0.5
+
+
+def publish(store: ResultStore, kind: str, key: str, entries: list[Any]) -> None:
+    """One result part, tried :data:`PUBLISH_ATTEMPTS` times (a storage hiccup passes); the
+    last error is raised. A part written twice is harmless: the newest copy of an item wins."""
+    for attempt in range(PUBLISH_ATTEMPTS):
+        try:
+            store.put_part(kind, key, entries)
+            return
+        except Exception:
+            if attempt == PUBLISH_ATTEMPTS - 1:
+                raise
+            time.sleep(PUBLISH_PAUSE_S * 2 ** attempt)
+
+
+def unpublished_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``errors`` rows (stage ``finish``) for the clips and inputs whose results the finish
+    stage could not publish (:class:`FinishStage`'s returned rows): they are not finished, so
+    a rerun processes them again."""
+    out = []
+    for row in rows:
+        for item, kind, reason in json.loads(row.get("unpublished") or "[]"):
+            what = "clip" if kind == "clips" else "input"
+            out.append(error_row(item, "finish", OmniError(
+                f"the {what}'s results could not be published ({reason}); a rerun retries it")))
+    return out
 
 
 #: the stages in order with their steps (the summary's and the report's stage table)
@@ -549,7 +587,8 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
         stat = listing.stats.get(s)
         feed.add({"source": s, "stat": json.dumps(stat) if stat is not None else None,
                   "done": done.partial.get(s, [])})
-    run_on_ray(job, feed.close(), plans, cfg.ray, progress=progress, verbose=verbose)
+    lost = unpublished_rows(run_on_ray(job, feed.close(), plans, cfg.ray, progress=progress,
+                                       verbose=verbose))
     folder.remove(f"{STAGING_DIR}/{JOB}")
     setup = collect_setup(job)
     store.refresh()
@@ -572,7 +611,7 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     listed = [error_row(entry, "list", OmniError(reason)) for entry, reason in listing.problems]
     counts = {t: merge_table(store, sources.get(t, [Source("clips", key, done.clips)]), t,
                              SPECS[t], folder, shards=shards,
-                             extra=listed if t == "errors" else ())
+                             extra=[*listed, *lost] if t == "errors" else ())
               for t in TABLES}
     for kind in ("inputs", "clips"):  # the next resume reads one items file per kind
         store.compact(kind, key)

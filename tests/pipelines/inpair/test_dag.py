@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -162,6 +163,42 @@ def test_killed_run_resumes_to_the_same_manifests(inputs, run, tmp_path):
     from conftest import assert_same_manifests
 
     assert_same_manifests(out, first)
+
+
+def test_results_that_cannot_be_published_are_error_rows_and_a_rerun_retries_them(
+        inputs, run, tmp_path):
+    """Storage that refuses the finish stage's writes (here the clips' part folder is a
+    file) does not stop the run: its clips become ``finish`` error rows, every input is still
+    accounted for, and once the storage works a rerun finishes them, to the same manifests as
+    a clean run."""
+    from conftest import assert_same_manifests
+
+    *_, first = run
+    out = tmp_path / "out"
+    blocker = out / "_results" / "inpair" / "clips"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    cfg = load_config(InpairConfig, None, ["ray.num_cpus=2", "ray.include_dashboard=false"])
+    try:
+        broken = run_inpair(inputs, out, cfg, progress=False)
+        lost = frames(out)
+        blocker.unlink()
+        fixed = run_inpair(inputs, out, cfg, progress=False)
+    finally:
+        shutdown_ray()
+    clean = pd.read_parquet(io.BytesIO(first["errors"]))
+    finish = lost["errors"][lost["errors"].stage == "finish"]
+    assert len(finish) == 2 and len(lost["clips"]) == 0  # the two talking clips
+    assert finish.reason.str.contains("could not be published").all()
+    assert finish.reason.str.contains("a rerun retries it").all()
+    assert set(lost["errors"].item) - set(finish.item) == set(clean.item)
+    assert broken.errors_by_stage == {**{"finish": 2}, **_stage_counts(clean)}
+    assert fixed.items["skipped"] == 8  # the failed inputs stay done; the two are redone
+    assert_same_manifests(out, first)
+
+
+def _stage_counts(errors):
+    return {str(k): int(v) for k, v in errors.groupby("stage").size().items()}
 
 
 def test_every_entry_is_accounted_for_and_a_rerun_never_lists_its_own_output(sample_corpus,
