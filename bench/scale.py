@@ -178,31 +178,21 @@ def write_synthetic_run(out: str, n_clips: int, sources: list[tuple[str, list[An
 
 
 def finish_run(out: str, inputs: list[tuple[str, list[Any]]]) -> dict[str, Any]:
-    """What ``run_inpair`` does after the workers: the resume decision, the stage tally, the
-    streaming merge of every table and the compaction."""
-    from omni_core.jobs.merge import Source, merge_table, shard_count
+    """What ``run_inpair`` does after the workers (:func:`pipelines.inpair.dag.merge_run`):
+    the resume decision, the stage tally, the streaming merge of every table and the
+    compaction."""
+    from omni_core.jobs.merge import shard_count
     from omni_core.jobs.store import ResultStore
-    from omni_core.jobs.summary import StageTally
     from omni_core.storage import Listing, RunFolder
-    from pipelines.inpair.dag import SPECS, STAGES, TABLES, finished
+    from pipelines.inpair.dag import merge_run
 
     folder = RunFolder(out)
     store = ResultStore(folder, "inpair")
     listing = Listing(files=[s for s, _ in inputs], stats=dict(inputs))
-    done = finished(store, KEY, listing)
-    tally = StageTally([(s.name, s.step_names()) for s in STAGES])
-    for idx in (done.inputs, done.clips):
-        for _, rec in store.records(idx):
-            tally.add(rec["stats"])
-    shards = shard_count(len(done.clips), SHARD_CLIPS)
-    sources = {"videos": [Source("inputs", KEY, done.inputs)],
-               "errors": [Source("inputs", KEY, done.inputs),
-                          Source("clips", KEY, done.clips)]}
-    counts = {t: merge_table(store, sources.get(t, [Source("clips", KEY, done.clips)]), t,
-                             SPECS[t], folder, shards=shards) for t in TABLES}
-    folded = sum(store.compact(k, KEY) for k in ("inputs", "clips"))
-    return {"complete": len(done.complete), "clips": len(done.clips), "shards": shards,
-            "counts": counts, "folded": folded, "stages": tally.rows()[1]["in"]}
+    m = merge_run(store, KEY, listing, folder, SHARD_CLIPS)
+    return {"complete": len(m.done.complete), "clips": len(m.done.clips),
+            "shards": shard_count(len(m.done.clips), SHARD_CLIPS), "counts": m.counts,
+            "stages": m.tally.rows()[1]["in"]}
 
 
 def _measure_child(out: str, inputs_file: str) -> None:

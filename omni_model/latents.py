@@ -67,6 +67,8 @@ class LatentsConfig:
     flavor: str = "debug"
     weights: str = "debug"  # debug | random | a weights folder (VAEs and text encoder)
     device: str = "cpu"
+    #: the clips' frame decoder: decord | torchcodec | torchcodec-cuda (NVDEC, GPU workers)
+    decoder: str = "decord"
     storage_dtype: str = "bfloat16"  # of the shards ("float32" for exactness)
     shard_size: int = 64
     source_video: bool = True
@@ -261,7 +263,8 @@ class Encoders:
         if times[-1] > (info.n_frames - 1) / clip_fps + 1e-6:
             raise OmniError(f"clip lasts {info.n_frames / clip_fps:.2f} s, "
                             f"{g.frames / g.fps:.2f} s needed")
-        frames = fit.frames(read_frames(clip, [round(t * clip_fps) for t in times]))
+        frames = fit.frames(read_frames(clip, [round(t * clip_fps) for t in times],
+                                        decoder=self.cfg.decoder))
         n_audio = int(round(g.frames / g.fps * g.sample_rate))
         wav = load_audio(clip, g.sample_rate)[:n_audio]
         wav = np.pad(wav, (0, n_audio - len(wav)))
@@ -420,8 +423,10 @@ class EncodeStage(Stage):
 
     def setup(self, config: dict[str, Any]) -> None:
         from omni_core.config import from_dict
+        from omni_core.media import check_decoder
 
         self.cfg = from_dict(LatentsConfig, config)
+        check_decoder(self.cfg.decoder)  # this worker can run it (NVDEC: a GPU here)
         self.store = ResultStore(self.out, JOB)
         self.enc = Encoders(self.cfg)
         if not self.store.done("null_text", "null_text", self.job.key):

@@ -54,18 +54,36 @@ def shard_count(items: int, items_per_shard: int = ITEMS_PER_SHARD) -> int:
     return max(1, math.ceil(items / max(1, items_per_shard)))
 
 
-def shard_of(values: Sequence[str], shards: int) -> list[int]:
-    """The shard of each value: the slice of the 32-bit hash range its leading 8 hex digits
-    (or its sha256's, for a value that is not a hex id) fall in."""
-    if shards == 1:
-        return [0] * len(values)
-    out = []
-    for v in values:
-        head = v[:8]
-        if len(head) < 8 or not _HEX.issuperset(head):
-            head = hashlib.sha256(v.encode()).hexdigest()[:8]
-        out.append((int(head, 16) * shards) >> 32)
-    return out
+def shard_of(values: Sequence[str] | Any, shards: int) -> Any:
+    """The shard of each value (a sequence of strings or an Arrow string array) as a numpy
+    int array: the slice of the 32-bit hash range its leading 8 hex digits (or its
+    sha256's, for a value that is not a hex id) fall in. Vectorised: no Python work per id."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
+        list(values), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    if shards == 1 or n == 0:
+        return np.zeros(n, np.int64)
+    arr = pc.fill_null(arr, "")
+    head = pc.utf8_slice_codeunits(arr, 0, 8)
+    ok = pc.match_substring_regex(head, "^[0-9a-f]{8}$").to_numpy(zero_copy_only=False)
+    if not ok.all():  # paths and other ids: their hash's head
+        fixed = [hashlib.sha256(v.encode()).hexdigest()[:8]
+                 for v in arr.filter(pa.array(~ok)).to_pylist()]
+        merged = np.array(head.to_pylist(), dtype=object)
+        merged[~ok] = fixed
+        head = pa.array(merged.tolist(), pa.string())
+    head = pc.cast(head, pa.binary(8))  # every head is 8 ASCII hex digits now
+    digits = np.frombuffer(head.buffers()[1], np.uint8)[head.offset * 8:(head.offset + n) * 8]
+    nibble = np.where(digits >= ord("a"), digits - (ord("a") - 10), digits - ord("0"))
+    value = (nibble.reshape(n, 8).astype(np.uint64)
+             << np.arange(28, -1, -4, dtype=np.uint64)).sum(axis=1)
+    return ((value * np.uint64(shards)) >> np.uint64(32)).astype(np.int64)
 
 
 @dataclass
@@ -96,7 +114,7 @@ def merge_table(store: ResultStore, sources: Sequence[Source], table: str, spec:
     with tempfile.TemporaryDirectory(prefix="omni-merge-") as tmp:
         spill = _Spill(Path(tmp), shards)
         for t in parts:
-            spill.add(t, shard_of(t.column(spec.shard_by).to_pylist(), shards))
+            spill.add(t, shard_of(t.column(spec.shard_by), shards))
         spill.close()
         for s in range(shards):
             data = spill.read(s)
@@ -130,9 +148,15 @@ def _write(data: Any, table: str, spec: TableSpec, folder: RunFolder, rel: str) 
     return len(df)
 
 
+#: rows (as Arrow bytes) gathered from parts before they are split into the shards' spill
+#: files: one sort per buffer instead of one filter per part and shard
+SPILL_BUFFER_BYTES = 32 << 20
+
+
 class _Spill:
-    """Per-shard Arrow IPC files on local disk: rows appended part by part, read back one
-    shard at a time."""
+    """Per-shard Arrow IPC files on local disk: parts' rows gathered up to
+    :data:`SPILL_BUFFER_BYTES`, sorted by shard and appended a slice per shard, then read
+    back one shard at a time."""
 
     def __init__(self, folder: Path, shards: int) -> None:
         self.folder = folder
@@ -140,25 +164,43 @@ class _Spill:
         self.writers: dict[int, Any] = {}
         self.sinks: dict[int, Any] = {}
         self.schema = None
+        self.pending: list[Any] = []
+        self.pending_shards: list[Any] = []
+        self.pending_bytes = 0
 
-    def add(self, table: Any, shard: list[int]) -> None:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.ipc as ipc
-
+    def add(self, table: Any, shard: Any) -> None:
         if self.schema is None:
             self.schema = table.schema
         elif table.schema != self.schema:
             table = table.cast(self.schema)
-        ids = pa.array(shard, pa.int32())
-        for s in sorted(set(shard)):
-            rows = table.filter(pc.equal(ids, s))
+        self.pending.append(table)
+        self.pending_shards.append(shard)
+        self.pending_bytes += table.nbytes
+        if self.pending_bytes >= SPILL_BUFFER_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        if not self.pending:
+            return
+        ids = np.concatenate(self.pending_shards)
+        order = np.argsort(ids, kind="stable")
+        table = pa.concat_tables(self.pending).take(pa.array(order))
+        ids = ids[order]
+        self.pending, self.pending_shards, self.pending_bytes = [], [], 0
+        cuts = [0, *(np.flatnonzero(np.diff(ids)) + 1).tolist(), len(ids)]
+        for start, end in zip(cuts[:-1], cuts[1:], strict=True):
+            s = int(ids[start])
             if s not in self.writers:
                 self.sinks[s] = pa.OSFile(str(self.folder / f"{s:05d}.arrow"), "wb")
                 self.writers[s] = ipc.new_stream(self.sinks[s], self.schema)
-            self.writers[s].write_table(rows)
+            self.writers[s].write_table(table.slice(start, end - start))
 
     def close(self) -> None:
+        self._flush()
         for s, w in self.writers.items():
             w.close()
             self.sinks[s].close()

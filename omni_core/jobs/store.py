@@ -54,6 +54,9 @@ RESULTS_DIR = "_results"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 ITEMS = "items"
 _ITEM_COLUMNS = ("item", "parent", "source", "stat", "outputs", "record")
+#: tries of one part's write, and the first pause between them (doubled each time)
+PUBLISH_ATTEMPTS = 3
+PUBLISH_PAUSE_S = 0.5
 
 
 def result_key(*parts: Any) -> str:
@@ -112,15 +115,20 @@ class Entry:
 class Index:
     """The finished items of one kind under one key (:meth:`ResultStore.index`): an Arrow
     table with one row per item (the newest record's), columns ``item``, ``parent``,
-    ``source``, ``stat``, ``outputs``, ``record``, ``part`` (whose table files hold its
-    rows) and ``order`` (the items file it was read from)."""
+    ``source``, ``stat``, ``outputs``, ``part`` (whose table files hold its rows), ``order``
+    (the items file it was read from) and, unless it was read without them, ``record``."""
 
     table: Any  # pyarrow.Table
     parts: list[str]
     _rows: dict[str, int] | None = None
+    _by_part: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    @property
+    def has_records(self) -> bool:
+        return "record" in self.table.column_names
 
     def row_of(self, item: str) -> int | None:
         if self._rows is None:
@@ -129,14 +137,37 @@ class Index:
 
     def by_part(self) -> dict[str, Any]:
         """Part -> the Arrow array of the items it holds for good (the newest part wins), in
-        part order."""
-        import pyarrow as pa
+        part order; computed in Arrow (no Python object per item) and kept."""
+        if self._by_part is None:
+            self._by_part = group_values(self.table, "part", "item", self.parts)
+        return self._by_part
 
-        groups: dict[str, list[str]] = {p: [] for p in self.parts}
-        for item, part in zip(self.table.column("item").to_pylist(),
-                              self.table.column("part").to_pylist(), strict=True):
-            groups.setdefault(part, []).append(item)
-        return {p: pa.array(v, pa.string()) for p, v in groups.items() if v}
+    def filter(self, mask: Any) -> Index:
+        return Index(self.table.filter(mask), self.parts)
+
+
+def group_values(table: Any, by: str, values: str, order: Sequence[str] = ()) -> dict[str, Any]:
+    """``by`` value -> the Arrow array of ``values`` of its rows (in row order), the keys in
+    ``order`` first, then the others sorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return {}
+    pos = pa.array(range(table.num_rows), pa.int64())
+    t = pa.table({"k": table.column(by), "v": table.column(values), "p": pos})
+    t = t.sort_by([("k", "ascending"), ("p", "ascending")])
+    keys = t.column("k").combine_chunks()
+    vals = t.column("v").combine_chunks()
+    runs = pc.run_end_encode(keys)
+    ends = runs.run_ends.to_pylist()
+    names = runs.values.to_pylist()
+    out, start = {}, 0
+    for name, end in zip(names, ends, strict=True):
+        out[name] = vals.slice(start, end - start)
+        start = end
+    first = [k for k in order if k in out]
+    return {k: out[k] for k in [*first, *sorted(set(out) - set(first))]}
 
 
 class ResultStore:
@@ -145,8 +176,7 @@ class ResultStore:
     def __init__(self, out: RunFolder | str | os.PathLike[str], job: str) -> None:
         self.folder = as_run_folder(out)
         self.prefix = f"{RESULTS_DIR}/{job}"
-        self._index: dict[tuple[str, str], Index] = {}
-        self._records: dict[str, list[Any]] = {}  # part -> its records, decoded lazily
+        self._index: dict[tuple[str, str, bool], Index] = {}
 
     # -- writing
 
@@ -171,7 +201,12 @@ class ResultStore:
         """Record ``entries`` as finished under ``key``, as one part (see the module
         docstring); returns the part's stem, None for no entries. Each entry's table rows
         are validated against the manifest schema of the table (``schemas`` maps a table to
-        its :class:`~omni_core.manifests.Schema` where the name differs)."""
+        its :class:`~omni_core.manifests.Schema` where the name differs).
+
+        A write the storage refuses is tried :data:`PUBLISH_ATTEMPTS` times, pausing
+        :data:`PUBLISH_PAUSE_S` and doubling (a storage hiccup passes); then the last error
+        is raised and nothing of the part counts (its items file, the commit marker, is
+        written last). Rows that break a table's schema are refused at once, untried."""
         import pyarrow as pa
 
         if not entries:
@@ -185,10 +220,8 @@ class ResultStore:
             for t, rows in e.tables.items():
                 dest = tables.setdefault(t, [])
                 dest.extend({**r, "_item": e.item, "_row": i} for i, r in enumerate(rows))
-        for t, rows in sorted(tables.items()):
-            if rows:
-                table = columnar(t, rows, (schemas or {}).get(t))
-                self.folder.write_bytes(f"{base}.{t}.parquet", parquet_bytes(table))
+        files = [(f"{base}.{t}.parquet", parquet_bytes(columnar(t, rows, (schemas or {}).get(t))))
+                 for t, rows in sorted(tables.items()) if rows]
         cols: dict[str, list[Any]] = {c: [] for c in _ITEM_COLUMNS}
         for e in entries:
             stat = e.stat if e.stat is not None else (
@@ -201,44 +234,58 @@ class ResultStore:
             cols["outputs"].append(json.dumps(outs, sort_keys=True) if outs else None)
             cols["record"].append(json.dumps(_plain(dict(e.record)), sort_keys=True))
         items = pa.table({c: pa.array(v, pa.string()) for c, v in cols.items()})
-        self.folder.write_bytes(f"{base}.{ITEMS}.parquet", parquet_bytes(items))
-        idx = self._index.pop((kind, key), None)
-        if idx is not None:  # this process's view stays current without a new listing
-            self._index[(kind, key)] = _append(idx, items, stem)
+        files.append((f"{base}.{ITEMS}.parquet", parquet_bytes(items)))  # the commit, last
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                for rel, data in files:
+                    self.folder.write_bytes(rel, data)
+                break
+            except (OSError, OmniError):
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise
+                time.sleep(PUBLISH_PAUSE_S * 2 ** attempt)
+        for records in (True, False):  # this process's view stays current without a listing
+            idx = self._index.pop((kind, key, records), None)
+            if idx is not None:
+                self._index[(kind, key, records)] = _append(idx, items, stem)
         return stem
 
     # -- reading
 
-    def index(self, kind: str, key: str, *, refresh: bool = False) -> Index:
+    def index(self, kind: str, key: str, *, refresh: bool = False,
+              records: bool = True) -> Index:
         """The finished items of ``kind`` under ``key``: one listing of the key's folder
         (paged by the filesystem) and one read of each part's items file. Cached; pass
         ``refresh`` after other processes wrote parts. Stats are not checked here
-        (:meth:`fresh`)."""
+        (:meth:`fresh`). ``records=False`` leaves the records in the files (a driver over
+        millions of items holds ids only; :meth:`records` then streams them)."""
         import pyarrow as pa
 
-        if not refresh and (kind, key) in self._index:
-            return self._index[(kind, key)]
+        if not refresh and (kind, key, records) in self._index:
+            return self._index[(kind, key, records)]
         folder = self.folder_of(kind, key)
-        stems = sorted(rel.rsplit("/", 1)[-1].removesuffix(f".{ITEMS}.parquet")
-                       for rel in self.folder.list(folder)
-                       if rel.endswith(f".{ITEMS}.parquet")
-                       and not rel.rsplit("/", 1)[-1].startswith("."))
+        cols = [c for c in _ITEM_COLUMNS if records or c != "record"]
         tables, parts = [], set()
-        for stem in stems:
-            t = self._read(f"{folder}/{stem}.{ITEMS}.parquet")
-            if t is None or t.column_names[:len(_ITEM_COLUMNS)] != list(_ITEM_COLUMNS):
+        for stem in self._items_stems(kind, key):
+            t = self._read(f"{folder}/{stem}.{ITEMS}.parquet", cols)
+            if t is None:
                 continue  # torn or foreign: absent
-            t = _with_part(t, stem)
+            t = _with_part(t, stem, cols)
             tables.append(t)
-            parts.update(t.column("part").to_pylist())
+            parts.update(pc_unique(t.column("part")))
         if tables:
             table = _newest(pa.concat_tables(tables))
         else:
-            table = pa.table({c: pa.array([], pa.string())
-                              for c in (*_ITEM_COLUMNS, "part", "order")})
+            table = pa.table({c: pa.array([], pa.string()) for c in (*cols, "part", "order")})
         idx = Index(table, sorted(parts))
-        self._index[(kind, key)] = idx
+        self._index[(kind, key, records)] = idx
         return idx
+
+    def _items_stems(self, kind: str, key: str) -> list[str]:
+        return sorted(rel.rsplit("/", 1)[-1].removesuffix(f".{ITEMS}.parquet")
+                      for rel in self.folder.list(self.folder_of(kind, key))
+                      if rel.endswith(f".{ITEMS}.parquet")
+                      and not rel.rsplit("/", 1)[-1].startswith("."))
 
     def get(self, kind: str, item: str, key: str) -> dict[str, Any] | None:
         """``item``'s record if it was finished under ``key`` and neither its input nor its
@@ -274,8 +321,7 @@ class ResultStore:
                            idx.table.column("stat").to_pylist(), strict=True):
             keep.append(src is None or (src in stats and (
                 st is None or json.loads(st) == _plain(list(stats[src])))))
-        table = idx.table.filter(pa.array(keep, pa.bool_()))
-        return Index(table, idx.parts)
+        return idx.filter(pa.array(keep, pa.bool_()))
 
     def tables(self, kind: str, key: str, table: str, index: Index | None = None
                ) -> Iterator[Any]:
@@ -295,31 +341,75 @@ class ResultStore:
             t = t.filter(pc.is_in(t.column("_item"), value_set=items))
             yield _restore(table, t)
 
-    def records(self, index: Index) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(item, record)`` of every finished item of ``index``, decoded one at a time."""
-        for item, rec in zip(index.table.column("item").to_pylist(),
-                             index.table.column("record").to_pylist(), strict=True):
-            yield item, json.loads(rec)
+    def records(self, index: Index, kind: str | None = None, key: str | None = None,
+                batch: int = 4096) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(item, record)`` of every finished item of ``index``, decoded a batch at a time.
+        An index read without its records (``records=False``) streams them from its items
+        files (``kind`` and ``key`` name them), one file and one batch at a time."""
+        if index.has_records:
+            t = index.table.select(["item", "record"])
+            for b in t.to_batches(max_chunksize=batch):
+                yield from zip(b.column(0).to_pylist(), map(json.loads, b.column(1).to_pylist()),
+                               strict=True)
+            return
+        if kind is None or key is None:
+            raise ValueError("an index without records needs the kind and key to stream them")
+        for order, items in group_values(index.table, "order", "item").items():
+            yield from self._file_records(kind, key, order, items, batch)
+
+    def _file_records(self, kind: str, key: str, order: str, items: Any, batch: int
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The records of ``items`` (an Arrow array) in the items file ``order``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        rel = f"{self.folder_of(kind, key)}/{order}.{ITEMS}.parquet"
+        pf = pq.ParquetFile(pa.BufferReader(self.folder.read_bytes(rel)))
+        for b in pf.iter_batches(batch_size=batch, columns=["item", "record"]):
+            b = b.filter(pc.is_in(b.column(0), value_set=items))
+            yield from zip(b.column(0).to_pylist(), map(json.loads, b.column(1).to_pylist()),
+                           strict=True)
 
     def compact(self, kind: str, key: str) -> int:
         """Fold the items files of ``kind`` under ``key`` into one (each row naming the part
         that holds its tables), so that the next resume reads one file instead of one per
-        part; the parts' table files stay. Written before the old items files are removed:
-        a kill in between leaves both, which read the same. Returns the files folded."""
+        part; the parts' table files stay. The folded file is written a batch at a time from
+        the old ones (no record of every item held at once), before the old items files are
+        removed: a kill in between leaves both, which read the same. Returns the files
+        folded."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
         folder = self.folder_of(kind, key)
-        files = [rel for rel in self.folder.list(folder) if rel.endswith(f".{ITEMS}.parquet")
-                 and not rel.rsplit("/", 1)[-1].startswith(".")]
-        if len(files) < 2:
+        stems = self._items_stems(kind, key)
+        if len(stems) < 2:
             return 0
-        idx = self.index(kind, key, refresh=True)
+        idx = self.index(kind, key, refresh=True, records=False)
         stem = f"part-{time.time_ns():020d}-compact"
-        table = idx.table.select([*_ITEM_COLUMNS, "part"])
-        self.folder.write_bytes(f"{folder}/{stem}.{ITEMS}.parquet", parquet_bytes(table))
-        for rel in files:
-            self.folder.remove(rel)
-        self._index[(kind, key)] = Index(_with_part(table, stem), idx.parts)
-        return len(files)
+        rel = f"{folder}/{stem}.{ITEMS}.parquet"
+        schema = pa.schema([(c, pa.string()) for c in (*_ITEM_COLUMNS, "part")])
+        by_order = group_values(idx.table, "order", "item")
+        path = self.folder.local(rel, fetch=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with pq.ParquetWriter(str(tmp), schema, compression="zstd") as w:
+            for order, items in by_order.items():
+                data = self.folder.read_bytes(f"{folder}/{order}.{ITEMS}.parquet")
+                pf = pq.ParquetFile(pa.BufferReader(data))
+                cols = [c for c in (*_ITEM_COLUMNS, "part") if c in pf.schema_arrow.names]
+                for b in pf.iter_batches(batch_size=8192, columns=cols):
+                    t = pa.Table.from_batches([b])
+                    t = t.filter(pc.is_in(t.column("item"), value_set=items))
+                    w.write_table(_with_part(t, order, list(_ITEM_COLUMNS)).select(
+                        schema.names).cast(schema))
+        os.replace(tmp, path)
+        self.folder.publish(rel)
+        for s in stems:
+            self.folder.remove(f"{folder}/{s}.{ITEMS}.parquet")
+        for records in (True, False):
+            self._index.pop((kind, key, records), None)
+        return len(stems)
 
     def clear(self, kind: str) -> None:
         """Forget every record of ``kind`` (e.g. ``omni eval --recompute METRIC``)."""
@@ -334,11 +424,26 @@ class ResultStore:
     def _output_stat(self, rel: str) -> list[Any] | None:
         return _stat(self.folder.url(rel))
 
-    def _read(self, rel: str) -> Any:
+    def _read(self, rel: str, columns: Sequence[str]) -> Any:
+        """An items file's ``columns`` (and its ``part`` column when it was compacted); None
+        when it is torn, unreadable or not an items file."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
-            return _read_parquet(self.folder.read_bytes(rel), rel)
-        except (FileNotFoundError, OmniError):
+            pf = pq.ParquetFile(pa.BufferReader(self.folder.read_bytes(rel)))
+            names = pf.schema_arrow.names
+            if names[:len(_ITEM_COLUMNS)] != list(_ITEM_COLUMNS):
+                return None
+            return pf.read(columns=[*columns, *(["part"] if "part" in names else [])])
+        except (FileNotFoundError, pa.ArrowInvalid, OSError):
             return None
+
+
+def pc_unique(col: Any) -> list[str]:
+    import pyarrow.compute as pc
+
+    return pc.unique(col).to_pylist()
 
 
 def _stat(url: str) -> list[Any] | None:
@@ -416,7 +521,7 @@ def _restore(table: str, t: Any) -> Any:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
-def _with_part(t: Any, stem: str) -> Any:
+def _with_part(t: Any, stem: str, columns: Sequence[str] = _ITEM_COLUMNS) -> Any:
     """An items file's rows with ``part`` (the part holding their tables: the file's own
     stem, or the one a compacted file names) and ``order`` (the file's stem: its time)."""
     import pyarrow as pa
@@ -424,29 +529,35 @@ def _with_part(t: Any, stem: str) -> Any:
     n = t.num_rows
     part = (t.column("part") if "part" in t.column_names
             else pa.array([stem] * n, pa.string()))
-    t = t.select(list(_ITEM_COLUMNS))
+    t = t.select(list(columns))
     return t.append_column("part", part).append_column("order",
                                                        pa.array([stem] * n, pa.string()))
 
 
 def _newest(table: Any) -> Any:
-    """One row per item: the one of the newest items file (names sort by time)."""
+    """One row per item: the one of the newest items file (names sort by time; within a
+    file, the later row), computed in Arrow."""
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    items = table.column("item").to_pylist()
-    parts = table.column("order").to_pylist()
-    best: dict[str, int] = {}
-    for i, (item, part) in enumerate(zip(items, parts, strict=True)):
-        j = best.get(item)
-        if j is None or parts[j] <= part:
-            best[item] = i
-    if len(best) == len(items):
+    n = table.num_rows
+    if n == 0 or pc.count_distinct(table.column("item")).as_py() == n:
         return table
-    return table.take(pa.array(sorted(best.values()), pa.int64()))
+    t = pa.table({"item": table.column("item"), "order": table.column("order"),
+                  "pos": pa.array(np.arange(n))})
+    t = t.sort_by([("item", "ascending"), ("order", "descending"), ("pos", "descending")])
+    items = t.column("item").combine_chunks()
+    first = np.ones(n, bool)
+    first[1:] = pc.not_equal(items.slice(1), items.slice(0, n - 1)).to_numpy(
+        zero_copy_only=False)
+    keep = np.sort(t.column("pos").to_numpy()[first])
+    return table.take(pa.array(keep))
 
 
 def _append(idx: Index, items: Any, stem: str) -> Index:
     import pyarrow as pa
 
-    t = _with_part(items, stem)
+    t = _with_part(items, stem, [c for c in _ITEM_COLUMNS
+                                 if c in idx.table.column_names])
     return Index(_newest(pa.concat_tables([idx.table, t])), sorted({*idx.parts, stem}))

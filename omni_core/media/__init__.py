@@ -10,13 +10,14 @@
 from .audio import load_audio
 from .image import read_image, write_image
 from .probe import MediaInfo, probe
-from .video import read_frames, sample_indices
+from .video import check_decoder, read_frames, sample_indices
 from .write import write_mp4, write_wav
 
 __all__ = [
     "MediaInfo",
     "load_audio",
     "probe",
+    "check_decoder",
     "read_frames",
     "read_image",
     "sample_indices",

@@ -139,10 +139,14 @@ class VoiceStage(Stage):
             reason = item.tables["errors"][-1]["reason"]
             voice["reason"] = voice["reason"] or f"{item.failed}: {reason}"
         item.tables["voices"].append(voice)
-        self.store.put("voices", item.item, self.job.key,
-                       {"tables": item.tables, "stats": item.stats()})
+        try:  # retried by the store; a storage that still refuses it is not a dead run
+            self.store.put("voices", item.item, self.job.key,
+                           {"tables": item.tables, "stats": item.stats()})
+        except Exception as exc:  # noqa: BLE001 - the driver's error row names it
+            self.report(done=1, failed=1, out=0)
+            return {"item": item.item, "unpublished": error_row("", "voices", exc)["reason"]}
         self.report(done=1, failed=int(item.failed is not None), out=1)
-        return {"item": item.item}
+        return {"item": item.item, "unpublished": None}
 
     def process(self, item: WorkItem, voice: dict[str, Any]) -> None:
         self._labels(item.data, item.tables)
@@ -286,10 +290,11 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
 
     todo = [u for u in units if not store.done("voices", u["voice_id"], key)]
     job = JobContext(JOB, folder, key)
-    run_on_ray(job, [WorkItem(u["voice_id"], u).to_row() for u in todo],
-               [StagePlan(VoiceStage, cfg.resources.voices,
-                          {"config": cfg_dict}, unit="voices")],
-               cfg.ray, progress=progress, verbose=verbose)
+    returned = run_on_ray(job, [WorkItem(u["voice_id"], u).to_row() for u in todo],
+                          [StagePlan(VoiceStage, cfg.resources.voices,
+                                     {"config": cfg_dict}, unit="voices")],
+                          cfg.ray, progress=progress, verbose=verbose)
+    unpublished = {r["item"]: r["unpublished"] for r in returned if r.get("unpublished")}
     setup = collect_setup(job)
     store.refresh()  # the workers published their voices
 
@@ -301,6 +306,10 @@ def run_crosspair(runs: list[str], out: str, cfg: CrosspairConfig | None = None,
             labels_rows += rec["tables"].get("speaker_labels", [])
             errors_rows += rec["tables"].get("errors", [])
             stats.append(rec["stats"])
+        elif u["voice_id"] in unpublished:
+            errors_rows.append(error_row(u["voice_id"], "voices", OmniError(
+                f"the voice's result could not be published ({unpublished[u['voice_id']]}); "
+                "a rerun retries it")))
         else:  # a worker died on it without a record: still accounted for
             errors_rows.append(error_row(u["voice_id"], "voices", OmniError(
                 "no result: the worker stopped before finishing it (rerun to retry)")))

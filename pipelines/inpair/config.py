@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from omni_core.jobs import StageResources
+from omni_core.media.video import DECODERS
 from omni_core.models.profile import check_models
 from omni_core.ray_helpers import RayConfig
 
@@ -81,12 +82,18 @@ class InpairConfig:
     """``models``: ``auto`` | ``paper`` | ``lite`` (:mod:`omni_core.models.profile`);
     ``weights``: the paper's checkpoints, a folder, ``null`` (the default folder) or the random
     twins by name (``debug``, ``random``). :func:`pipelines.inpair.models.resolve_models`
-    turns every ``auto`` below into a concrete backend before the job starts."""
+    turns every ``auto`` below into a concrete backend before the job starts.
+
+    ``decoder``: how the clips' frames are decoded (:data:`omni_core.media.video.DECODERS`):
+    ``decord`` on the CPU, ``torchcodec`` (its FFmpeg, the same frames) or
+    ``torchcodec-cuda`` (NVDEC, on the GPU of a worker that has one; each stage's actors
+    check it when they start)."""
 
     ray: RayConfig = field(default_factory=RayConfig)
     models: str = "auto"
     weights: str | None = None
     device: str = "cpu"
+    decoder: str = "decord"
     clip: ClipOptions = field(default_factory=ClipOptions)
     audio: AudioOptions = field(default_factory=AudioOptions)
     faces: FaceOptions = field(default_factory=FaceOptions)
@@ -98,3 +105,6 @@ class InpairConfig:
 
     def __post_init__(self) -> None:
         check_models(self.models)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got "
+                             f"{self.decoder!r}")

@@ -57,7 +57,7 @@ from omni_core.jobs import (
 )
 from omni_core.jobs.feed import FeedWriter, rows_per_block
 from omni_core.jobs.merge import Source, TableSpec, merge_table, shard_count
-from omni_core.jobs.store import Index
+from omni_core.jobs.store import Index, group_values
 from omni_core.jobs.summary import StageTally
 from omni_core.manifests import error_row, read_manifest, stable_id
 from omni_core.storage import Listing, RunFolder, as_run_folder, list_files, local_input
@@ -320,9 +320,11 @@ class VisualStage(_ClipStage):
             SyncNet.check_weights(cfg.weights)
 
     def setup(self, config: dict[str, Any]) -> None:
+        from omni_core.media import check_decoder
         from omni_core.models.face import face_model_class
 
         super().setup(config)
+        check_decoder(self.cfg.decoder)  # this worker can run it (NVDEC: a GPU here)
         pack = face_model_class(self.cfg.faces.pack)
         twin = self.cfg.faces.embedder == "twin"
         self.face_model = pack.for_weights("debug" if twin else self.cfg.weights,
@@ -350,7 +352,7 @@ class VisualStage(_ClipStage):
 
         clip, opts = work.clip, self.cfg.clip
         clip_file = self.out.local(clip["path"])  # fetched once when the output is remote
-        frames = read_frames(clip_file)
+        frames = read_frames(clip_file, decoder=self.cfg.decoder)
         work.decoded(self.name, "video")
         result = analyze_faces(frames, opts.fps, self.face_model, self.cfg.faces)
         tracks = track_rows(work.clip_id, result)
@@ -415,6 +417,10 @@ class CaptionStage(_ClipStage):
 
         super().setup(config)
         self.vlm = CaptionVLM.from_env(self.cfg.caption)
+        if self.vlm is not None:
+            from omni_core.media import check_decoder
+
+            check_decoder(self.cfg.decoder)
 
     def process(self, work: ClipWork) -> None:
         import json
@@ -431,7 +437,8 @@ class CaptionStage(_ClipStage):
             from omni_core.media import read_frames, read_image, sample_indices
 
             idx = sample_indices(int(work.clip["n_frames"]), self.vlm_frames)
-            frames = read_frames(self.out.local(work.clip["path"]), idx)
+            frames = read_frames(self.out.local(work.clip["path"]), idx,
+                                 decoder=self.cfg.decoder)
             work.decoded(self.name, "video")
             faces = [read_image(self.out.local(s["image_path"])) for s in subjects]
             descriptive = self.vlm.describe(list(frames), faces,
@@ -500,7 +507,7 @@ class FinishStage(_ClipStage):
         lost: list[list[str]] = []  # [item, kind, reason] of what could not be published
         for kind, entries in (("clips", clips), ("inputs", plans)):
             try:
-                publish(self.store, kind, self.job.key, entries)
+                self.store.put_part(kind, self.job.key, entries)  # retried there
             except Exception as exc:  # noqa: BLE001 - reported as error rows, not a dead run
                 reason = error_row("", "finish", exc)["reason"]
                 lost += [[e.item if kind == "clips" else e.source or e.item, kind, reason]
@@ -508,24 +515,6 @@ class FinishStage(_ClipStage):
         self.report(done=len(clips), failed=failed + len(lost), out=len(clips))
         return {"item": [f"{len(clips)} clips, {len(plans)} inputs"], "failed": [str(failed)],
                 "unpublished": [json.dumps(lost)]}
-
-
-#: attempts to publish one result part, and the first pause between them (doubled each time)
-PUBLISH_ATTEMPTS = 3
-PUBLISH_PAUSE_S = 0.5
-
-
-def publish(store: ResultStore, kind: str, key: str, entries: list[Any]) -> None:
-    """One result part, tried :data:`PUBLISH_ATTEMPTS` times (a storage hiccup passes); the
-    last error is raised. A part written twice is harmless: the newest copy of an item wins."""
-    for attempt in range(PUBLISH_ATTEMPTS):
-        try:
-            store.put_part(kind, key, entries)
-            return
-        except Exception:
-            if attempt == PUBLISH_ATTEMPTS - 1:
-                raise
-            time.sleep(PUBLISH_PAUSE_S * 2 ** attempt)
 
 
 def unpublished_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -592,32 +581,13 @@ def run_inpair(source: str | os.PathLike[str], out: RunFolder | str | os.PathLik
     folder.remove(f"{STAGING_DIR}/{JOB}")
     setup = collect_setup(job)
     store.refresh()
-    done = finished(store, key, listing)
-    tally = StageTally([(s.name, s.step_names()) for s in STAGES])
-    prep_failed = cut_failed = 0
-    decodes: dict[str, int] = {}  # most decodes of one clip, per stage and media kind
-    for _, rec in store.records(done.inputs):
-        tally.add(rec["stats"])
-        prep_failed += bool(rec["stats"]["failed"])
-    for _, rec in store.records(done.clips):
-        st = rec["stats"]
-        tally.add(st)
-        cut_failed += st["failed"] == "cut"
-        for k, n in st.get("decodes", {}).items():
-            decodes[k] = max(decodes.get(k, 0), int(n))
-    shards = shard_count(len(done.clips), cfg.output.shard_clips)
-    sources = {"videos": [Source("inputs", key, done.inputs)],
-               "errors": [Source("inputs", key, done.inputs), Source("clips", key, done.clips)]}
     listed = [error_row(entry, "list", OmniError(reason)) for entry, reason in listing.problems]
-    counts = {t: merge_table(store, sources.get(t, [Source("clips", key, done.clips)]), t,
-                             SPECS[t], folder, shards=shards,
-                             extra=[*listed, *lost] if t == "errors" else ())
-              for t in TABLES}
-    for kind in ("inputs", "clips"):  # the next resume reads one items file per kind
-        store.compact(kind, key)
-    stages = tally.rows(setup=setup.seconds, actors=setup.actors,
-                        override={"prepare": {"in": len(inputs), "out": len(done.clips),
-                                              "failed": prep_failed + cut_failed}})
+    merged = merge_run(store, key, listing, folder, cfg.output.shard_clips,
+                       errors=[*listed, *lost])
+    done, counts, decodes = merged.done, merged.counts, merged.decodes
+    stages = merged.tally.rows(setup=setup.seconds, actors=setup.actors,
+                               override={"prepare": {"in": len(inputs), "out": len(done.clips),
+                                                     "failed": merged.failed}})
     filters = _status_counts(folder)
     notes = [*models.lines(),
              f"listing: {len(inputs)} inputs, {len(listing.problems)} entries not inputs "
@@ -660,29 +630,94 @@ class Finished:
 
 def finished(store: ResultStore, key: str, listing: Listing) -> Finished:
     """One listing of the store's parts per kind, checked against the input listing's stats
-    (no request per input or clip)."""
+    (no request per input or clip). The clips' index holds ids, not records, and the
+    matching of planned to finished clips is an Arrow join: the driver holds no Python object
+    per clip."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     plans = store.fresh("inputs", key, listing.stats)
-    clips = store.index("clips", key)
-    by_input: dict[str, set[str]] = {}
-    for item, parent in zip(clips.table.column("item").to_pylist(),
-                            clips.table.column("parent").to_pylist(), strict=True):
-        by_input.setdefault(parent, set()).add(item)
-    wanted: list[str] = []
+    clips = store.index("clips", key, records=False)
+    chunks: list[Any] = []
+    srcs: list[str] = []
+    ids: list[str] = []
     complete: set[str] = set()
-    partial: dict[str, list[str]] = {}
     for source, rec in store.records(plans):
-        have = by_input.get(source, set())
-        got = [c for c in rec["clip_ids"] if c in have]
-        wanted += got
-        if len(got) == len(rec["clip_ids"]):
+        if not rec["clip_ids"]:
             complete.add(source)
-        elif got:
-            partial[source] = got
-    keep = pc.is_in(clips.table.column("item"), value_set=pa.array(wanted, pa.string()))
-    return Finished(plans, Index(clips.table.filter(keep), clips.parts), complete, partial)
+        srcs += [source] * len(rec["clip_ids"])
+        ids += rec["clip_ids"]
+        if len(ids) >= 65_536:
+            chunks.append(pa.table({"parent": pa.array(srcs, pa.string()),
+                                    "item": pa.array(ids, pa.string())}))
+            srcs, ids = [], []
+    chunks.append(pa.table({"parent": pa.array(srcs, pa.string()),
+                            "item": pa.array(ids, pa.string())}))
+    planned = pa.concat_tables(chunks)
+    # a planned clip is finished when the clips' index has it under the same input
+    pos = pc.index_in(planned.column("item"), value_set=clips.table.column("item"))
+    parent = clips.table.column("parent").take(pc.fill_null(pos, 0)) if len(clips) else \
+        pa.nulls(planned.num_rows, pa.string())
+    have = pc.fill_null(pc.and_(pc.is_valid(pos), pc.equal(parent, planned.column("parent"))),
+                        False)
+    planned = planned.append_column("have", have)
+    counts = planned.group_by("parent").aggregate([("item", "count"), ("have", "sum")])
+    whole = pc.equal(counts.column("item_count"), counts.column("have_sum"))
+    complete.update(counts.filter(whole).column("parent").to_pylist())
+    some = pc.and_(pc.invert(whole), pc.greater(counts.column("have_sum"), 0))
+    got = planned.filter(have)
+    partial = {src: sorted(items.to_pylist()) for src, items in group_values(
+        got.filter(pc.is_in(got.column("parent"),
+                            value_set=counts.filter(some).column("parent"))),
+        "parent", "item").items()}
+    if got.num_rows < clips.table.num_rows:
+        clips = clips.filter(pc.is_in(clips.table.column("item"), value_set=got.column("item")))
+    pa.default_memory_pool().release_unused()  # the join's scratch, back to the system
+    return Finished(plans, clips, complete, partial)
+
+
+@dataclass
+class Merged:
+    """The end of a run (:func:`merge_run`): what is finished, the stage tally of its
+    records, the rows per manifest, the inputs and clips that failed in ``prepare``/``cut``,
+    and the most decodes of one clip per stage and media kind."""
+
+    done: Finished
+    tally: StageTally
+    counts: dict[str, int]
+    failed: int
+    decodes: dict[str, int]
+
+
+def merge_run(store: ResultStore, key: str, listing: Listing, folder: RunFolder,
+              shard_clips: int, errors: Sequence[dict[str, Any]] = ()) -> Merged:
+    """The driver's end of a run: decide what is finished, tally its records (streamed from
+    the items files), write every manifest by the streaming merge (``errors``: extra error
+    rows, e.g. the listing's) and fold the items files. Driver memory: one part and one
+    shard of rows, plus the ids of the finished clips (Arrow, about 100 bytes a clip)."""
+    done = finished(store, key, listing)
+    tally = StageTally([(s.name, s.step_names()) for s in STAGES])
+    failed = 0
+    decodes: dict[str, int] = {}
+    for _, rec in store.records(done.inputs):
+        tally.add(rec["stats"])
+        failed += bool(rec["stats"]["failed"])
+    for _, rec in store.records(done.clips, "clips", key):
+        st = rec["stats"]
+        tally.add(st)
+        failed += st["failed"] == "cut"
+        for k, n in st.get("decodes", {}).items():
+            decodes[k] = max(decodes.get(k, 0), int(n))
+    shards = shard_count(len(done.clips), shard_clips)
+    sources = {"videos": [Source("inputs", key, done.inputs)],
+               "errors": [Source("inputs", key, done.inputs), Source("clips", key, done.clips)]}
+    counts = {t: merge_table(store, sources.get(t, [Source("clips", key, done.clips)]), t,
+                             SPECS[t], folder, shards=shards,
+                             extra=errors if t == "errors" else ())
+              for t in TABLES}
+    for kind in ("inputs", "clips"):  # the next resume reads one items file per kind
+        store.compact(kind, key)
+    return Merged(done, tally, counts, failed, decodes)
 
 
 def _status_counts(folder: RunFolder) -> dict[str, int]:

@@ -17,7 +17,10 @@ def test_synthetic_parts_merge_like_a_run_and_shard_to_the_same_rows(tmp_path, m
     one = scale.finish_run(str(tmp_path / "a"), made["inputs"])
     assert one["complete"] == 38 and one["clips"] == 150 and one["shards"] == 1
     assert one["counts"]["face_tracks"] == 300 and one["counts"]["videos"] == 38
-    assert one["folded"] == 3  # the 3 clip parts' items files (one plan part: nothing to fold)
+    # the 3 clip parts' items files are folded into one (one plan part: nothing to fold)
+    folder = tmp_path / "a" / "_results" / "inpair"
+    assert len(list((folder / "clips").rglob("*.items.parquet"))) == 1
+    assert len(list((folder / "inputs").rglob("*.items.parquet"))) == 1
     monkeypatch.setattr(scale, "SHARD_CLIPS", 40)
     scale.write_synthetic_run(str(tmp_path / "b"), 150)
     four = scale.finish_run(str(tmp_path / "b"), made["inputs"])

@@ -82,6 +82,24 @@ def test_latents_of_every_sample_with_masks_where_the_references_were_cut(curate
         assert bool(b.audio_mask.sum() > 0) == bool(spans_in)
 
 
+def test_the_decoder_option_gives_the_same_latents(curated):
+    """``decoder: torchcodec`` (the CPU side of the NVDEC path) decodes the same frames as
+    decord, so a sample's latents are the same; NVDEC is refused where there is no GPU."""
+    from omni_core.errors import ConfigError
+    from omni_model.latents import Encoders, plan_rows
+
+    row = plan_rows(str(curated))[0]
+    with torch.no_grad():
+        a = Encoders(LatentsConfig(storage_dtype="float32")).sample(row)
+        b = Encoders(LatentsConfig(storage_dtype="float32", decoder="torchcodec")).sample(row)
+    assert torch.equal(a.video, b.video) and torch.equal(a.source_video, b.source_video)
+    if not torch.cuda.is_available():
+        from omni_core.media import check_decoder
+
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            check_decoder(LatentsConfig(decoder="torchcodec-cuda").decoder)
+
+
 def test_a_rerun_does_nothing_and_a_bad_sample_is_an_error_row(curated, latents, tmp_path):
     before = {p.name: p.read_bytes() for p in latents.glob("shard-*.safetensors")}
     summary = extract_latents(curated, latents, LatentsConfig(storage_dtype="float32"),

@@ -51,14 +51,20 @@ def _bytes(path):
     return [f.read_bytes() for f in files]
 
 
-def test_the_same_bytes_whatever_the_order_and_grouping_of_the_work(tmp_path):
+def test_the_same_bytes_whatever_the_order_and_grouping_of_the_work(tmp_path, monkeypatch):
+    from omni_core.jobs import merge
+
     entries = _clips(40)
     results = []
-    for seed, part_size in ((0, 7), (1, 40), (2, 1)):
+    # the last run spills every part on its own (a buffer of one byte): the same bytes
+    for seed, part_size, buffer in ((0, 7, None), (1, 40, None), (2, 1, None), (3, 5, 1)):
+        if buffer is not None:
+            monkeypatch.setattr(merge, "SPILL_BUFFER_BYTES", buffer)
         root = tmp_path / f"run{seed}"
         store = _publish(root, entries, part_size, seed)
         results.append([_bytes(_merge(root, store, s)[1]) for s in (1, 3)])
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1] == results[2] == results[3]
+    assert len(results[0][1]) == 3  # three shards
 
 
 def test_shards_read_in_order_are_the_single_file(tmp_path):
@@ -98,7 +104,16 @@ def test_a_recomputed_item_counts_once_and_a_foreign_row_never(tmp_path):
 
 def test_shards_slice_the_id_range_in_order():
     ids = sorted(stable_id("x", i) for i in range(1000))
-    s = shard_of(ids, 7)
+    s = shard_of(ids, 7).tolist()
     assert s == sorted(s) and set(s) == set(range(7))  # contiguous, ordered, all used
-    assert shard_of(["/a/path.mp4", "/a/path.mp4"], 5)[0] == shard_of(["/a/path.mp4"], 5)[0]
+    # the slice of the 32-bit range of the id's first 8 hex digits, the same from Arrow
+    assert s == [(int(i[:8], 16) * 7) >> 32 for i in ids]
+    assert shard_of(pa.array(ids).slice(500), 7).tolist() == s[500:]
+    # a value that is not a hex id (a path, in the errors table) goes by its hash's digits
+    import hashlib
+
+    path = "/a/path.mp4"
+    want = (int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) * 5) >> 32
+    assert shard_of([path, ids[0], path], 5).tolist() == [want, (int(ids[0][:8], 16) * 5) >> 32,
+                                                         want]
     assert shard_count(0) == 1 and shard_count(4001, 2000) == 3

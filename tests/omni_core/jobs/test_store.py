@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from omni_core.jobs import ResultStore, result_key
 from omni_core.storage import RunFolder, stat_key
 
@@ -170,3 +172,74 @@ def test_compaction_folds_items_files_and_keeps_every_record(tmp_path):
     assert sorted(back.column("_item").to_pylist()) == ["c0", "c1", "c2", "c3"]
     assert again.compact("clips", "k") == 2 and ResultStore(tmp_path, "toy").get(
         "clips", "c1", "k") == {"n": 10}
+
+
+def test_an_index_without_records_streams_them_from_the_items_files(tmp_path):
+    import pyarrow.compute as pc
+
+    from omni_core.jobs.store import Entry, group_values
+
+    store = ResultStore(tmp_path, "toy")
+    store.put_part("clips", "k", [Entry(f"c{i}", {"n": i}, parent=f"in{i % 2}")
+                                  for i in range(5)])
+    store.put_part("clips", "k", [Entry("c3", {"n": 30}, parent="in1")])  # recomputed
+    for compacted in (False, True):
+        if compacted:
+            assert store.compact("clips", "k") == 2
+        again = ResultStore(tmp_path, "toy")
+        ids = again.index("clips", "k", records=False)
+        assert not ids.has_records and "record" not in ids.table.column_names
+        assert dict(again.records(ids, "clips", "k", batch=2)) == {
+            "c0": {"n": 0}, "c1": {"n": 1}, "c2": {"n": 2}, "c3": {"n": 30}, "c4": {"n": 4}}
+        some = ids.filter(pc.is_in(ids.table.column("item"), value_set=pa_strings("c1", "c3")))
+        assert dict(again.records(some, "clips", "k")) == {"c1": {"n": 1}, "c3": {"n": 30}}
+        # the same records as an index that holds them
+        assert dict(again.records(again.index("clips", "k"))) == dict(
+            again.records(ids, "clips", "k"))
+        by_parent = {p: sorted(v.to_pylist()) for p, v in group_values(
+            ids.table, "parent", "item").items()}
+        assert by_parent == {"in0": ["c0", "c2", "c4"], "in1": ["c1", "c3"]}
+
+
+def pa_strings(*values):
+    import pyarrow as pa
+
+    return pa.array(list(values), pa.string())
+
+
+def test_a_refused_write_is_retried_then_raised_and_nothing_counts(tmp_path, monkeypatch):
+    from omni_core.errors import OmniError
+    from omni_core.jobs import store as store_mod
+    from omni_core.jobs.store import Entry
+
+    monkeypatch.setattr(store_mod, "PUBLISH_PAUSE_S", 0.0)
+    folder = RunFolder(tmp_path)
+    real = folder.write_bytes
+    calls = []
+
+    def flaky(rel, data):
+        calls.append(rel)
+        if len(calls) in failing:
+            raise OmniError(f"cannot write {rel}: SlowDown")
+        return real(rel, data)
+
+    monkeypatch.setattr(folder, "write_bytes", flaky)
+    store = ResultStore(folder, "toy")
+    from omni_core.manifests import get_schema
+
+    rows = get_schema("clips").dummy(1).to_dict("records")
+    failing = {2, 3}  # the items file of the first try, the table file of the second
+    assert store.put_part("clips", "k", [Entry("c0", {"n": 0}, tables={"clips": rows})])
+    assert len(calls) == 5 and ResultStore(tmp_path, "toy").get("clips", "c0", "k") == {"n": 0}
+    calls.clear()
+    failing = set(range(1, 100))  # a storage that keeps refusing
+    with pytest.raises(OmniError, match="SlowDown"):
+        store.put_part("clips", "k", [Entry("c1", {"n": 1})])
+    assert len(calls) == store_mod.PUBLISH_ATTEMPTS
+    assert not ResultStore(tmp_path, "toy").done("clips", "c1", "k")
+    # rows that break the schema are refused at once, never retried
+    calls.clear()
+    with pytest.raises(Exception, match="n_frames|int|schema"):
+        store.put_part("clips", "k", [Entry("c2", {}, tables={"clips": [
+            {**rows[0], "n_frames": "many"}]})])
+    assert calls == []

@@ -223,6 +223,25 @@ def test_a_clone_that_fails_its_check_is_an_error_row_and_no_file(units, tmp_pat
     assert not (tmp_path / "voices").exists()
 
 
+def test_a_voice_the_storage_refuses_is_returned_unpublished_not_raised(units, tmp_path,
+                                                                       monkeypatch):
+    """The store retries the write; a storage that keeps refusing it (the voices' folder is a
+    file here) gives the driver a reason for the voice's error row, not a dead batch."""
+    from omni_core.jobs import WorkItem, store
+
+    monkeypatch.setattr(store, "PUBLISH_PAUSE_S", 0.0)
+    blocker = tmp_path / "_results" / "crosspair" / "voices"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    stage = _stage(_cfg(), tmp_path)
+    row = stage(WorkItem(units[0]["voice_id"], units[0]).to_row())
+    assert row["item"] == units[0]["voice_id"] and "Not a directory" in row["unpublished"]
+    blocker.unlink()
+    row = stage(WorkItem(units[0]["voice_id"], units[0]).to_row())
+    assert row["unpublished"] is None
+    assert stage.store.get("voices", units[0]["voice_id"], "test") is not None
+
+
 def test_the_clone_goes_through_clearervoice_before_its_check(units, tmp_path, monkeypatch):
     """clone.enhance: ClearerVoice's own network (seeded random weights in the release's
     layout) sits between the clone and its check: the checked audio is the enhanced one."""

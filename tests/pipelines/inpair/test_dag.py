@@ -553,6 +553,29 @@ def test_a_broken_clip_is_an_error_row_in_every_stage(tmp_path, sample_corpus, j
         assert again.tables["errors"] == work.tables["errors"] and again.failed == step
 
 
+def test_the_decoder_option_reaches_the_stages_that_decode_frames(tmp_path):
+    """``decoder`` picks the frame decoder of the visual (and caption) stage: torchcodec's
+    own error for a broken clip; NVDEC refused when its actor starts on a machine without a
+    GPU; an unknown name refused when the config is read."""
+    import torch
+
+    from omni_core.errors import ConfigError
+    from pipelines.inpair.dag import ClipWork, VisualStage
+
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
+    stage = VisualStage(_job(tmp_path), config=_config(
+        "faces.backend=lbp", "associate.backend=motion", "decoder=torchcodec"))
+    work = ClipWork.from_row(stage(_work(tmp_path, "broken.mp4", str(tmp_path / "broken.mp4"))))
+    (err,) = work.tables["errors"]
+    assert err["stage"] == "faces" and "torchcodec cannot open it" in err["reason"]
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            VisualStage(_job(tmp_path), config=_config("faces.backend=lbp",
+                                                       "decoder=torchcodec-cuda"))
+    with pytest.raises(ConfigError, match="decoder must be one of decord, torchcodec"):
+        _config("decoder=nvdec")
+
+
 def test_prepare_plans_where_picture_and_sound_are_and_refuses_odd_inputs(tmp_path,
                                                                            quirky_media):
     """The prepare stage as an actor calls it, on odd inputs: 8 s of picture with 30 s of
@@ -578,3 +601,27 @@ def test_prepare_plans_where_picture_and_sound_are_and_refuses_odd_inputs(tmp_pa
         works, errors = prepare(path)
         assert works == [] and [(e["stage"], e["reason"]) for e in errors] == [
             ("prepare", f"{path}: {reason}")]
+
+
+def test_finished_inputs_and_clips_are_decided_from_the_parts_alone(tmp_path):
+    """An input is complete when its plan is fresh and every planned clip is finished;
+    clips of a stale plan and clips no plan names are not finished."""
+    from omni_core.jobs import ResultStore
+    from omni_core.jobs.store import Entry
+    from omni_core.storage import Listing
+    from pipelines.inpair.dag import finished
+
+    store = ResultStore(tmp_path, "inpair")
+    stat = {f"in{i}": [100 + i, 7] for i in range(4)}
+    plans = {"in0": ["a", "b"], "in1": ["c", "d"], "in2": [], "in3": ["e"]}
+    store.put_part("inputs", "k", [Entry(s, {"clip_ids": ids, "stats": {}}, source=s,
+                                         stat=stat[s]) for s, ids in plans.items()])
+    store.put_part("clips", "k", [Entry(c, {"stats": {}}, parent=p) for c, p in (
+        ("a", "in0"), ("c", "in1"), ("e", "in3"), ("f", "in0"))])
+    store.put_part("clips", "k", [Entry("b", {"stats": {}}, parent="in0")])
+    listing = Listing(files=sorted(stat), stats={**stat, "in3": [999, 8]})  # in3 changed
+    done = finished(ResultStore(tmp_path, "inpair"), "k", listing)
+    assert done.complete == {"in0", "in2"}
+    assert done.partial == {"in1": ["c"]}
+    assert sorted(done.clips.table.column("item").to_pylist()) == ["a", "b", "c"]
+    assert sorted(done.inputs.table.column("item").to_pylist()) == ["in0", "in1", "in2"]
