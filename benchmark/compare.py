@@ -188,7 +188,7 @@ def run_comparison(
     instances, import_errors = load_bench(bench)
     if instances.empty:
         raise OmniError(f"{bench}: no instance could be imported")
-    instances = _absolute(instances, Path(bench))
+    instances = absolute_refs(instances, Path(bench))
     write_manifest(instances, BENCH_INSTANCES, out / "instances.parquet")
     load_builtin()
     names = list(metrics) if metrics else paper_metrics()
@@ -291,7 +291,7 @@ def run_comparison(
     return result
 
 
-def _absolute(instances: pd.DataFrame, bench: Path) -> pd.DataFrame:
+def absolute_refs(instances: pd.DataFrame, bench: Path) -> pd.DataFrame:
     """Reference paths made absolute: a manifest's relative paths are relative to its folder,
     an imported layout's to the working directory (the import joins them to ``bench``)."""
     root = (bench.parent if bench.is_file() else Path.cwd()).resolve()

@@ -1056,10 +1056,68 @@ def header_section(comp: Comparison, media: Mapping[str, _Media]) -> str:
             + "<h3>Models</h3>" + models + "\n</section>")
 
 
+HUMAN_JSON = "human_eval/human_eval.json"
+
+
+def human_section(comp: Comparison) -> str:
+    """The user study's table (``omni study aggregate`` of a study made from this comparison
+    writes ``human_eval/``): per model (or pair) and dimension the mean score or the
+    good/same/bad shares with the 95% interval, Krippendorff's alpha, the raters counted and
+    excluded. No section when there is no study."""
+    import json
+
+    path = comp.out / HUMAN_JSON
+    if not path.is_file():
+        return ""
+    try:
+        data = json.loads(path.read_text())
+        dims = [(str(d["key"]), str(d["label"])) for d in data["dimensions"]]
+        protocol = str(data["protocol"])
+        rows = list(data["rows"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return section("human", "Human evaluation", note(f"{HUMAN_JSON}: unreadable ({exc})"))
+
+    def cell(c: Mapping[str, Any]) -> str:
+        if c.get("mean") is None:
+            return '<td class="num">—</td>'
+        ci = "" if c.get("low") is None else \
+            f'<div class="ci">[{c["low"]:.2f}, {c["high"]:.2f}]</div>'
+        if protocol == "absolute":
+            main = f"{c['mean']:.2f}"
+        else:
+            main = (f"{100 * c['good']:.0f} / {100 * c['same']:.0f} / {100 * c['bad']:.0f}"
+                    f"<div>net {c['mean']:+.2f}</div>")
+        return f'<td class="num" title="n = {int(c.get("n", 0))} ratings">{main}{ci}</td>'
+
+    body = []
+    for r in rows:
+        cells = "".join(cell(r["cells"].get(k, {})) for k, _ in dims)
+        body.append(f'<tr data-testid="human-row"><th>{esc(r["name"])}</th>{cells}</tr>')
+    alpha = data.get("alpha", {})
+    body.append("<tr><th>Krippendorff's α (ordinal)</th>" + "".join(
+        f'<td class="num">{"—" if alpha.get(k) is None else f"{alpha[k]:.2f}"}</td>'
+        for k, _ in dims) + "</tr>")
+    head = ["model" if protocol == "absolute" else "A vs B", *(label for _, label in dims)]
+    counts = data.get("raters", {})
+    what = ("Mean score 1-5 with its 95% bootstrap interval over raters and instances."
+            if protocol == "absolute" else
+            "Good / same / bad (% of ratings where A is better, the same, worse than B) and "
+            "the net preference with its 95% bootstrap interval over raters and instances.")
+    excluded = "".join(f"<li>{esc(e['rater'])}: {esc(e['reason'])}</li>"
+                       for e in data.get("excluded", []))
+    text = (f"<p>{esc(what)} {int(counts.get('raters', 0))} raters, "
+            f"{int(counts.get('answered_any', 0))} answered, "
+            f"{int(counts.get('complete', 0))} complete, "
+            f"{int(counts.get('excluded', 0))} excluded by attention checks.</p>"
+            + (f"<ul data-testid='human-excluded'>{excluded}</ul>" if excluded else ""))
+    return section("human", "Human evaluation (user study)",
+                   text + _table(head, body, cls="human", testid="human-table"))
+
+
 def render_index(comp: Comparison, folder: _Folder, media: Mapping[str, _Media],
                  worst: str, opts: BenchReportOptions) -> str:
     return page(f"Benchmark comparison: {comp.out.name}", [
-        header_section(comp, media), tables_section(comp, folder),
+        header_section(comp, media), tables_section(comp, folder), human_section(comp),
         section("filters", "Filters", filter_bar(_task_filters(comp.instances))
                 + "<p>apply to the two sections below; the choice is kept in the address "
                 "(link or bookmark a filtered view)</p>"),

@@ -24,12 +24,13 @@ from . import (
     latents,
     probe,
     samples,
+    study,
     train,
     weights,
 )
 
 COMMANDS = (doctor, weights, samples, probe, curate, latents, train, generate, benchmark,
-            evaluate)
+            evaluate, study)
 
 DESCRIPTION = """\
 DreamID-Omni suite: curate talking-video training data on Ray, train the dual-stream model,

@@ -389,6 +389,32 @@ def bench_fixtures(sample_corpus, tmp_path_factory):
     return build_fixtures(sample_corpus.out, tmp_path_factory.mktemp("bench_fixtures"))
 
 
+@dataclass
+class StudyInputs:
+    bench: Path
+    #: model -> its prediction folder: the corpus clips, and a grey copy of them whose wav
+    #: is a sibling file (a silent mp4), as generated predictions may be
+    predictions: dict[str, Path]
+    instances: Any  # the instances, paths absolute
+
+
+@pytest.fixture(scope="session")
+def study_inputs(bench_fixtures, tmp_path_factory) -> StudyInputs:
+    import subprocess
+
+    from benchmark.study.design import bench_inputs
+
+    grey = tmp_path_factory.mktemp("grey_predictions")
+    for mp4 in sorted(bench_fixtures.pred.glob("*.mp4")):
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(mp4), "-vf",
+                        "hue=s=0", "-an", str(grey / mp4.name)], check=True, timeout=120)
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(mp4), "-vn",
+                        str(grey / mp4.with_suffix(".wav").name)], check=True, timeout=120)
+    instances, preds = bench_inputs(str(bench_fixtures.bench),
+                                    [f"zeta-model={bench_fixtures.pred}", f"omega-model={grey}"])
+    return StudyInputs(bench_fixtures.bench, preds, instances)
+
+
 @pytest.fixture(scope="session")
 def inpair_offline_run(sample_corpus, tmp_path_factory):
     """An in-pair curation run of the corpus's six talking videos on the lite faces and
@@ -660,6 +686,582 @@ def chromium(tmp_path) -> Chromium:
     if exe is None:
         pytest.fail("chromium is not installed; scripts/setup.sh installs it")
     return Chromium(exe, tmp_path / "chromium-profile")
+
+
+# --------------------------------------------------------------------------------------------
+# a live page in headless Chromium, driven over the DevTools protocol (tests/test_devtools.py)
+
+#: Run by ``python -c`` between a test and Chromium: a child subreaper, so that every Chromium
+#: process is reaped here and none is left a zombie for an init that reaps late or never (a
+#: container's PID 1): the zygotes outlive the browser (even after ``Browser.close``) and the
+#: crash reporters daemonise at start. On SIGTERM, when the test process goes away (its stdin
+#: closes) or when the browser exits, it kills Chromium's process group and every orphan
+#: handed to it, and reaps them all.
+_REAPER = r"""
+import ctypes, os, signal, subprocess, sys, threading, time
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except (AttributeError, OSError):
+    pass
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, process_group=0)
+def watch():  # unbuffered: a daemon thread in a buffered read aborts the interpreter's exit
+    while os.read(0, 4096):
+        pass
+    stop.set()
+threading.Thread(target=watch, daemon=True).start()
+while not stop.is_set() and child.poll() is None:
+    stop.wait(0.1)
+
+def orphans():
+    me = str(os.getpid())
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    yield int(d)
+        except (OSError, IndexError):
+            pass
+
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    for kill, pid in [(os.killpg, child.pid)] + [(os.kill, p) for p in orphans()]:
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        break
+    time.sleep(0.02)
+os._exit(0)
+"""
+
+
+class DevToolsError(AssertionError):
+    """A failed DevTools step: a JS exception, a protocol error, a timeout, a dead browser."""
+
+
+class DevTools:
+    """One page of a headless Chromium driven over the Chrome DevTools Protocol, with plain
+    synchronous methods (the websocket lives on a private event loop in a daemon thread).
+
+    Starts Chromium at construction (``with DevTools() as page: ...``); the browser's
+    websocket comes from ``DevToolsActivePort`` in the profile folder; the page is a target of
+    its own (flat session), with the Page, Runtime, Network and Log domains on, so that
+    :meth:`requests` and :meth:`console` record from the start. Autoplay with sound needs no
+    gesture. Every wait has a timeout and fails with :class:`DevToolsError` (an
+    AssertionError) that ends with Chromium's log; :meth:`close` kills every Chromium process
+    and reaps it (see ``_REAPER``).
+    """
+
+    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--no-default-browser-check", "--remote-debugging-port=0",
+             "--autoplay-policy=no-user-gesture-required",
+             # a headless page is never "in the background": timers and media run at speed
+             "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+             "--disable-backgrounding-occluded-windows", "--disable-component-update",
+             "--disable-sync", "--password-store=basic",
+             # media plays as with speakers (unmuted, decoded, timed by the audio clock) into
+             # Chromium's fake sink: no ALSA probing (slow, noisy log), never a sound
+             "--disable-audio-output")
+
+    def __init__(self, exe: str | None = None, profile: Path | None = None, *,
+                 args: Sequence[str] = (), window: tuple[int, int] = (1280, 900),
+                 timeout: float = 30.0) -> None:
+        import asyncio
+        import shutil
+        import subprocess
+        import sys
+        import tempfile
+
+        exe = exe or shutil.which("chromium") or shutil.which("chromium-browser")
+        if exe is None:
+            raise DevToolsError("chromium is not installed; scripts/setup.sh installs it")
+        self._tmp = None if profile is not None else Path(tempfile.mkdtemp(prefix="devtools-"))
+        self.profile = profile if self._tmp is None else self._tmp / "profile"
+        self.profile.mkdir(parents=True, exist_ok=True)
+        (self.profile / "DevToolsActivePort").unlink(missing_ok=True)
+        self.log = self.profile.parent / f"{self.profile.name}.log"  # Chromium's stderr
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self._by_id: dict[str, dict[str, Any]] = {}
+        self._console: list[dict[str, Any]] = []
+        self._loaded: set[str] = set()  # loaderIds whose document fired load
+        self._navigated: list[str] = []  # loaderIds of the main frame's documents, in order
+        self._pending: dict[int, Any] = {}
+        self._next_id = 0
+        self._dead: str | None = None
+        self._closed = False
+        self._session = self._ws = self._sid = self._cond = self._reader = None
+        self._proc: Any = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="devtools")
+        self._thread.start()
+        try:
+            with open(self.log, "wb") as log:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _REAPER, exe, *self.FLAGS,
+                     f"--window-size={window[0]},{window[1]}",
+                     f"--user-data-dir={self.profile}", *args, "about:blank"],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)
+            url = self._wait_port(timeout)
+            self._run(self._open(url, timeout), timeout, "open the page")
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- the public, synchronous side
+
+    @property
+    def pid(self) -> int:
+        """The reaper's pid: Chromium's processes are all its descendants while it runs."""
+        return self._proc.pid
+
+    def __enter__(self) -> DevTools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def goto(self, url: str, timeout: float = 30) -> None:
+        """Navigate the page to ``url`` and wait for its load event."""
+        self._run(self._goto(url), timeout, f"goto {url}")
+
+    def reload(self, timeout: float = 30) -> None:
+        """Reload the page (as a user's reload) and wait for the new document's load event."""
+        self._run(self._reload(), timeout, "reload")
+
+    def eval(self, js: str, timeout: float = 30) -> Any:
+        """The JSON value of ``js`` (an expression or statements, evaluated as in the console:
+        top-level ``await`` works and a returned promise is awaited). A JS exception raises
+        :class:`DevToolsError` with its text."""
+        return self._run(self._eval(js, timeout), timeout, f"eval {_short(js)}")
+
+    def wait_for(self, js: str, timeout: float = 30, poll: float = 0.1) -> Any:
+        """Evaluate ``js`` every ``poll`` seconds until its value is truthy (as in JS); that
+        value. A JS exception meanwhile (an element not there yet, a reload) counts as not
+        yet; on timeout, :class:`DevToolsError` with the last value or error."""
+        import math
+        import time
+
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                value = self.eval(js, timeout=max(0.5, deadline - time.monotonic()))
+            except DevToolsError as e:
+                if self._dead or self._closed:
+                    raise
+                last = e
+            else:
+                if not (value is None or value is False or value == "" or
+                        (isinstance(value, int | float) and (value == 0 or math.isnan(value)))):
+                    return value
+                last = value
+            if time.monotonic() + poll > deadline:
+                raise DevToolsError(f"wait_for {_short(js)}: not truthy in {timeout:g} s; "
+                                    f"last value: {last!r}")
+            time.sleep(poll)
+
+    def click(self, selector: str, timeout: float = 30) -> None:
+        """A user's left click at the centre of the first element matching ``selector``
+        (scrolled into view first), as real mouse events (Input.dispatchMouseEvent), so
+        focus, ``isTrusted``, labels and default actions behave as for a person. Fails if no
+        element matches, it has no size, or something else (not the element, its content or
+        one of its labels) is on top at that point. Returns once the page has handled the
+        events (its click and change handlers ran); a navigation they start is not waited
+        for (:meth:`wait_for` what the next page shows)."""
+        self._run(self._click(selector), timeout, f"click {selector!r}")
+
+    def html(self, timeout: float = 30) -> str:
+        """The document's ``outerHTML`` now (after the page's scripts)."""
+        return self.eval("document.documentElement.outerHTML", timeout)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the page made since start, in order (one per redirect hop; ``data:``
+        URLs left out): ``url``, ``method``, ``type`` (Document, Media, Script, Fetch, ...),
+        ``request_headers``, then once answered ``status``, ``headers`` (the response's) and
+        ``mime``, ``finished`` (bool) and ``error`` (net::..., or None). Header names are in
+        lower case."""
+        import copy
+
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    def console(self) -> list[dict[str, Any]]:
+        """What the page logged since start, in order: ``kind`` "console" (console.*; ``level``
+        is log, error, warning, ...), "exception" (uncaught, ``level`` error) or "log" (the
+        browser's own: a failed load, a violation), ``text``, ``url`` and ``line``."""
+        import copy
+
+        with self._lock:
+            return copy.deepcopy(self._console)
+
+    def cdp(self, method: str, params: dict[str, Any] | None = None,
+            timeout: float = 30) -> dict[str, Any]:
+        """A raw DevTools command on the page's session; its result."""
+        return self._run(self._send(method, params or {}), timeout, method)
+
+    def close(self) -> None:
+        """Kill Chromium (every process of it, reaped) and stop the event loop; idempotent."""
+        import asyncio
+        import os
+        import shutil
+        import signal
+        import subprocess
+
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._disconnect(), self._loop).result(3)
+            except BaseException:  # a hung or broken socket: the kill below ends it
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+        if self._proc is not None:
+            try:
+                self._proc.send_signal(signal.SIGTERM)
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self._proc.wait(15)
+            except subprocess.TimeoutExpired:  # the reaper hangs: kill its whole session
+                for d in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        if os.getsid(int(d)) == self._proc.pid:
+                            os.kill(int(d), signal.SIGKILL)
+                    except OSError:
+                        pass
+                self._proc.wait(5)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ---- plumbing
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        noise = ("dbus/", "ALSA lib", "alsa_util", "unexpected operator", "DevTools listening")
+        text = "\n".join(x for x in lines if x.strip() and not any(n in x for n in noise))
+        return f"\nchromium's log ends:\n{text[-2000:]}" if text else ""
+
+    def _run(self, coro: Any, timeout: float, what: str) -> Any:
+        import asyncio
+
+        if self._closed:
+            coro.close()
+            raise DevToolsError(f"{what}: the DevTools page is closed")
+        fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
+        try:
+            return fut.result(timeout + 5)
+        except TimeoutError:
+            fut.cancel()
+            raise DevToolsError(f"{what}: no answer in {timeout:g} s{self._tail()}") from None
+        except ConnectionError as e:
+            raise DevToolsError(f"{what}: {e}{self._tail()}") from None
+
+    def _wait_port(self, timeout: float) -> str:
+        import time
+
+        deadline = time.monotonic() + timeout
+        port_file = self.profile / "DevToolsActivePort"
+        while True:
+            if self._proc.poll() is not None:
+                raise DevToolsError(f"chromium exited before it listened{self._tail()}")
+            try:
+                lines = port_file.read_text().split()
+            except FileNotFoundError:
+                lines = []
+            if (len(lines) == 2 and lines[0].isdigit()
+                    and lines[1].startswith("/devtools/browser/")):
+                return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+            if time.monotonic() > deadline:
+                raise DevToolsError(f"no DevToolsActivePort in {timeout:g} s{self._tail()}")
+            time.sleep(0.05)
+
+    async def _open(self, url: str, timeout: float) -> None:
+        import asyncio
+        import time
+
+        import aiohttp
+
+        self._cond = asyncio.Condition()
+        self._session = aiohttp.ClientSession()
+        deadline = time.monotonic() + timeout
+        while True:  # the port file is written once the server listens; retry a refusal anyway
+            try:
+                self._ws = await self._session.ws_connect(url, max_msg_size=0, autoping=True)
+                break
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        target = (await self._send("Target.createTarget", {"url": "about:blank"}, False))
+        self._sid = (await self._send("Target.attachToTarget",
+                                      {"targetId": target["targetId"], "flatten": True},
+                                      False))["sessionId"]
+        for method, params in [("Page.enable", {}),
+                               ("Page.setLifecycleEventsEnabled", {"enabled": True}),
+                               ("Runtime.enable", {}), ("Network.enable", {}),
+                               ("Log.enable", {}), ("Inspector.enable", {})]:
+            await self._send(method, params)
+
+    async def _disconnect(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _send(self, method: str, params: dict[str, Any], page: bool = True) -> Any:
+        import asyncio
+
+        if self._dead:
+            raise ConnectionError(self._dead)
+        self._next_id += 1
+        msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if page:
+            msg["sessionId"] = self._sid
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = fut
+        try:
+            try:
+                await self._ws.send_str(json.dumps(msg))
+            except Exception as e:  # the socket is closing: the browser went away
+                raise ConnectionError(self._dead or f"the DevTools connection failed: {e}") from e
+            return await fut
+        except DevToolsError as e:
+            raise DevToolsError(f"{method}: {e}") from None
+        finally:
+            self._pending.pop(msg["id"], None)
+
+    async def _read(self) -> None:
+        import aiohttp
+
+        reason = "chromium closed the DevTools connection"
+        try:
+            async for msg in self._ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                if "id" in data:
+                    fut = self._pending.get(data["id"])
+                    if fut is not None and not fut.done() and "error" in data:
+                        err = data["error"]
+                        fut.set_exception(DevToolsError(
+                            f"{err.get('message')} {err.get('data', '')}".strip()))
+                    elif fut is not None and not fut.done():
+                        fut.set_result(data.get("result", {}))
+                    continue
+                method, params = data.get("method"), data.get("params", {})
+                if self._sid is None:
+                    continue
+                gone = {"Target.detachedFromTarget": params.get("sessionId"),
+                        "Inspector.targetCrashed": data.get("sessionId")}
+                if method in gone and gone[method] == self._sid:
+                    await self._fail(f"the page is gone ({method})")
+                elif data.get("sessionId") == self._sid:
+                    self._event(method, params)
+                    async with self._cond:
+                        self._cond.notify_all()
+        except Exception as e:  # any failure ends the connection alike
+            reason = f"the DevTools connection failed: {e!r}"
+        finally:
+            await self._fail(reason)
+
+    async def _fail(self, reason: str) -> None:
+        """Fail every pending command and wait now and later (the page or browser is gone)."""
+        self._dead = self._dead or reason
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(self._dead))
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def _until(self, check: Any) -> Any:
+        def ready() -> Any:
+            if self._dead:
+                raise ConnectionError(self._dead)
+            return check()
+
+        async with self._cond:
+            return await self._cond.wait_for(ready)
+
+    def _event(self, method: str, p: dict[str, Any]) -> None:
+        with self._lock:
+            if method == "Network.requestWillBeSent":
+                if p["request"]["url"].startswith("data:"):
+                    return
+                old = self._by_id.get(p["requestId"])
+                if old is not None and "redirectResponse" in p:
+                    self._answer(old, p["redirectResponse"])
+                    old["finished"] = True
+                req = {"url": p["request"]["url"], "method": p["request"]["method"],
+                       "type": p.get("type"), "request_headers": {
+                           k.lower(): v for k, v in p["request"].get("headers", {}).items()},
+                       "status": None, "headers": {}, "mime": None, "finished": False,
+                       "error": None}
+                self._requests.append(req)
+                self._by_id[p["requestId"]] = req
+            elif method == "Network.responseReceived":
+                if (req := self._by_id.get(p["requestId"])) is not None:
+                    self._answer(req, p["response"])
+            elif method == "Network.loadingFinished":
+                if (req := self._by_id.get(p["requestId"])) is not None:
+                    req["finished"] = True
+            elif method == "Network.loadingFailed":
+                if (req := self._by_id.get(p["requestId"])) is not None:
+                    req["finished"], req["error"] = True, p.get("errorText")
+            elif method == "Runtime.consoleAPICalled":
+                frame = (p.get("stackTrace") or {}).get("callFrames") or [{}]
+                self._console.append({
+                    "kind": "console", "level": p["type"],
+                    "text": " ".join(_remote_text(a) for a in p.get("args", [])),
+                    "url": frame[0].get("url"), "line": frame[0].get("lineNumber")})
+            elif method == "Runtime.exceptionThrown":
+                d = p["exceptionDetails"]
+                self._console.append({
+                    "kind": "exception", "level": "error",
+                    "text": (d.get("exception") or {}).get("description") or d.get("text"),
+                    "url": d.get("url"), "line": d.get("lineNumber")})
+            elif method == "Log.entryAdded":
+                e = p["entry"]
+                self._console.append({"kind": "log", "level": e.get("level"),
+                                      "text": e.get("text"), "url": e.get("url"),
+                                      "line": e.get("lineNumber")})
+            elif method == "Page.frameNavigated" and not p["frame"].get("parentId"):
+                self._navigated.append(p["frame"]["loaderId"])
+            elif method == "Page.lifecycleEvent" and p["name"] == "load":
+                self._loaded.add(p["loaderId"])
+
+    @staticmethod
+    def _answer(req: dict[str, Any], response: dict[str, Any]) -> None:
+        req["status"] = response.get("status")
+        req["headers"] = {k.lower(): v for k, v in response.get("headers", {}).items()}
+        req["mime"] = response.get("mimeType")
+
+    async def _goto(self, url: str) -> None:
+        res = await self._send("Page.navigate", {"url": url})
+        if res.get("errorText"):
+            raise DevToolsError(f"goto {url}: {res['errorText']}")
+        if res.get("loaderId"):  # none for a same-document (#fragment) navigation
+            await self._until(lambda: res["loaderId"] in self._loaded)
+
+    async def _reload(self) -> None:
+        n = len(self._navigated)
+        await self._send("Page.reload", {})
+        loader = await self._until(lambda: len(self._navigated) > n and self._navigated[n])
+        await self._until(lambda: loader in self._loaded)
+
+    async def _eval(self, js: str, timeout: float) -> Any:
+        # replMode (as the console): top-level await, and `let`/`const` may be declared again
+        # by the next eval; but it hands back a completion value that is a promise unawaited,
+        # so a promise is awaited here, and any other object is fetched by value
+        # V8 stops a script still running (a busy loop) a little before the wait gives up, so
+        # the page answers again; that stop comes back as a protocol error (or, on a loaded
+        # machine, after the wait gave up)
+        import time
+
+        budget, start = max(timeout * 0.75, timeout - 1), time.monotonic()
+        try:
+            res = await self._send("Runtime.evaluate", {
+                "expression": js, "awaitPromise": True, "replMode": True,
+                "objectGroup": "eval", "timeout": int(budget * 1000)})
+        except DevToolsError as e:
+            if time.monotonic() - start >= budget * 0.9:
+                raise DevToolsError(f"eval {_short(js)}: still running after {budget:.3g} s, "
+                                    f"stopped ({e})") from None
+            raise
+        try:
+            obj = res["result"]
+            if "exceptionDetails" not in res and "objectId" in obj:
+                if obj.get("subtype") == "promise":
+                    res = await self._send("Runtime.awaitPromise", {
+                        "promiseObjectId": obj["objectId"], "returnByValue": True})
+                else:
+                    res = await self._send("Runtime.callFunctionOn", {
+                        "functionDeclaration": "function () { return this; }",
+                        "objectId": obj["objectId"], "returnByValue": True})
+        finally:
+            await self._send("Runtime.releaseObjectGroup", {"objectGroup": "eval"})
+        if "exceptionDetails" in res:
+            d = res["exceptionDetails"]
+            text = (d.get("exception") or {}).get("description") or d.get("text")
+            raise DevToolsError(f"JS exception in {_short(js)}: {text}")
+        return _remote_value(res["result"])
+
+    async def _click(self, selector: str) -> None:
+        box = await self._eval(f"""(() => {{
+            const el = document.querySelector({json.dumps(selector)});
+            if (!el) return null;
+            el.scrollIntoView({{block: "center", inline: "center", behavior: "instant"}});
+            const r = el.getBoundingClientRect();
+            const x = r.left + r.width / 2, y = r.top + r.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            const ok = !!hit && (el.contains(hit) ||
+                                 [...(el.labels || [])].some(l => l.contains(hit)));
+            return {{x, y, w: r.width, h: r.height, ok,
+                     hit: hit ? hit.outerHTML.slice(0, 200) : null}};
+        }})()""", 10)
+        if box is None:
+            raise DevToolsError(f"click {selector!r}: no element matches")
+        if not (box["w"] > 0 and box["h"] > 0):
+            raise DevToolsError(f"click {selector!r}: the element has no size ({box})")
+        if not box["ok"]:
+            raise DevToolsError(f"click {selector!r}: something else is on top at "
+                                f"({box['x']:.0f}, {box['y']:.0f}): {box['hit']}")
+        for kind, buttons in [("mouseMoved", 0), ("mousePressed", 1), ("mouseReleased", 0)]:
+            await self._send("Input.dispatchMouseEvent", {
+                "type": kind, "x": box["x"], "y": box["y"], "buttons": buttons,
+                "button": "none" if kind == "mouseMoved" else "left",
+                "clickCount": 0 if kind == "mouseMoved" else 1})
+
+
+def _short(js: str) -> str:
+    js = " ".join(js.split())
+    return repr(js if len(js) <= 120 else js[:117] + "...")
+
+
+def _remote_value(obj: dict[str, Any]) -> Any:
+    """A Runtime.RemoteObject (returned by value) as Python."""
+    if "unserializableValue" in obj:
+        u = obj["unserializableValue"]
+        return int(u[:-1]) if u.endswith("n") else float(u)  # NaN, Infinity, -0, 12n
+    return obj.get("value")
+
+
+def _remote_text(obj: dict[str, Any]) -> str:
+    """A console argument as console.log prints it, roughly."""
+    if "value" in obj:
+        v = obj["value"]
+        return v if isinstance(v, str) else json.dumps(v)
+    return str(obj.get("unserializableValue") or obj.get("description") or obj.get("type"))
+
+
+@pytest.fixture
+def devtools(tmp_path) -> Iterator[DevTools]:
+    """A page in a headless Chromium over the DevTools protocol (fails, not skips, without
+    chromium: scripts/setup.sh installs it); closed, every process of it reaped, after."""
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed; scripts/setup.sh installs it")
+    with DevTools(exe, tmp_path / "devtools-profile") as page:
+        yield page
 
 
 def job_summary(job: str, stages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:

@@ -73,3 +73,66 @@ def test_few_instances_get_the_exact_permutation_p_value():
     assert four.p_value == 2 / 16 and not four.significant()  # 4 instances never reach 0.05
     mixed = paired_permutation(a + np.array([0.01, -0.01, 0.01, -0.01, 0.01, -0.01]), a)
     assert mixed.p_value == 1.0
+
+
+def _study(rng, n_raters, n_items, rater_sd, item_sd, noise_sd, mean=3.0):
+    """Every rater rates every item: mean + rater offset + item offset + noise."""
+    r, i = (a.ravel() for a in np.meshgrid(np.arange(n_raters), np.arange(n_items),
+                                           indexing="ij"))
+    v = (mean + rng.normal(0, rater_sd, n_raters)[r] + rng.normal(0, item_sd, n_items)[i]
+         + rng.normal(0, noise_sd, len(r)))
+    return v, r, i
+
+
+def test_the_two_way_mean_is_the_plain_mean_and_it_is_seeded():
+    from evaluation.uncertainty import bootstrap_two_way
+
+    v, r, i = _study(np.random.default_rng(0), 6, 20, 0.5, 0.5, 1.0)
+    v[[3, 17, 40]] = np.nan
+    a = bootstrap_two_way(v, r.astype(str), i, n_boot=500, seed=4)
+    assert a.mean == pytest.approx(np.nanmean(v)) and a.n == len(v) - 3
+    assert a.low < a.mean < a.high
+    assert a == bootstrap_two_way(v, r.astype(str), i, n_boot=500, seed=4)  # seeded
+    assert a != bootstrap_two_way(v, r.astype(str), i, n_boot=500, seed=5)
+    one_rater = bootstrap_two_way([1.0, 2.0, 3.0], ["ann"] * 3, [1, 2, 3])
+    assert one_rater.n == 3 and one_rater.mean == 2.0 and np.isnan(one_rater.high)
+    one_item = bootstrap_two_way([1.0, 2.0, np.nan], ["a", "b", "c"], [1, 1, 2])
+    assert one_item.n == 2 and np.isnan(one_item.low)  # item 2's only rating is missing
+    assert bootstrap_two_way([np.nan], [0], [0]).n == 0
+    # disjoint design: a resample of raters and items that share no rating has no mean; skipped
+    sparse = bootstrap_two_way([1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1], [0, 1, 2, 3], n_boot=200)
+    assert sparse.mean == 2.5 and 1.0 <= sparse.low < sparse.high <= 4.0
+    with pytest.raises(OmniError, match="one of each per rating"):
+        bootstrap_two_way([1.0, 2.0], [0, 1], [0])
+
+
+def test_rater_effects_widen_the_two_way_interval():
+    from evaluation.uncertainty import bootstrap_two_way
+
+    # 8 raters with strong personal offsets (sd 1) on 60 items
+    v, r, i = _study(np.random.default_rng(7), 8, 60, 1.0, 0.5, 0.5)
+    two_way = bootstrap_two_way(v, r, i)
+    item_means = np.bincount(i, weights=v) / np.bincount(i)  # complete design: same mean
+    items_only = bootstrap_mean(item_means, n_boot=2000)
+    assert items_only.mean == pytest.approx(two_way.mean)
+    # measured widths 0.88 (two-way) vs 0.23 (items only): the items-only bootstrap takes these
+    # 8 raters for all raters there are
+    assert two_way.high - two_way.low > 2.5 * (items_only.high - items_only.low)
+
+
+def test_the_two_way_interval_covers_the_true_mean_about_as_often_as_it_says():
+    from evaluation.uncertainty import bootstrap_two_way
+
+    rng = np.random.default_rng(11)
+    trials, two_way, items_only = 300, 0, 0
+    for t in range(trials):
+        v, r, i = _study(rng, 20, 40, 0.5, 0.5, 1.0, mean=3.0)
+        iv = bootstrap_two_way(v, r, i, n_boot=500, seed=t)
+        two_way += iv.low <= 3.0 <= iv.high
+        io = bootstrap_mean(np.bincount(i, weights=v) / np.bincount(i), n_boot=500, seed=t)
+        items_only += io.low <= 3.0 <= io.high
+    # measured 0.933 here (0.92 - 0.95 over other seeds and study sizes: a percentile interval
+    # of few raters runs a little narrow); the items-only one misses the rater spread: 0.737
+    assert 0.89 <= two_way / trials <= 0.985
+    assert items_only / trials < 0.85
+
