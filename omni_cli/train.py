@@ -13,9 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "latents` and decides each micro-batch's task (R2AV, RV2AV or RA2V: its samples'; "
         "stage 3's sample table deals them 4:3:3); start from a release checkpoint or the previous "
         "stage's (init=...). Checkpoints go to OUT/stage<N>/checkpoints; --resume continues "
-        "exactly where the last one left off.")
-    p.add_argument("--config", required=True, help="configs/train/<flavor>.yaml")
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
+        "exactly where the last one left off. With lora.enabled=true only LoRA adapters train "
+        "and are saved; `omni train --merge CKPT --out DIR` writes a checkpoint's full weights "
+        "(adapters merged into their base).")
+    p.add_argument("--config", help="configs/train/<flavor>.yaml")
+    p.add_argument("--stage", type=int, choices=(1, 2, 3))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. stages.1.data=out/latents or "
                    "stages.1.data=s3://bucket/latents (each rank streams its shards through a "
@@ -28,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a benchmark folder made by `omni benchmark build` (or its "
                    "heldout.parquet): latent samples showing its held-out identities are left "
                    "out, each an error row in OUT/stage<N>/errors.parquet (repeatable)")
+    p.add_argument("--merge", metavar="CKPT",
+                   help="instead of training: write CKPT's full weights (a LoRA checkpoint's "
+                   "adapters merged into its base) to --out, a checkpoint folder for init= "
+                   "or omni generate --checkpoint")
+    p.add_argument("--out", help="with --merge: the folder to write")
+    p.add_argument("--merge-weights", choices=("ema", "model"), default="ema",
+                   help="with --merge: the EMA weights (default) or the raw ones")
     p.set_defaults(func=run)
 
 
@@ -35,8 +44,19 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from omni_core.config import load_config
+    from omni_core.errors import OmniError
     from omni_model.train import TrainConfig, run_training
 
+    if args.merge:
+        from omni_model.adapter import merge_checkpoint
+
+        if not args.out:
+            raise OmniError("--merge needs --out DIR")
+        dest = merge_checkpoint(args.merge, args.out, args.merge_weights)
+        print(f"train: {args.merge} ({args.merge_weights} weights) -> {dest}/model.safetensors")
+        return 0
+    if not args.config or args.stage is None:
+        raise OmniError("training needs --config and --stage (or --merge CKPT --out DIR)")
     overrides = list(args.set)
     if args.address:
         overrides.append(f"ray.address={args.address}")

@@ -143,6 +143,8 @@ def checkpoint_state(source: str, template: Mapping[str, torch.Tensor], which: s
     from safetensors.torch import load_file
 
     p = resolve_checkpoint(source, weights_root)
+    if p.is_dir() and (p / "adapters.safetensors").is_file():
+        return lora_checkpoint_state(p, template, which, weights_root)
     if p.is_dir():
         f = p / f"{which}.safetensors"
         f = f if f.is_file() else p / "model.safetensors"
@@ -151,3 +153,70 @@ def checkpoint_state(source: str, template: Mapping[str, torch.Tensor], which: s
                             "checkpoint)")
         return load_file(str(f)), f"checkpoint {f}"
     return from_release(read_state_dict(p), template), f"release checkpoint {p}"
+
+
+def lora_checkpoint_state(folder: Path, template: Mapping[str, torch.Tensor], which: str = "ema",
+                          weights_root: str | os.PathLike[str] | None = None
+                          ) -> tuple[dict[str, torch.Tensor], str]:
+    """A LoRA training checkpoint (``adapters.safetensors``: adapters only) as full weights:
+    its base (the run's ``init``, itself possibly LoRA; else the seeded random init), the
+    adapters (their EMA with ``which="ema"`` when kept) merged in."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from omni_core.config import from_dict
+
+    from .flavors import build_model, get_flavor
+    from .lora import LoRAConfig, apply_lora, load_adapters, merge_lora
+
+    try:
+        state = json.loads((folder / "trainer.json").read_text())
+        conf = state["config"]
+        lora = from_dict(LoRAConfig, conf["lora"])
+        args = get_flavor(state["flavor"]).args
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OmniError(f"{folder}: a LoRA checkpoint without a readable trainer.json "
+                        f"({exc}); it cannot say which base its adapters belong to") from None
+    if conf.get("init"):
+        base, what = checkpoint_state(conf["init"], template, conf.get("init_weights", "ema"),
+                                      weights_root)
+        model = build_model(args, "meta")
+        model.load_state_dict(base, strict=True, assign=True)
+    else:
+        model = build_model(args, "cpu", seed=int(conf.get("seed", 0)))
+        what = f"random init (seed {conf.get('seed', 0)})"
+    apply_lora(model, lora)
+    f = folder / "ema.safetensors"
+    f = f if which == "ema" and f.is_file() else folder / "adapters.safetensors"
+    load_adapters(model, load_file(str(f)))
+    merge_lora(model)
+    return {k: v.detach() for k, v in model.state_dict().items()}, f"{what} + LoRA {f}"
+
+
+def merge_checkpoint(source: str, out: str | os.PathLike[str], which: str = "ema",
+                     weights_root: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``out/model.safetensors``: the full weights of a training checkpoint (a LoRA one
+    merged), with its ``trainer.json`` (LoRA off), so that ``out`` serves as ``init`` or
+    ``omni generate --checkpoint`` like any checkpoint folder."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .flavors import build_model, get_flavor
+
+    src = resolve_checkpoint(source, weights_root)
+    state = json.loads((src / "trainer.json").read_text()) if (src / "trainer.json").is_file() \
+        else None
+    if state is None:
+        raise OmniError(f"{source}: not a training checkpoint folder (no trainer.json)")
+    template = build_model(get_flavor(state["flavor"]).args, "meta").state_dict()
+    sd, what = checkpoint_state(str(src), template, which, weights_root)
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(dest / "model.safetensors"))
+    state["config"] = {**state.get("config", {}), "lora": {
+        **state.get("config", {}).get("lora", {}), "enabled": False}}
+    state["merged_from"] = {"checkpoint": str(src), "weights": which, "what": what}
+    (dest / "trainer.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    return dest

@@ -48,6 +48,7 @@ from omni_core.weights import safe_torch_load
 from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
 from .flow import FlowMatching, masked_mse
+from .lora import LoRAConfig, adapter_state, apply_lora, load_adapters
 from .tasks import Dropout, StreamWeights, build_inputs
 
 
@@ -134,6 +135,8 @@ class TrainConfig:
     #: each an error row (OUT/stage<n>/errors.parquet, stage ``heldout``); a latent folder
     #: whose every sample is held out is an error
     heldout: list[str] = field(default_factory=list)
+    #: LoRA fine-tuning (omni_model.lora): the base frozen, adapters trained and saved alone
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     device: str = "auto"  # auto: cuda when available
     progress: bool = True
     ray: TrainRayConfig = field(default_factory=TrainRayConfig)
@@ -195,13 +198,17 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Te
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_state_dict(model, optimizer, options=opts)
+    lora = bool(state.get("config", {}).get("lora", {}).get("enabled"))
+    if lora:  # the adapters only: the base is the init (trainer.json says which)
+        msd = {k: v for k, v in msd.items() if k.endswith((".lora_a", ".lora_b"))}
     ema_full = {k: _full(v).cpu() for k, v in ema.items()} if ema is not None else None
     if rank != 0:
         return
     tmp = path.parent / f".tmp-{path.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in msd.items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in msd.items()},
+              str(tmp / ("adapters.safetensors" if lora else "model.safetensors")))
     if ema_full is not None:
         save_file({k: v.contiguous() for k, v in ema_full.items()},
                   str(tmp / "ema.safetensors"))
@@ -303,8 +310,15 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     start_step, position = 0, Position()
     done = checkpoints(cfg, stage) if resume else []
     init_note = "random init"
-    if cfg.init and not done:
-        init_note = _load_weights(model, cfg.init, cfg.init_weights)
+    if cfg.init:  # (a LoRA run resumes onto its base too: the checkpoint holds adapters only)
+        if not done or cfg.lora.enabled:
+            init_note = _load_weights(model, cfg.init, cfg.init_weights)
+    if cfg.lora.enabled:
+        adapted = apply_lora(model, cfg.lora, seed=_seed_of(cfg.seed, "lora"))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        init_note += (f"; LoRA rank {cfg.lora.rank} on {len(adapted)} projections: "
+                      f"{trainable:,} of {sum(p.numel() for p in model.parameters()):,} "
+                      "parameters train")
     model.to(device)
     model.gradient_checkpointing = cfg.activation_checkpointing
     wrapped: torch.nn.Module = model
@@ -323,9 +337,12 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
         wrapped = DistributedDataParallel(model, device_ids=[device.index]
                                           if device.type == "cuda" else None)
     # EMA of every state tensor in float32, sharded like the model under FSDP
-    ema = ({k: v.detach().float().clone() for k, v in model.state_dict().items()}
+    # (of the adapters only when LoRA trains: the base does not move)
+    tracked = adapter_state(model) if cfg.lora.enabled else model.state_dict()
+    ema = ({k: v.detach().float().clone() for k, v in tracked.items()}
            if cfg.ema_decay > 0 else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
     if done:
         from safetensors.torch import load_file
@@ -333,8 +350,17 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
 
         last = done[-1]
         state = json.loads((last / "trainer.json").read_text())
-        msd = load_file(str(last / "model.safetensors"))
         osd = safe_torch_load(last / "optimizer.pt")
+        if cfg.lora.enabled:
+            if not (last / "adapters.safetensors").is_file():
+                raise OmniError(f"{last} is a full checkpoint; resume it with lora.enabled "
+                                "false (or start a LoRA run in another out folder)")
+            load_adapters(model, load_file(str(last / "adapters.safetensors")))
+            msd = model.state_dict()
+        else:
+            if not (last / "model.safetensors").is_file():
+                raise OmniError(f"{last} holds LoRA adapters; resume it with its lora config")
+            msd = load_file(str(last / "model.safetensors"))
         set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd,
                        options=StateDictOptions(full_state_dict=True))
         if ema is not None and (last / "ema.safetensors").is_file():
@@ -342,7 +368,8 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
             ema = {k: _shard_like(saved[k].to(device), v) for k, v in ema.items()}
         start_step = int(state["step"])
         position = Position(**state["position"])
-        init_note = f"resumed from {last}"
+        init_note = f"resumed from {last}" + (f" (LoRA adapters on {cfg.init or 'random init'})"
+                                              if cfg.lora.enabled else "")
     fwd = torch.compile(wrapped) if cfg.compile else wrapped
 
     batches = prefetch(data.iterate(position), cfg.prefetch)
@@ -408,14 +435,16 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                 if cfg.optim.warmup_steps else cfg.optim.lr
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip
-                                                  if cfg.optim.grad_clip > 0 else math.inf)
+            grad = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad],
+                cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        ema[k].lerp_(v.detach().float(), 1.0 - cfg.ema_decay)
+                    current = model.state_dict()
+                    for k, e in ema.items():
+                        e.lerp_(current[k].detach().float(), 1.0 - cfg.ema_decay)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
