@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a benchmark folder made by `omni benchmark build` (or its "
                    "heldout.parquet): latent samples showing its held-out identities are left "
                    "out, each an error row in OUT/stage<N>/errors.parquet (repeatable)")
+    p.add_argument("--plan", action="store_true",
+                   help="instead of training: the per-GPU memory of this config (weights, "
+                   "gradients, optimizer, EMA, activations) and whether it fits")
+    p.add_argument("--world", default=None, metavar="N[,N...]",
+                   help="with --plan: GPUs (default ray.workers, at least 1)")
+    p.add_argument("--gpu-gib", default="80,141", metavar="G[,G...]",
+                   help="with --plan: GPU sizes to check against (default 80,141)")
     p.add_argument("--merge", metavar="CKPT",
                    help="instead of training: write CKPT's full weights (a LoRA checkpoint's "
                    "adapters merged into its base) to --out, a checkpoint folder for init= "
@@ -55,8 +62,25 @@ def run(args: argparse.Namespace) -> int:
         dest = merge_checkpoint(args.merge, args.out, args.merge_weights)
         print(f"train: {args.merge} ({args.merge_weights} weights) -> {dest}/model.safetensors")
         return 0
+    if args.plan:
+        from omni_model.memory import plan_from_config
+
+        if not args.config:
+            raise OmniError("--plan needs --config")
+        cfg = load_config(TrainConfig, args.config, list(args.set))
+        sizes = [float(x) for x in args.gpu_gib.split(",")]
+        worlds = [int(x) for x in args.world.split(",")] if args.world else [None]
+        for w in worlds:
+            plan = plan_from_config(cfg, w)
+            lines = plan.lines()
+            for g in sizes:
+                lines.append(f"  fits {g:g} GiB: {'yes' if plan.fits(g) else 'NO'} "
+                             f"({100 * plan.total / (g * 2**30):.0f}% of it; 10% kept free)")
+            print("\n".join(lines + ([f"  {plan.note}"] if plan.note else [])))
+        return 0
     if not args.config or args.stage is None:
-        raise OmniError("training needs --config and --stage (or --merge CKPT --out DIR)")
+        raise OmniError("training needs --config and --stage (or --plan, or --merge CKPT "
+                        "--out DIR)")
     overrides = list(args.set)
     if args.address:
         overrides.append(f"ray.address={args.address}")

@@ -29,6 +29,7 @@ angles are computed from positions on each call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -290,7 +291,10 @@ class Stream(nn.Module):
         ``e0`` ``(B, L|1, 6, d)`` for the blocks), float32."""
         if t.dim() == 1:
             t = t[:, None]
-        with torch.autocast(device_type=t.device.type, enabled=False):
+        # (a meta tensor has no autocast: omni_model.memory traces the model on "meta")
+        off = (contextlib.nullcontext() if t.device.type == "meta"
+               else torch.autocast(device_type=t.device.type, enabled=False))
+        with off:
             e = self.time_embedding(timestep_embedding(t, self.freq_dim).to(
                 self.time_embedding[0].weight.dtype)).float()
             e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype)).float()

@@ -48,7 +48,7 @@ from omni_core.weights import safe_torch_load
 from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
 from .flow import FlowMatching, masked_mse
-from .lora import LoRAConfig, adapter_state, apply_lora, load_adapters
+from .lora import LoRAConfig, adapter_state, apply_lora, frozen_linear_to, load_adapters
 from .tasks import Dropout, StreamWeights, build_inputs
 
 
@@ -320,6 +320,9 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                       f"{trainable:,} of {sum(p.numel() for p in model.parameters()):,} "
                       "parameters train")
     model.to(device)
+    if cfg.lora.enabled and lora_base_bf16(cfg, device):
+        cast = frozen_linear_to(model, torch.bfloat16)
+        init_note += f"; frozen base in bf16 ({cast:,} values)"
     model.gradient_checkpointing = cfg.activation_checkpointing
     wrapped: torch.nn.Module = model
     if world > 1 and cfg.fsdp:
@@ -488,6 +491,17 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
             "checkpoint": str(final[-1]) if final else None,
             "heldout_refused": len(refused), "samples": len(data.index),
             "data_cache": data.cache.stats.to_dict() if data.cache is not None else None}
+
+
+def lora_base_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a LoRA run keeps its frozen base's linear weights in bfloat16."""
+    autocast = device.type == "cuda" and cfg.precision == "bf16"
+    if cfg.lora.base_dtype == "auto":
+        return autocast
+    if cfg.lora.base_dtype == "bfloat16" and not autocast:
+        raise OmniError("lora.base_dtype bfloat16 needs bf16 autocast on a GPU (precision: "
+                        f"bf16, a CUDA device); this run trains in float32 on {device}")
+    return cfg.lora.base_dtype == "bfloat16"
 
 
 def refuse_heldout(data: LatentDataset, heldout: list[str]) -> list[Any]:

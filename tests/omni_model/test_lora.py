@@ -187,3 +187,32 @@ def test_lora_stages_chain_and_refuse_a_mismatched_resume(lora_runs):
                          f"init={lora_runs['base']}", "init_weights=model"), 2, resume=True)
     assert [p.name for p in checkpoints(cfg(root / "whole", *lora_runs["lora"]), 2)] == [
         "step-0000004", "step-0000008"]
+
+
+def test_a_bf16_frozen_base_runs_under_autocast_and_is_refused_without():
+    from omni_model.lora import frozen_linear_to
+
+    model = _pretrained()
+    apply_lora(model, LoRAConfig(enabled=True, rank=4, alpha=8.0))
+    x = _inputs(7)
+    with torch.no_grad():
+        ref = model(*x)
+    cast = frozen_linear_to(model, torch.bfloat16)
+    frozen = [p for m in model.modules() if isinstance(m, torch.nn.Linear)
+              for p in m.parameters(recurse=False) if not p.requires_grad]
+    assert cast == sum(p.numel() for p in frozen) and all(p.dtype == torch.bfloat16
+                                                          for p in frozen)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora" in n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*x)
+        (out[0].float().square().mean() + out[1].float().square().mean()).backward()
+    for a, b in zip(ref, out, strict=True):
+        assert (b.float() - a).abs().max() < 0.05 * a.abs().max() + 1e-3
+    grads = [p.grad for n, p in model.named_parameters() if "lora" in n]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+    latents = write_dummy_latents(Path(__import__("tempfile").mkdtemp()) / "lat", n=4)
+    cfg = load_config(TrainConfig, CONFIG, [f"stages.1.data={latents}", "progress=false",
+                                             "lora.enabled=true", "lora.base_dtype=bfloat16",
+                                             f"out={latents.parent / 'out'}"])
+    with pytest.raises(OmniError, match="base_dtype bfloat16 needs bf16 autocast on a GPU"):
+        run_training(cfg, 1)
