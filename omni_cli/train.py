@@ -89,10 +89,53 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, overrides)
     if args.heldout:
         cfg = replace(cfg, heldout=[*cfg.heldout, *args.heldout])
-    result = run_training(cfg, args.stage, resume=args.resume)
+    score = None
+    if cfg.previews.every:
+        cfg, score = _previews(cfg)
+    result = run_training(cfg, args.stage, resume=args.resume, score=score)
     last = result.get("last") or {}
     refused = result.get("heldout_refused")
     held = f"; {refused} held-out sample(s) left out" if cfg.heldout else ""
     print(f"train: stage {args.stage} done at step {last.get('step')}, loss "
           f"{last.get('loss', float('nan')):.4f}; checkpoint {result.get('checkpoint')}{held}")
     return 0
+
+
+def _previews(cfg):
+    """A released-layout benchmark folder as ``previews.instances`` is imported to a
+    ``bench_instances`` .parquet beside the run; the quick score uses the lite metrics of
+    :mod:`evaluation` (this layer may import both the trainer and the evaluator)."""
+    from dataclasses import replace
+    from functools import partial
+    from pathlib import Path
+
+    path = Path(cfg.previews.instances)
+    if path.is_dir():
+        from benchmark.compare import absolute_refs
+        from benchmark.released import load_bench
+        from omni_core.manifests import write_manifest
+
+        instances, _ = load_bench(path)
+        dest = Path(cfg.out).resolve() / "preview_instances.parquet"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(absolute_refs(instances, path), "bench_instances", dest)
+        cfg = replace(cfg, previews=replace(cfg.previews, instances=str(dest)))
+    score = partial(preview_score, list(cfg.previews.metrics), cfg.previews.weights) \
+        if cfg.previews.metrics else None
+    return cfg, score
+
+
+def preview_score(metrics, weights, folder, instances):
+    """The mean of each metric (lite backends where there are) over a preview's videos."""
+    from evaluation.registry import load_builtin, with_lite
+    from evaluation.runner import score_models
+
+    load_builtin()
+    names = with_lite(list(metrics))
+    scores = score_models(instances, {"preview": folder}, folder / "_eval", names,
+                          weights=weights, progress=False)
+    out = {}
+    for name in names:
+        v = scores.results[(scores.results.metric == name) & (scores.results.status == "ok")]
+        out[name] = None if v.empty else float(v.value.mean())
+    return out

@@ -49,6 +49,7 @@ from .data import LatentDataset, Position, prefetch
 from .flavors import build_model, forward_flops, get_flavor
 from .flow import FlowMatching, masked_mse
 from .lora import LoRAConfig, adapter_state, apply_lora, frozen_linear_to, load_adapters
+from .previews import PreviewConfig, Previewer, Scorer, append_record
 from .tasks import Dropout, StreamWeights, build_inputs
 
 
@@ -137,6 +138,8 @@ class TrainConfig:
     heldout: list[str] = field(default_factory=list)
     #: LoRA fine-tuning (omni_model.lora): the base frozen, adapters trained and saved alone
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    #: samples during training (omni_model.previews): fixed instances with the EMA weights
+    previews: PreviewConfig = field(default_factory=PreviewConfig)
     device: str = "auto"  # auto: cuda when available
     progress: bool = True
     ray: TrainRayConfig = field(default_factory=TrainRayConfig)
@@ -278,10 +281,11 @@ class StepLog:
 
 
 def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
-               report: Any = None) -> dict[str, Any]:
+               report: Any = None, score: Scorer | None = None) -> dict[str, Any]:
     """Train ``stage`` in this process (one rank of a group when torch.distributed is
     initialised); ``report(dict)`` is called with every step's metrics on every rank (Ray
-    Train's ``report``). Returns the last step's log and the final checkpoint path."""
+    Train's ``report``); ``score`` gives each preview its quick score (rank 0). Returns the
+    last step's log and the final checkpoint path."""
     rank, world = _dist()
     flavor = get_flavor(cfg.flavor)
     st = cfg.stage(stage)
@@ -382,6 +386,7 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     metrics_path = out / "metrics.jsonl"
     if rank == 0:
         _truncate_metrics(metrics_path, start_step)
+        _truncate_metrics(out / "previews.jsonl", start_step)
         print(f"train: flavor {cfg.flavor}, stage {stage}, {st.steps} steps, {world} worker(s)"
               f" x micro-batch {cfg.micro_batch} x {accum} accumulation = global batch "
               f"{cfg.global_batch}; {init_note}; device {device}", flush=True)
@@ -389,6 +394,13 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
             print(f"train: data {data.folder}: each rank streams its shards through a cache of "
                   f"{dc.max_gb:g} GB{f' / {dc.max_shards} shards' if dc.max_shards else ''} "
                   f"(rank 0: {data.cache.folder})", flush=True)
+    previewer = None
+    if cfg.previews.every:
+        if world > 1 and cfg.fsdp:
+            raise OmniError("previews during training are not available with FSDP2 yet "
+                            "(the EMA weights are sharded): set previews.every=0")
+        if rank == 0:
+            previewer = Previewer(cfg.previews, cfg.flavor, device)
     bar = _progress(cfg, rank, start_step, st.steps)
     last_log: StepLog | None = None
     lw = cfg.loss
@@ -474,6 +486,18 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                 report({"step": last_log.step, "loss": last_log.loss,
                         "grad_norm": last_log.grad_norm})
             is_last = step + 1 == st.steps
+            if cfg.previews.every and ((step + 1) % cfg.previews.every == 0 or is_last):
+                if previewer is not None:
+                    rec = previewer.run(model, ema, step + 1,
+                                        out / "previews" / f"step-{step + 1:07d}", score)
+                    rec["loss"] = last_log.loss
+                    append_record(out / "previews.jsonl", rec)
+                    scored = ", ".join(f"{k} {v:.3f}" for k, v in rec.get("score", {}).items()
+                                       if v is not None)
+                    _emit(bar, f"preview at step {step + 1}: {len(rec['videos'])} videos in "
+                               f"{rec['sample_s']:.1f} s{'; ' + scored if scored else ''}")
+                if world > 1:
+                    torch.distributed.barrier()
             if (step + 1) % cfg.checkpoint_every == 0 or is_last:
                 path = out / "checkpoints" / f"step-{step + 1:07d}"
                 _save_checkpoint(path, model, ema, optimizer, {
@@ -618,10 +642,12 @@ def _emit(bar: Any, line: str) -> None:
 # entry point
 
 
-def run_training(cfg: TrainConfig, stage: int, resume: bool = False) -> dict[str, Any]:
-    """Train in this process (``ray.workers == 0``) or as a Ray Train job."""
+def run_training(cfg: TrainConfig, stage: int, resume: bool = False,
+                 score: Scorer | None = None) -> dict[str, Any]:
+    """Train in this process (``ray.workers == 0``) or as a Ray Train job; ``score`` (a
+    picklable callable) scores each preview (:mod:`omni_model.previews`)."""
     if cfg.ray.workers <= 0:
-        return train_loop(cfg, stage, resume)
+        return train_loop(cfg, stage, resume, score=score)
     from omni_core.ray_helpers import init_ray
 
     init_ray(cfg.ray)
@@ -634,7 +660,7 @@ def run_training(cfg: TrainConfig, stage: int, resume: bool = False) -> dict[str
         from ray import train as ray_train
 
         r = train_loop(config["cfg"], config["stage"], config["resume"],
-                       report=ray_train.report)
+                       report=ray_train.report, score=config["score"])
         if torch.distributed.get_rank() == 0:
             Path(config["result"]).write_text(json.dumps(r))
 
@@ -647,7 +673,7 @@ def run_training(cfg: TrainConfig, stage: int, resume: bool = False) -> dict[str
     trainer = TorchTrainer(
         worker,
         train_loop_config={"cfg": absolute, "stage": stage, "resume": resume,
-                           "result": str(res_file)},
+                           "result": str(res_file), "score": score},
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
@@ -675,6 +701,7 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
     cache = replace(cfg.data_cache, folder=absolute(cfg.data_cache.folder))
     entry = cfg.init is not None and not Path(cfg.init).exists() and \
         cfg.init.partition(":")[0] in load_registry().names()
+    previews = replace(cfg.previews, instances=absolute(cfg.previews.instances))
     return replace(cfg, out=absolute(cfg.out) or cfg.out,
                    init=cfg.init if entry else absolute(cfg.init), stages=stages,
-                   heldout=heldout, data_cache=cache)
+                   heldout=heldout, data_cache=cache, previews=previews)

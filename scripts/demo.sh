@@ -84,7 +84,7 @@ echo "== 11/11 a blind user study of that comparison: 3 raters, each item rated 
 echo "   repeated and one broken video per rater as attention checks (docs/study.md)"
 rm -rf "$OUT/study"
 "$BIN/omni" study create --comparison "$OUT/comparison" --out "$OUT/study" --raters 3 \
-  --ratings 2 --tasks all
+  --ratings 2
 echo "   (rate it: omni study serve $OUT/study, open a link; then omni study aggregate $OUT/study)"
 
 echo
