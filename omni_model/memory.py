@@ -17,7 +17,9 @@ autocast, AdamW, an EMA in float32):
 - with **LoRA** only the adapters have gradients, optimizer state and EMA; in a bf16 run the
   frozen base's linear weights are kept in bf16 (``lora.base_dtype: auto``: 2 B / parameter,
   and no autocast copy of them);
-- **activations**: the bytes of every tensor autograd saves for the backward pass, counted by
+- **activations** (divided by the sequence-parallel degree: each GPU holds its share of every
+  sample's tokens; the all-to-all buffers are transient and not counted): the bytes of every
+  tensor autograd saves for the backward pass, counted by
   running the model's own code on the ``meta`` device (no memory, no arithmetic) under
   saved-tensor hooks, with attention saving what the flash kernel keeps (q, k, v, the output
   and a float32 log-sum-exp; never the L x L scores). Counted for one and two blocks per stream,
@@ -57,6 +59,8 @@ class Strategy:
     #: LoRA rank (adapters on every projection of every block); None: full fine-tuning
     lora_rank: int | None = None
     checkpointing: bool = False
+    #: Ulysses sequence parallelism: every token-wise activation split over this many GPUs
+    sequence_parallel: int = 1
     precision: str = "bf16"  # "fp32": no autocast (the CPU path)
     ema: bool = True
     micro_batch: int = 1
@@ -65,7 +69,9 @@ class Strategy:
         parts = [f"{self.world} GPU{'s' if self.world > 1 else ''}",
                  "FSDP2" if self.fsdp else ("DDP" if self.world > 1 else "one process"),
                  f"LoRA r{self.lora_rank}" if self.lora_rank else "full",
-                 "act. ckpt" if self.checkpointing else "no act. ckpt", self.precision,
+                 "act. ckpt" if self.checkpointing else "no act. ckpt",
+                 *([f"sequence-parallel {self.sequence_parallel}"]
+                   if self.sequence_parallel > 1 else []), self.precision,
                  f"micro-batch {self.micro_batch}"]
         return ", ".join(parts)
 
@@ -130,7 +136,8 @@ class _FlashLike(torch.autograd.Function):
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
 
 
-def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                     kv_sharded: bool = True) -> torch.Tensor:
     return _FlashLike.apply(q, k, v).flatten(2)
 
 
@@ -228,6 +235,9 @@ def plan_memory(flavor: str | Flavor, strategy: Strategy, *, frames: int | None 
     s = strategy
     if s.world < 1 or s.micro_batch < 1:
         raise OmniError("world and micro_batch must be >= 1")
+    if s.sequence_parallel > 1 and s.sequence_parallel != s.world:
+        raise OmniError(f"sequence_parallel {s.sequence_parallel} runs on {s.sequence_parallel} "
+                        f"GPUs, not {s.world}")
     if s.precision not in BYTES:
         raise OmniError(f"precision is bf16 or fp32, got {s.precision!r}")
     lora = LoRAConfig(enabled=True, rank=s.lora_rank, alpha=float(s.lora_rank)) \
@@ -265,7 +275,7 @@ def plan_memory(flavor: str | Flavor, strategy: Strategy, *, frames: int | None 
     parts["activations"] = activation_bytes(
         fl.args, grid, geo.audio_latents, n_refs=n_refs, voice=geo.voice_latents,
         micro_batch=s.micro_batch, precision=s.precision, checkpointing=s.checkpointing,
-        lora=lora)
+        lora=lora) / s.sequence_parallel
     vt, at = geo.tokens(n_refs)
     return MemoryPlan(fl.name, s, vt, at, params, trainable, parts)
 
@@ -337,6 +347,7 @@ def plan_from_config(cfg: Any, world: int | None = None) -> MemoryPlan:
     s = Strategy(world=world or max(1, cfg.ray.workers), fsdp=cfg.fsdp,
                  lora_rank=cfg.lora.rank if cfg.lora.enabled else None,
                  checkpointing=cfg.activation_checkpointing,
+                 sequence_parallel=cfg.sequence_parallel,
                  precision="bf16" if cfg.precision == "bf16" else "fp32",
                  ema=cfg.ema_decay > 0, micro_batch=cfg.micro_batch)
     plan = plan_memory(cfg.flavor, s)

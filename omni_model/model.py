@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import sequence_parallel
 from .rope import RopeSpec, apply_rope, audio_positions, rotation, video_positions
 
 
@@ -140,12 +141,23 @@ class ConvMLP(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+              kv_sharded: bool = True) -> torch.Tensor:
     """``(B, L, heads, d)`` in, ``(B, Lq, heads * d)`` out; SDPA picks the flash kernel on a
-    GPU in bf16."""
+    GPU in bf16. Sequence-parallel (:mod:`omni_model.sequence_parallel`): ``q`` and, when
+    ``kv_sharded``, ``k`` and ``v`` hold this rank's tokens; whole keys (the text) are cut
+    to this rank's heads."""
+    sp = sequence_parallel.active()
+    if sp is not None:
+        q = sequence_parallel.seq_to_heads(q, sp)
+        k, v = ((sequence_parallel.seq_to_heads(k, sp), sequence_parallel.seq_to_heads(v, sp))
+                if kv_sharded else
+                (sequence_parallel.head_slice(k, sp), sequence_parallel.head_slice(v, sp)))
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                         v.transpose(1, 2))
-    return out.transpose(1, 2).flatten(2)
+                                         v.transpose(1, 2)).transpose(1, 2)
+    if sp is not None:
+        out = sequence_parallel.heads_to_seq(out, sp)
+    return out.flatten(2)
 
 
 class SelfAttention(nn.Module):
@@ -183,7 +195,7 @@ class FusionCrossAttention(SelfAttention):
         q = self.norm_q(self.q(x)).view(b, n, h, -1)
         k = self.norm_k(self.k(context)).view(b, context.shape[1], h, -1)
         v = self.v(context).view(b, context.shape[1], h, -1)
-        text = attention(q, k, v)
+        text = attention(q, k, v, kv_sharded=False)  # every rank holds the whole text
         o = self.pre_attn_norm_fusion(other)
         kf = self.norm_k_fusion(self.k_fusion(o)).view(b, other.shape[1], h, -1)
         vf = self.v_fusion(o).view(b, other.shape[1], h, -1)
@@ -353,6 +365,16 @@ class OmniDiT(nn.Module):
         a_ = am.patch_embedding(audio.to(dtype))  # (B, La, d)
         ev, ev0 = vm.embed_time(t)
         ea, ea0 = am.embed_time(t)
+        sp = sequence_parallel.active()
+        if sp is not None:  # this rank's tokens of each stream (and their positions)
+            v, rv = (sequence_parallel.local(x, d, sp, "video token")
+                     for x, d in ((v, 1), (rv, rv.dim() - 2)))
+            a_, ra = (sequence_parallel.local(x, d, sp, "audio token")
+                      for x, d in ((a_, 1), (ra, ra.dim() - 2)))
+            if ev0.shape[1] > 1:  # a time per token
+                ev, ev0 = (sequence_parallel.local(x, 1, sp, "video token") for x in (ev, ev0))
+            if ea0.shape[1] > 1:
+                ea, ea0 = (sequence_parallel.local(x, 1, sp, "audio token") for x in (ea, ea0))
         cv = vm.text_embedding(text_video.to(dtype))
         ca = am.text_embedding(text_audio.to(dtype))
         for vb, ab in zip(vm.blocks, am.blocks, strict=True):
@@ -363,6 +385,9 @@ class OmniDiT(nn.Module):
                 v, a_ = fused_block(vb, ab, v, a_, ev0, ea0, cv, ca, rv, ra)
         v = vm.head(v, ev)
         a_ = am.head(a_, ea)
+        if sp is not None:  # every rank gets the whole outputs (and computes the whole loss)
+            v = sequence_parallel.gather(v, 1, sp)
+            a_ = sequence_parallel.gather(a_, 1, sp)
         return self.unpatchify(v, (f // pt, h // ph, w // pw)), a_
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -126,6 +126,9 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     fsdp: bool = False  # FSDP2 (fully_shard per block) instead of DDP; GPU workers only
+    #: Ulysses sequence parallelism over this many ranks (omni_model.sequence_parallel): each
+    #: sample's tokens split over them; 1: off; else it must equal the number of workers
+    sequence_parallel: int = 1
     prefetch: int = 2  # micro-batches read ahead by a background thread (0: none)
     data_cache: DataCacheConfig = field(default_factory=DataCacheConfig)
     checkpoint_every: int = 1000
@@ -294,15 +297,21 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     device = _device(cfg)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    accum, rem = divmod(cfg.global_batch, cfg.micro_batch * world)
+    sp = cfg.sequence_parallel
+    if sp > 1 and sp != world:
+        raise OmniError(f"sequence_parallel {sp} needs {sp} workers (ray.workers), this run "
+                        f"has {world}: the tokens of each sample are split over all of them")
+    # data-parallel rank and size: under sequence parallelism every rank sees the same samples
+    dp_rank, dp_world = (0, 1) if sp > 1 else (rank, world)
+    accum, rem = divmod(cfg.global_batch, cfg.micro_batch * dp_world)
     if rem or accum < 1:
         raise OmniError(f"global_batch {cfg.global_batch} is not a multiple of micro_batch "
-                        f"{cfg.micro_batch} x {world} workers")
+                        f"{cfg.micro_batch} x {dp_world} data-parallel workers")
     out = stage_dir(cfg, stage)
     out.mkdir(parents=True, exist_ok=True)
     dc = cfg.data_cache
     data = LatentDataset(st.data, cfg.micro_batch, flavor.args.text_len, seed=cfg.seed,
-                         rank=rank, world=world, cache_dir=dc.folder_for(rank),
+                         rank=dp_rank, world=dp_world, cache_dir=dc.folder_for(rank),
                          cache_bytes=int(dc.max_gb * 2**30), cache_shards=dc.max_shards)
     refused = refuse_heldout(data, cfg.heldout)
     if rank == 0 and cfg.heldout:
@@ -379,6 +388,13 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                                               if cfg.lora.enabled else "")
     fwd = torch.compile(wrapped) if cfg.compile else wrapped
 
+    if sp > 1:
+        from .sequence_parallel import sequence_parallel
+
+        def split_tokens() -> Any:
+            return sequence_parallel()
+    else:
+        split_tokens = contextlib.nullcontext
     batches = prefetch(data.iterate(position), cfg.prefetch)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and cfg.precision == "bf16"
@@ -387,8 +403,9 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
     if rank == 0:
         _truncate_metrics(metrics_path, start_step)
         _truncate_metrics(out / "previews.jsonl", start_step)
+        split = f" (sequence-parallel: each sample's tokens over {sp})" if sp > 1 else ""
         print(f"train: flavor {cfg.flavor}, stage {stage}, {st.steps} steps, {world} worker(s)"
-              f" x micro-batch {cfg.micro_batch} x {accum} accumulation = global batch "
+              f"{split} x micro-batch {cfg.micro_batch} x {accum} accumulation = global batch "
               f"{cfg.global_batch}; {init_note}; device {device}", flush=True)
         if data.cache is not None:
             print(f"train: data {data.folder}: each rank streams its shards through a cache of "
@@ -417,7 +434,8 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                 position, batch = next(batches)
                 batch = batch.to(device)
                 data_s += time.perf_counter() - td
-                gen = torch.Generator().manual_seed(_seed_of(cfg.seed, stage, step, rank, micro))
+                gen = torch.Generator().manual_seed(_seed_of(cfg.seed, stage, step, dp_rank,
+                                                             micro))
                 b = batch.size
                 sigma = cfg.flow.sample_sigma(b, gen)
                 noise_v = torch.randn(batch.video.shape, generator=gen).to(device)
@@ -426,7 +444,7 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                 inp = build_inputs(batch, sigma.to(device), noise_v, noise_a, task=task,
                                    masked_loss=st.masked_loss, dropout=cfg.dropout,
                                    null_text=data.null("empty", b).to(device), generator=gen)
-                with autocast:
+                with autocast, split_tokens():
                     pv, pa = fwd(inp.video, inp.audio, sigma.to(device) * 1000.0, inp.text_video,
                                  inp.text_audio, n_image_refs=inp.n_image_refs,
                                  voice_lengths=inp.voice_lengths)
@@ -465,12 +483,12 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
             dt = time.perf_counter() - t0
             stats = _reduce([sums["loss"], sums["video"], sums["audio"], tokens, flops, data_s],
                             device, world)
-            tflops = stats[4] / dt / world / 1e12
+            tflops = stats[4] / sp / dt / world / 1e12  # (every SP rank counts every token)
             last_log = StepLog(
                 step=step + 1, loss=stats[0] / world, loss_video=stats[1] / world,
                 loss_audio=stats[2] / world,
                 task_loss={k: sum(v) / len(v) for k, v in task_loss.items()},
-                grad_norm=float(grad), lr=lr, tokens_per_s=stats[3] / dt,
+                grad_norm=float(grad), lr=lr, tokens_per_s=stats[3] / sp / dt,
                 tflops=tflops,
                 mfu=(tflops / cfg.peak_tflops
                      if cfg.peak_tflops and device.type == "cuda" else None),

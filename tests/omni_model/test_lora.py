@@ -171,6 +171,11 @@ def test_a_lora_checkpoint_loads_as_base_plus_adapters_and_merges(lora_runs, tmp
     again, what = checkpoint_state(str(tmp_path / "merged"), template, "ema")
     assert "LoRA" not in what and all(torch.equal(again[k], ema[k]) for k in ema)
     assert merge_checkpoint(ck, tmp_path / "m2", "model").joinpath("model.safetensors").is_file()
+    # omni generate's loader takes the LoRA checkpoint as it is: base + EMA adapters
+    from omni_model.generate import GenerateConfig, load_model
+
+    loaded = load_model(GenerateConfig(checkpoint=ck)).state_dict()
+    assert all(torch.equal(loaded[k], ema[k]) for k in ema)
 
 
 def test_lora_stages_chain_and_refuse_a_mismatched_resume(lora_runs):

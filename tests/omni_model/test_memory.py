@@ -44,6 +44,8 @@ def test_the_strategies_move_the_parts_they_should():
     assert lora32.parts["weights"] == 4.0 * (lora32.params + lora32.trainable)
     ckpt = plan_memory("small", Strategy(checkpointing=True))
     assert ckpt.parts["activations"] < 0.25 * base.parts["activations"]
+    sp = plan_memory("small", Strategy(world=4, sequence_parallel=4))
+    assert sp.parts["activations"] == pytest.approx(base.parts["activations"] / 4)
     two = plan_memory("small", Strategy(micro_batch=2))
     assert two.parts["activations"] == pytest.approx(2 * base.parts["activations"], rel=0.01)
     fp32 = plan_memory("small", Strategy(precision="fp32"))
