@@ -137,7 +137,7 @@ class _FlashLike(torch.autograd.Function):
 
 
 def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                     kv_sharded: bool = True) -> torch.Tensor:
+                     kv_sharded: bool = True, kv_stream: str | None = None) -> torch.Tensor:
     return _FlashLike.apply(q, k, v).flatten(2)
 
 

@@ -142,19 +142,21 @@ class ConvMLP(nn.Module):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-              kv_sharded: bool = True) -> torch.Tensor:
+              kv_sharded: bool = True, kv_stream: str | None = None) -> torch.Tensor:
     """``(B, L, heads, d)`` in, ``(B, Lq, heads * d)`` out; SDPA picks the flash kernel on a
     GPU in bf16. Sequence-parallel (:mod:`omni_model.sequence_parallel`): ``q`` and, when
     ``kv_sharded``, ``k`` and ``v`` hold this rank's tokens; whole keys (the text) are cut
-    to this rank's heads."""
+    to this rank's heads; the padding tokens of stream ``kv_stream`` are masked out."""
     sp = sequence_parallel.active()
+    mask = None
     if sp is not None:
         q = sequence_parallel.seq_to_heads(q, sp)
         k, v = ((sequence_parallel.seq_to_heads(k, sp), sequence_parallel.seq_to_heads(v, sp))
                 if kv_sharded else
                 (sequence_parallel.head_slice(k, sp), sequence_parallel.head_slice(v, sp)))
+        mask = sequence_parallel.key_mask(kv_stream, k.shape[1], k.device)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                         v.transpose(1, 2)).transpose(1, 2)
+                                         v.transpose(1, 2), attn_mask=mask).transpose(1, 2)
     if sp is not None:
         out = sequence_parallel.heads_to_seq(out, sp)
     return out.flatten(2)
@@ -168,12 +170,13 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rot: torch.Tensor, stream: str | None = None
+                ) -> torch.Tensor:
         b, n, _ = x.shape
         q = self.norm_q(self.q(x)).view(b, n, self.heads, -1)
         k = self.norm_k(self.k(x)).view(b, n, self.heads, -1)
         v = self.v(x).view(b, n, self.heads, -1)
-        return self.o(attention(apply_rope(q, rot), apply_rope(k, rot), v))
+        return self.o(attention(apply_rope(q, rot), apply_rope(k, rot), v, kv_stream=stream))
 
 
 class FusionCrossAttention(SelfAttention):
@@ -188,8 +191,8 @@ class FusionCrossAttention(SelfAttention):
         self.norm_k_fusion = RMSNorm(dim, eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,  # type: ignore[override]
-                other: torch.Tensor, rot: torch.Tensor, other_rot: torch.Tensor
-                ) -> torch.Tensor:
+                other: torch.Tensor, rot: torch.Tensor, other_rot: torch.Tensor,
+                other_stream: str | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         h = self.heads
         q = self.norm_q(self.q(x)).view(b, n, h, -1)
@@ -199,7 +202,8 @@ class FusionCrossAttention(SelfAttention):
         o = self.pre_attn_norm_fusion(other)
         kf = self.norm_k_fusion(self.k_fusion(o)).view(b, other.shape[1], h, -1)
         vf = self.v_fusion(o).view(b, other.shape[1], h, -1)
-        fused = attention(apply_rope(q, rot), apply_rope(kf, other_rot), vf)
+        fused = attention(apply_rope(q, rot), apply_rope(kf, other_rot), vf,
+                          kv_stream=other_stream)
         return self.o(text + fused)
 
 
@@ -210,9 +214,12 @@ class Block(nn.Module):
     Going through ``forward`` both times is what lets FSDP2 gather and free the block's
     parameters around each call."""
 
-    def __init__(self, args: ModelArgs) -> None:
+    def __init__(self, args: ModelArgs, stream: str | None = None) -> None:
         super().__init__()
         d = args.dim
+        #: this block's stream and the other one (the keys of its attentions: padding masks)
+        self.stream = stream
+        self.other_stream = {"video": "audio", "audio": "video"}.get(stream or "")
         self.norm1 = LayerNorm(d, args.eps, elementwise_affine=False)
         self.self_attn = SelfAttention(d, args.heads, args.eps)
         self.norm3 = LayerNorm(d, args.eps, elementwise_affine=True)
@@ -229,10 +236,12 @@ class Block(nn.Module):
         # float32, from e0 (B, L|1, 6, d)
         m = list((self.modulation.float() + e0.float()).unbind(2))
         if part == "self":
-            y = self.self_attn((self.norm1(x).float() * (1 + m[1]) + m[0]).type_as(x), rot)
+            y = self.self_attn((self.norm1(x).float() * (1 + m[1]) + m[0]).type_as(x), rot,
+                               self.stream)
             return x + (y.float() * m[2]).type_as(x)
         assert context is not None and other is not None and other_rot is not None
-        x = x + self.cross_attn(self.norm3(x), context, other, rot, other_rot)
+        x = x + self.cross_attn(self.norm3(x), context, other, rot, other_rot,
+                                self.other_stream)
         y = self.ffn((self.norm2(x).float() * (1 + m[4]) + m[3]).type_as(x))
         return x + (y.float() * m[5]).type_as(x)
 
@@ -294,7 +303,7 @@ class Stream(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(args.freq_dim, d), nn.SiLU(),
                                             nn.Linear(d, d))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
-        self.blocks = nn.ModuleList(Block(args) for _ in range(args.layers))
+        self.blocks = nn.ModuleList(Block(args, kind) for _ in range(args.layers))
         self.head = Head(d, out, args.eps)
         self.freq_dim = args.freq_dim
 
@@ -366,28 +375,39 @@ class OmniDiT(nn.Module):
         ev, ev0 = vm.embed_time(t)
         ea, ea0 = am.embed_time(t)
         sp = sequence_parallel.active()
+        lengths = None
         if sp is not None:  # this rank's tokens of each stream (and their positions)
+            lengths = {"video": v.shape[1], "audio": a_.shape[1]}
+            p = sp.size
+            v, a_ = sequence_parallel.pad(v, 1, p), sequence_parallel.pad(a_, 1, p)
+            rv = sequence_parallel.pad(rv, rv.dim() - 2, p, 1.0)  # (identity rotations)
+            ra = sequence_parallel.pad(ra, ra.dim() - 2, p, 1.0)
             v, rv = (sequence_parallel.local(x, d, sp, "video token")
                      for x, d in ((v, 1), (rv, rv.dim() - 2)))
             a_, ra = (sequence_parallel.local(x, d, sp, "audio token")
                       for x, d in ((a_, 1), (ra, ra.dim() - 2)))
             if ev0.shape[1] > 1:  # a time per token
-                ev, ev0 = (sequence_parallel.local(x, 1, sp, "video token") for x in (ev, ev0))
+                ev, ev0 = (sequence_parallel.local(sequence_parallel.pad(x, 1, p), 1, sp,
+                                                   "video token") for x in (ev, ev0))
             if ea0.shape[1] > 1:
-                ea, ea0 = (sequence_parallel.local(x, 1, sp, "audio token") for x in (ea, ea0))
+                ea, ea0 = (sequence_parallel.local(sequence_parallel.pad(x, 1, p), 1, sp,
+                                                   "audio token") for x in (ea, ea0))
         cv = vm.text_embedding(text_video.to(dtype))
         ca = am.text_embedding(text_audio.to(dtype))
         for vb, ab in zip(vm.blocks, am.blocks, strict=True):
+            args = (vb, ab, v, a_, ev0, ea0, cv, ca, rv, ra)
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                v, a_ = checkpoint(fused_block, vb, ab, v, a_, ev0, ea0, cv, ca, rv, ra,
+                # the recomputation runs in the backward pass, outside this forward's
+                # sequence-parallel state: it carries the state with it
+                v, a_ = checkpoint(sequence_parallel.within, sp, lengths, fused_block, *args,
                                    use_reentrant=False)
             else:
-                v, a_ = fused_block(vb, ab, v, a_, ev0, ea0, cv, ca, rv, ra)
+                v, a_ = sequence_parallel.within(sp, lengths, fused_block, *args)
         v = vm.head(v, ev)
         a_ = am.head(a_, ea)
         if sp is not None:  # every rank gets the whole outputs (and computes the whole loss)
-            v = sequence_parallel.gather(v, 1, sp)
-            a_ = sequence_parallel.gather(a_, 1, sp)
+            v = sequence_parallel.gather(v, 1, sp)[:, :lengths["video"]]
+            a_ = sequence_parallel.gather(a_, 1, sp)[:, :lengths["audio"]]
         return self.unpatchify(v, (f // pt, h // ph, w // pw)), a_
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -12,8 +12,10 @@ full loss. With that loss, averaging the gradients over the group (DDP, or FSDP2
 reduce-scatter) gives exactly the single-rank gradients: each rank's slice receives the
 gradient of all P copies of the loss, and the average divides it back.
 
-Needs heads and each stream's token count divisible by P (an error says which). The group is
-the whole world here (P = world: no data parallelism beside it).
+Needs the heads divisible by P (an error says so). A stream whose token count P does not
+divide is padded at its end to the next multiple (:func:`padded`): the padding tokens are
+masked out as keys and cut from the outputs, so they change nothing. The group is the whole
+world here (P = world: no data parallelism beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class SPGroup:
 
 
 _ACTIVE: ContextVar[SPGroup | None] = ContextVar("omni_sequence_parallel", default=None)
+#: each stream's real token count while its tokens are padded (see :func:`padded`)
+_LENGTHS: ContextVar[dict[str, int] | None] = ContextVar("omni_sp_lengths", default=None)
 
 
 @contextlib.contextmanager
@@ -54,6 +58,50 @@ def sequence_parallel(group: Any = None) -> Iterator[SPGroup]:
 def active() -> SPGroup | None:
     sp = _ACTIVE.get()
     return sp if sp is not None and sp.size > 1 else None
+
+
+@contextlib.contextmanager
+def padded(lengths: dict[str, int]) -> Iterator[None]:
+    """While the streams' tokens are padded: their real counts (``{"video": Lv, ...}``)."""
+    token = _LENGTHS.set(dict(lengths))
+    try:
+        yield
+    finally:
+        _LENGTHS.reset(token)
+
+
+def within(sp: SPGroup | None, lengths: dict[str, int] | None, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with the sequence-parallel state set (what an activation-checkpointed
+    block needs when it is recomputed in the backward pass, outside the forward's context)."""
+    t1, t2 = _ACTIVE.set(sp), _LENGTHS.set(lengths)
+    try:
+        return fn(*args)
+    finally:
+        _ACTIVE.reset(t1)
+        _LENGTHS.reset(t2)
+
+
+def lengths() -> dict[str, int] | None:
+    return _LENGTHS.get()
+
+
+def pad(x: torch.Tensor, dim: int, multiple: int, value: complex | float = 0.0) -> torch.Tensor:
+    """``x`` with its ``dim`` padded at the end to a multiple of ``multiple``."""
+    n = x.shape[dim]
+    extra = -n % multiple
+    if not extra:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, torch.full(shape, value, dtype=x.dtype, device=x.device)], dim)
+
+
+def key_mask(stream: str | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """The keys of ``stream`` that are real tokens, for ``n`` (padded) keys; None: all."""
+    lens = _LENGTHS.get()
+    if stream is None or not lens or lens.get(stream, n) >= n:
+        return None
+    return (torch.arange(n, device=device) < lens[stream])[None, None, None, :]  # (1,1,1,n)
 
 
 def local(x: torch.Tensor, dim: int, sp: SPGroup, what: str) -> torch.Tensor:

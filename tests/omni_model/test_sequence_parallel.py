@@ -22,17 +22,24 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGS = replace(get_flavor("debug").args, heads=4)
 
 
-def _inputs():
+#: (video frames, height, width in patches; audio latents): token counts that divide 2 and 4
+#: (64 + 40), and ones that divide neither (45 + 41: padded, the padding masked)
+SHAPES = {"even": ((4, 4, 4), 40), "odd": ((5, 3, 3), 41)}
+
+
+def _inputs(shape="even"):
     g = torch.Generator().manual_seed(3)
     pt, ph, pw = ARGS.patch
-    video = torch.randn(2, ARGS.video_channels, 4 * pt, 4 * ph, 4 * pw, generator=g)  # 64
-    audio = torch.randn(2, 40, ARGS.audio_channels, generator=g)  # 32 + 8 of a voice
+    (f, h, w), la = SHAPES[shape]
+    video = torch.randn(2, ARGS.video_channels, f * pt, h * ph, w * pw, generator=g)
+    audio = torch.randn(2, la, ARGS.audio_channels, generator=g)  # 8 of them a voice
     text = torch.randn(2, ARGS.text_len, ARGS.text_dim, generator=g)
     return video, audio, torch.tensor([300.0, 700.0]), text, text * 0.5
 
 
-def _model():
+def _model(checkpointing=False):
     model = build_model(ARGS, seed=1)
+    model.gradient_checkpointing = checkpointing
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():  # a non-zero head, or every gradient upstream of it would be 0
         for s in (model.video_model, model.audio_model):
@@ -40,8 +47,8 @@ def _model():
     return model
 
 
-def _step(model):
-    v, a, t, tv, ta = _inputs()
+def _step(model, shape="even"):
+    v, a, t, tv, ta = _inputs(shape)
     pv, pa = model(v, a, t, tv, ta, n_image_refs=1, voice_lengths=(8,))
     loss = pv.square().mean() + 0.5 * pa.square().mean()
     loss.backward()
@@ -49,16 +56,16 @@ def _step(model):
                                       for n, p in model.named_parameters()}
 
 
-def _worker(rank, world, port, out):
+def _worker(rank, world, port, out, shape, checkpointing):
     from omni_model.sequence_parallel import sequence_parallel
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        model = _model()
+        model = _model(checkpointing)
         with sequence_parallel():
-            pv, pa, grads = _step(model)
+            pv, pa, grads = _step(model, shape)
         for g in grads.values():  # what DDP does: the average over the ranks
             dist.all_reduce(g)
             g /= world
@@ -74,11 +81,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_split_tokens_give_the_single_rank_outputs_and_gradients(world, tmp_path):
-    ref_v, ref_a, ref_g = _step(_model())
+@pytest.mark.parametrize("world, shape, checkpointing", [
+    (2, "even", False), (4, "even", False), (2, "odd", False), (4, "odd", False),
+    (2, "odd", True)])
+def test_split_tokens_give_the_single_rank_outputs_and_gradients(world, shape, checkpointing,
+                                                                 tmp_path):
+    ref_v, ref_a, ref_g = _step(_model(), shape)
     out = tmp_path / "sp.pt"
-    mp.spawn(_worker, args=(world, _free_port(), str(out)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, _free_port(), str(out), shape, checkpointing),
+             nprocs=world, join=True)
     got = torch.load(out)
     torch.testing.assert_close(got["pv"], ref_v, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got["pa"], ref_a, rtol=1e-5, atol=1e-6)
@@ -93,8 +104,8 @@ def test_a_two_worker_sequence_parallel_run_follows_the_single_worker_curve(tmp_
     from omni_model.data import write_dummy_latents
     from omni_model.train import TrainConfig, run_training
 
-    # one identity a sample: 4 x 16 video and 35 + 31 audio tokens, both even
-    lat = write_dummy_latents(tmp_path / "lat", n=8, identities=(1,))
+    # samples of one and two identities: 35 + 31 or 35 + 62 audio tokens (97: padded to 98)
+    lat = write_dummy_latents(tmp_path / "lat", n=8)
 
     def curve(out, *extra):
         cfg = load_config(TrainConfig, ROOT / "configs" / "train" / "debug.yaml", [
