@@ -180,15 +180,12 @@ def run_comparison(
     """Make what is missing, score every model, write the tables and the report to ``out``."""
     from evaluation.registry import load_builtin, paper_metrics, with_lite
 
-    from .released import load_bench
-
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    instances, import_errors = load_bench(bench)
+    instances, import_errors = bench_instances(bench)
     if instances.empty:
         raise OmniError(f"{bench}: no instance could be imported")
-    instances = absolute_refs(instances, Path(bench))
     write_manifest(instances, BENCH_INSTANCES, out / "instances.parquet")
     load_builtin()
     names = list(metrics) if metrics else paper_metrics()
@@ -289,6 +286,16 @@ def run_comparison(
 
         write_report(out)
     return result
+
+
+def bench_instances(bench: str | os.PathLike[str]) -> tuple[pd.DataFrame, list]:
+    """A benchmark's instances (a released-layout folder or a ``bench_instances`` manifest)
+    with every reference path absolute, and the import's errors
+    (:func:`benchmark.released.load_bench`)."""
+    from .released import load_bench
+
+    instances, errors = load_bench(bench)
+    return absolute_refs(instances, Path(bench)), errors
 
 
 def absolute_refs(instances: pd.DataFrame, bench: Path) -> pd.DataFrame:

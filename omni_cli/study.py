@@ -115,7 +115,8 @@ def run_create(args: argparse.Namespace) -> int:
           f"{len(plan.raters)} raters ({min(plan.per_rater)}-{max(plan.per_rater)} items each "
           f"with {opts.repeats} repeated and {opts.broken} broken as attention checks)")
     for m, missing in plan.left_out.items():
-        print(f"  left out: {len(missing)} instances without a video from {m}")
+        print(f"  left out: {len(missing)} instances without a readable video from {m} "
+              f"(e.g. {missing[0]})")
     print(f"  links (also in {links}, readable by you only):")
     for label, url in plan.links(args.base_url):
         print(f"    {label}: {url}")

@@ -4,8 +4,9 @@ benchmark instances with the EMA weights, so a user sees whether training works.
 The videos go to ``OUT/stage<n>/previews/step-<k>/<instance_id>.mp4`` and a line per preview
 to ``OUT/stage<n>/previews.jsonl`` (step, seconds, videos, and the quick score the caller's
 ``score`` hook returns, e.g. ``omni train``'s: the lite metrics of :mod:`evaluation`, which
-this package does not import). The same instances, seeds and sampler settings every time, so
-successive previews differ only by the weights.
+this package does not import; an instance that cannot be sampled, e.g. a missing reference
+photo, is an ``errors`` entry with its reason, and training goes on). The same instances,
+seeds and sampler settings every time, so successive previews differ only by the weights.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Previewer:
 
     def run(self, model: torch.nn.Module, ema: dict[str, torch.Tensor] | None, step: int,
             folder: Path, score: Scorer | None = None) -> dict[str, Any]:
+        from omni_core.manifests import error_row
+
         from .generate import Generator, instance_seed
 
         t0 = time.perf_counter()
@@ -91,18 +94,22 @@ class Previewer:
             self.gen = Generator(self.gen_cfg, model=m)
         self.gen.model = m
         folder.mkdir(parents=True, exist_ok=True)
-        videos = []
+        videos, errors = [], []
         with torch.no_grad():
             for inst in self.rows:
                 iid = str(inst["instance_id"])
-                cond = self.gen.conditions(inst, self.root)
-                v, a = self.gen.sample(cond, instance_seed(self.cfg.seed, iid))
-                videos.append(str(self.gen.write(folder / f"{iid}.mp4", v, a, cond)))
+                try:  # an instance that cannot be sampled is reported; training goes on
+                    cond = self.gen.conditions(inst, self.root)
+                    v, a = self.gen.sample(cond, instance_seed(self.cfg.seed, iid))
+                    videos.append(str(self.gen.write(folder / f"{iid}.mp4", v, a, cond)))
+                except Exception as exc:  # noqa: BLE001 - one line in the record
+                    errors.append({"instance": iid,
+                                   "reason": error_row(iid, "preview", exc)["reason"]})
         del m
         self.gen.model = None
-        record: dict[str, Any] = {"step": step, "videos": videos,
+        record: dict[str, Any] = {"step": step, "videos": videos, "errors": errors,
                                   "sample_s": round(time.perf_counter() - t0, 3)}
-        if score is not None:
+        if score is not None and videos:
             t1 = time.perf_counter()
             record["score"] = score(folder, self.table)
             record["score_s"] = round(time.perf_counter() - t1, 3)

@@ -512,8 +512,10 @@ def train_loop(cfg: TrainConfig, stage: int, resume: bool = False,
                     append_record(out / "previews.jsonl", rec)
                     scored = ", ".join(f"{k} {v:.3f}" for k, v in rec.get("score", {}).items()
                                        if v is not None)
-                    _emit(bar, f"preview at step {step + 1}: {len(rec['videos'])} videos in "
-                               f"{rec['sample_s']:.1f} s{'; ' + scored if scored else ''}")
+                    failed = f", {len(rec['errors'])} failed" if rec["errors"] else ""
+                    _emit(bar, f"preview at step {step + 1}: {len(rec['videos'])} videos"
+                               f"{failed} in {rec['sample_s']:.1f} s"
+                               f"{'; ' + scored if scored else ''}")
                 if world > 1:
                     torch.distributed.barrier()
             if (step + 1) % cfg.checkpoint_every == 0 or is_last:

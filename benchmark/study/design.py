@@ -143,7 +143,8 @@ class StudyPlan:
     items: int
     raters: list[tuple[str, str]]  # (label, token)
     per_rater: list[int]
-    left_out: dict[str, list[str]] = field(default_factory=dict)  # model -> instances missing
+    #: model -> "instance: reason" of each instance left out for want of its video
+    left_out: dict[str, list[str]] = field(default_factory=dict)
 
     def links(self, base_url: str) -> list[tuple[str, str]]:
         base = base_url.rstrip("/")
@@ -219,11 +220,9 @@ def bench_inputs(bench: str | os.PathLike[str], specs: list[str]
                  ) -> tuple[pd.DataFrame, dict[str, Path]]:
     """A benchmark's instances (reference paths made absolute) and the prediction folders
     given as ``NAME=DIR``."""
-    from benchmark.compare import absolute_refs
-    from benchmark.released import load_bench
+    from benchmark.compare import bench_instances
 
-    instances, _ = load_bench(bench)
-    instances = absolute_refs(instances, Path(bench))
+    instances, _ = bench_instances(bench)
     preds: dict[str, Path] = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
@@ -282,6 +281,11 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
         inst = inst[inst.task.isin(o.tasks)]
     if inst.empty:
         raise OmniError(f"no instance of task {', '.join(o.tasks)} in the benchmark")
+    media_dir = folder / "media"
+    folder.mkdir(parents=True, exist_ok=True)
+    media: list[tuple[str, str, str]] = []  # (id, path, mime)
+    # each model's video of each instance, as the page plays it (with sound); a missing or
+    # unreadable one leaves the instance out, with the reason
     videos: dict[tuple[str, str], Path] = {}
     left_out: dict[str, list[str]] = {}
     usable = []
@@ -290,34 +294,28 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
         have = True
         for m in models:
             p = Path(predictions[m]) / f"{iid}.mp4"
-            if p.is_file():
-                videos[(m, iid)] = p
-            else:
-                left_out.setdefault(m, []).append(iid)
+            try:
+                if not p.is_file():
+                    raise OmniError("no video")
+                videos[(m, iid)] = _video_with_sound(p, media_dir)
+            except OmniError as exc:
+                left_out.setdefault(m, []).append(f"{iid}: {exc}")
                 have = False
         if have:
             usable.append(row)
     if not usable:
-        raise OmniError("no instance has a video from every model; nothing to rate")
+        raise OmniError("no instance has a readable video from every model; nothing to rate")
     if o.instances is not None and o.instances < len(usable):
         usable = rng.sample(usable, o.instances)
     usable.sort(key=lambda r: str(r.instance_id))
 
-    media_dir = folder / "media"
-    folder.mkdir(parents=True, exist_ok=True)
-    media: list[tuple[str, str, str]] = []  # (id, path, mime)
+    path_of: dict[str, str] = {}
 
     def add_media(path: Path) -> str:
         mid = _opaque()
         media.append((mid, str(Path(path).resolve()), mime_of(path)))
+        path_of[mid] = media[-1][1]
         return mid
-
-    played: dict[Path, Path] = {}
-
-    def playable(path: Path) -> Path:
-        if path not in played:
-            played[path] = _video_with_sound(path, media_dir)
-        return played[path]
 
     if o.protocol == "absolute":
         combos: list[tuple[str, ...]] = [(m,) for m in models]
@@ -339,7 +337,7 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
                     "split": getattr(row, "split", None), "caption": str(row.caption),
                     "images": images, "voices": voices, "repeat_of": None,
                     "models": combo,
-                    "videos": [add_media(playable(videos[(m, iid)])) for m in combo]}
+                    "videos": [add_media(videos[(m, iid)]) for m in combo]}
             items.append(item)
     by_id = {it["item_id"]: it for it in items}
     assigned = _balanced(list(by_id), o.raters, o.ratings, rng)
@@ -348,7 +346,7 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
     if o.broken:
         from omni_core.media import probe
 
-        first = probe(playable(videos[(models[0], str(usable[0].instance_id))]))
+        first = probe(videos[(models[0], str(usable[0].instance_id))])
         broken_src = broken_video(media_dir / "attention-check.mp4", first.width or 640,
                                   first.height or 360, min(8.0, first.duration_s or 5.0))
 
@@ -363,7 +361,7 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
             orig = by_id[rng.choice([i for i in order if by_id[i]["kind"] == "rated"])]
             copy = {**orig, "item_id": _opaque(), "kind": "repeat",
                     "repeat_of": orig["item_id"],
-                    "videos": [add_media(Path(_path_of(media, v))) for v in orig["videos"]]}
+                    "videos": [add_media(Path(path_of[v])) for v in orig["videos"]]}
             extra.append(copy)
             by_id[copy["item_id"]] = copy
             start = order.index(orig["item_id"]) + 2
@@ -377,7 +375,7 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
                 combo, vids = (None,), [bad]
             else:
                 m = rng.choice(models)
-                combo, vids = (None, m), [bad, add_media(playable(videos[(m, iid)]))]
+                combo, vids = (None, m), [bad, add_media(videos[(m, iid)])]
             item = {"item_id": _opaque(), "kind": "broken", "instance_id": iid,
                     "split": getattr(row, "split", None), "caption": str(row.caption),
                     "images": images, "voices": voices, "repeat_of": None,
@@ -420,13 +418,6 @@ def create_study(out: str | os.PathLike[str], instances: pd.DataFrame,
     per_rater = [sum(1 for p in plan_rows if p[0] == r + 1) for r in range(o.raters)]
     return StudyPlan(folder, o.protocol, models, [str(r.instance_id) for r in usable],
                      len(items), raters, per_rater, left_out)
-
-
-def _path_of(media: list[tuple[str, str, str]], media_id: str) -> str:
-    for mid, path, _ in media:
-        if mid == media_id:
-            return path
-    raise KeyError(media_id)
 
 
 def write_links(plan: StudyPlan, base_url: str) -> Path:

@@ -52,3 +52,26 @@ def test_previews_need_instances():
 
     with pytest.raises(ValueError, match="previews.instances is not"):
         PreviewConfig(every=5)
+
+
+def test_an_instance_that_cannot_be_sampled_is_reported_and_training_goes_on(bench_fixtures,
+                                                                               tmp_path):
+    from benchmark.compare import bench_instances
+    from omni_core.config import load_config
+    from omni_core.manifests import write_manifest
+    from omni_model.train import TrainConfig, run_training
+
+    instances, _ = bench_instances(bench_fixtures.bench)
+    instances = instances.sort_values("instance_id").reset_index(drop=True)
+    instances.at[0, "image_refs"] = [str(tmp_path / "gone.png")]  # a photo that is not there
+    write_manifest(instances, "bench_instances", tmp_path / "inst.parquet")
+    lat = write_dummy_latents(tmp_path / "lat", n=4)
+    cfg = load_config(TrainConfig, CONFIG, [
+        f"out={tmp_path / 'run'}", f"stages.1.data={lat}", "stages.1.steps=2",
+        "checkpoint_every=100", "progress=false", "previews.every=2",
+        f"previews.instances={tmp_path / 'inst.parquet'}", "previews.steps=2"])
+    assert run_training(cfg, 1)["last"]["step"] == 2
+    (rec,) = [json.loads(line) for line in
+              (tmp_path / "run" / "stage1" / "previews.jsonl").read_text().splitlines()]
+    assert len(rec["videos"]) == 1 and rec["errors"][0]["instance"] == instances.instance_id[0]
+    assert "gone.png" in rec["errors"][0]["reason"]

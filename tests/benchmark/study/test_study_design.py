@@ -119,15 +119,21 @@ def test_refusals(study_inputs, tmp_path):
     create_study(tmp_path / "d", inst, preds, StudyOptions(raters=2, ratings=1))
     with pytest.raises(OmniError, match="already holds a study"):
         create_study(tmp_path / "d", inst, preds, StudyOptions(raters=2, ratings=1))
-    # an instance missing from one model is left out and counted
+    # an instance missing from one model, or whose video cannot be read, is left out and
+    # counted with the reason; the others are rated
     short = tmp_path / "short"
     short.mkdir()
-    for mp4 in sorted(preds["zeta-model"].glob("*.mp4"))[1:]:
+    mp4s = sorted(preds["zeta-model"].glob("*.mp4"))
+    for mp4 in mp4s[2:]:
         (short / mp4.name).symlink_to(mp4)
+    (short / mp4s[1].name).write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
     plan = create_study(tmp_path / "e", inst, {"zeta-model": preds["zeta-model"],
                                                "short": short},
                         StudyOptions(raters=2, ratings=1))
-    assert len(plan.instances) == 3 and len(plan.left_out["short"]) == 1
+    assert len(plan.instances) == 2 and len(plan.left_out["short"]) == 2
+    missing, broken = sorted(plan.left_out["short"], key=lambda r: "no video" not in r)
+    assert missing.endswith(": no video") and mp4s[0].stem in missing
+    assert broken.startswith(mp4s[1].stem) and "no video" not in broken
     meta = {r["key"]: json.loads(r["value"]) for r in _rows(plan.folder, "SELECT * FROM meta")}
     assert meta["protocol"] == "absolute" and len(meta["dimensions"]) == 7
 
