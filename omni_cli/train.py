@@ -111,14 +111,13 @@ def _previews(cfg):
 
     path = Path(cfg.previews.instances)
     if path.is_dir():
-        from benchmark.compare import absolute_refs
-        from benchmark.released import load_bench
+        from benchmark.compare import bench_instances
         from omni_core.manifests import write_manifest
 
-        instances, _ = load_bench(path)
+        instances, _ = bench_instances(path)
         dest = Path(cfg.out).resolve() / "preview_instances.parquet"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_manifest(absolute_refs(instances, path), "bench_instances", dest)
+        write_manifest(instances, "bench_instances", dest)
         cfg = replace(cfg, previews=replace(cfg.previews, instances=str(dest)))
     score = partial(preview_score, list(cfg.previews.metrics), cfg.previews.weights) \
         if cfg.previews.metrics else None

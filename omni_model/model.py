@@ -399,8 +399,11 @@ class OmniDiT(nn.Module):
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 # the recomputation runs in the backward pass, outside this forward's
                 # sequence-parallel state: it carries the state with it
-                v, a_ = checkpoint(sequence_parallel.within, sp, lengths, fused_block, *args,
-                                   use_reentrant=False)
+                fn = (fused_block, ) if sp is None else (sequence_parallel.within, sp, lengths,
+                                                         fused_block)
+                v, a_ = checkpoint(*fn, *args, use_reentrant=False)
+            elif sp is None:
+                v, a_ = fused_block(*args)
             else:
                 v, a_ = sequence_parallel.within(sp, lengths, fused_block, *args)
         v = vm.head(v, ev)

@@ -260,6 +260,7 @@ class ResultStore:
         (:meth:`fresh`). ``records=False`` leaves the records in the files (a driver over
         millions of items holds ids only; :meth:`records` then streams them)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         if not refresh and (kind, key, records) in self._index:
             return self._index[(kind, key, records)]
@@ -272,7 +273,7 @@ class ResultStore:
                 continue  # torn or foreign: absent
             t = _with_part(t, stem, cols)
             tables.append(t)
-            parts.update(pc_unique(t.column("part")))
+            parts.update(pc.unique(t.column("part")).to_pylist())
         if tables:
             table = _newest(pa.concat_tables(tables))
         else:
@@ -438,12 +439,6 @@ class ResultStore:
             return pf.read(columns=[*columns, *(["part"] if "part" in names else [])])
         except (FileNotFoundError, pa.ArrowInvalid, OSError):
             return None
-
-
-def pc_unique(col: Any) -> list[str]:
-    import pyarrow.compute as pc
-
-    return pc.unique(col).to_pylist()
 
 
 def _stat(url: str) -> list[Any] | None:
